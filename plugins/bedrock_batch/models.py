@@ -1,0 +1,469 @@
+"""Model-family adapters: build a record's ``modelInput`` and read its ``modelOutput``.
+
+A batch record's ``modelInput`` is exactly the InvokeModel body of the chosen model (or the Converse
+request when the job's ``modelInvocationType`` is ``Converse``), so each family writes its own JSON
+shape. The pipeline speaks a small set of normalised parameters (``max_tokens``, ``temperature``,
+``top_p``, ``top_k``, ``stop_sequences``); each adapter maps them to its family's names and rejects
+the ones its family lacks, so a wrong setting fails at parse time rather than in a billed job.
+
+This module is imported at DAG-parse time: it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from bedrock_batch.errors import ConfigError, OutputParseError
+
+#: Output budget used when ``max_tokens`` is not set. Claude requires one, and an explicit cap keeps
+#: the cost of a batch predictable for every family.
+DEFAULT_MAX_TOKENS = 1024
+
+#: The normalised parameter names a pipeline config may use.
+NORMALISED_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences")
+
+#: Parameters that ask for tool use or structured output, which batch inference does not support.
+UNSUPPORTED_IN_BATCH = frozenset(
+    {
+        "tools",
+        "tool_choice",
+        "toolConfig",
+        "tool_config",
+        "response_format",
+        "output_format",
+        "output_config",
+        "structured_output",
+        "json_schema",
+    }
+)
+
+#: Cross-region inference profile prefixes that may precede a model id (``us.anthropic...``).
+REGION_PREFIXES = frozenset({"us", "us-gov", "eu", "apac", "ap", "jp", "au", "ca", "global"})
+
+#: Characters per token used by :func:`estimate_tokens`.
+CHARS_PER_TOKEN = 3.5
+
+
+def estimate_tokens(text: str) -> int:
+    """
+    Estimate the token count of ``text`` as characters / 3.5, rounded up.
+
+    This is an estimate, not a tokenizer: it is used to keep records well inside a model's context
+    window and to size jobs, never to bill. Real counts come back in the output and the manifest.
+    """
+    if not text:
+        return 0
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """What the pipeline keeps of one model response, whatever the family."""
+
+    text: str
+    input_tokens: int | None
+    output_tokens: int | None
+    stop_reason: str | None
+
+
+class ModelFamily(ABC):
+    """
+    One request/response dialect of Bedrock models.
+
+    ``context_tokens`` is the default context budget of the family (the smallest common window of
+    its current models, documented as a default); records whose estimated input plus ``max_tokens``
+    exceed it are rejected or truncated by the record builder.
+    """
+
+    name: ClassVar[str]
+    context_tokens: int
+    #: normalised parameter name -> this family's parameter name; absent means unsupported.
+    param_names: ClassVar[Mapping[str, str]]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(context_tokens={self.context_tokens})"
+
+    def validate_params(self, params: Mapping[str, Any]) -> None:
+        """Raise ``ConfigError`` naming the first parameter this family cannot take or whose value is bad."""
+        for key, value in params.items():
+            if key in UNSUPPORTED_IN_BATCH:
+                raise ConfigError(
+                    f"Model parameter {key!r}: Bedrock batch inference does not support tool use "
+                    "or structured output"
+                )
+            if key not in NORMALISED_PARAMS:
+                raise ConfigError(
+                    f"Unknown model parameter {key!r}; expected one of {', '.join(NORMALISED_PARAMS)}"
+                )
+            if value is None:
+                continue
+            if key not in self.param_names:
+                raise ConfigError(f"Model family {self.name!r} does not support the parameter {key!r}")
+            _check_value(key, value)
+
+    def max_tokens(self, params: Mapping[str, Any]) -> int:
+        """The output budget a record built with ``params`` will ask for."""
+        value = params.get("max_tokens")
+        return DEFAULT_MAX_TOKENS if value is None else int(value)
+
+    def input_budget(self, params: Mapping[str, Any]) -> int:
+        """Tokens left for the prompt once the output budget is reserved."""
+        return self.context_tokens - self.max_tokens(params)
+
+    def _mapped(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate ``params`` and return them under this family's names, ``max_tokens`` always set."""
+        self.validate_params(params)
+        merged = {"max_tokens": DEFAULT_MAX_TOKENS}
+        merged.update({k: v for k, v in params.items() if v is not None})
+        return {self.param_names[k]: _plain(v) for k, v in merged.items()}
+
+    @abstractmethod
+    def build_input(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``modelInput`` of one record."""
+
+    @abstractmethod
+    def parse_output(self, model_output: Mapping[str, Any]) -> ModelOutput:
+        """Read one ``modelOutput``; raise ``OutputParseError`` naming the field when the shape is wrong."""
+
+
+def _check_value(key: str, value: Any) -> None:
+    if key in ("max_tokens", "top_k"):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"Model parameter {key!r} must be a positive integer, got {value!r}")
+    elif key in ("temperature", "top_p"):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ConfigError(f"Model parameter {key!r} must be a number between 0 and 1, got {value!r}")
+    elif key == "stop_sequences" and (
+        isinstance(value, str) or not all(isinstance(s, str) and s for s in value)
+    ):
+        raise ConfigError(
+            f"Model parameter 'stop_sequences' must be a list of non-empty strings, got {value!r}"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Copy sequences to lists so the model input is plain JSON."""
+    if isinstance(value, list | tuple):
+        return list(value)
+    return value
+
+
+def _field(data: Any, path: str) -> Any:
+    """Follow a dotted path through mappings; raise ``OutputParseError`` naming the missing field."""
+    current = data
+    walked = "modelOutput"
+    for part in path.split("."):
+        walked = f"{walked}.{part}"
+        if not isinstance(current, Mapping) or part not in current:
+            raise OutputParseError(f"{walked} is missing")
+        current = current[part]
+    return current
+
+
+def _optional_int(data: Any, *path: str) -> int | None:
+    """A token count if present and integral; ``None`` otherwise (counts are informational)."""
+    current = data
+    for part in path:
+        if not isinstance(current, Mapping):
+            return None
+        current = current.get(part)
+    if isinstance(current, bool) or not isinstance(current, int):
+        return None
+    return current
+
+
+def _optional_str(data: Any, key: str) -> str | None:
+    value = data.get(key) if isinstance(data, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def _first(items: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(items, list) or not items:
+        raise OutputParseError(f"modelOutput.{field} is empty or not a list")
+    first = items[0]
+    if not isinstance(first, Mapping):
+        raise OutputParseError(f"modelOutput.{field}[0] is not an object")
+    return first
+
+
+def _user_message(content: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": content}]
+
+
+class AnthropicClaude(ModelFamily):
+    """Anthropic Claude through the Messages API body (``anthropic_version`` bedrock-2023-05-31)."""
+
+    name = "anthropic-claude"
+    anthropic_version = "bedrock-2023-05-31"
+    param_names: ClassVar[Mapping[str, str]] = {
+        "max_tokens": "max_tokens",
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "top_k": "top_k",
+        "stop_sequences": "stop_sequences",
+    }
+
+    def __init__(self, context_tokens: int = 200_000) -> None:
+        self.context_tokens = context_tokens
+
+    def build_input(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {"anthropic_version": self.anthropic_version}
+        mapped = self._mapped(params)
+        body["max_tokens"] = mapped.pop("max_tokens")
+        if system:
+            body["system"] = system
+        body["messages"] = _user_message([{"type": "text", "text": prompt}])
+        body.update(mapped)
+        return body
+
+    def parse_output(self, model_output: Mapping[str, Any]) -> ModelOutput:
+        content = _field(model_output, "content")
+        if not isinstance(content, list):
+            raise OutputParseError("modelOutput.content is not a list")
+        texts = [
+            block["text"]
+            for block in content
+            if isinstance(block, Mapping)
+            and block.get("type", "text") == "text"
+            and isinstance(block.get("text"), str)
+        ]
+        return ModelOutput(
+            text="".join(texts),
+            input_tokens=_optional_int(model_output, "usage", "input_tokens"),
+            output_tokens=_optional_int(model_output, "usage", "output_tokens"),
+            stop_reason=_optional_str(model_output, "stop_reason"),
+        )
+
+
+class _MessagesOutput(ModelFamily):
+    """Shared by Nova and Converse: ``output.message.content[*].text``, camelCase usage."""
+
+    def _body(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if system:
+            body["system"] = [{"text": system}]
+        body["messages"] = _user_message([{"text": prompt}])
+        body["inferenceConfig"] = self._mapped(params)
+        return body
+
+    def build_input(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self._body(system=system, prompt=prompt, params=params)
+
+    def parse_output(self, model_output: Mapping[str, Any]) -> ModelOutput:
+        content = _field(model_output, "output.message.content")
+        if not isinstance(content, list):
+            raise OutputParseError("modelOutput.output.message.content is not a list")
+        texts = [b["text"] for b in content if isinstance(b, Mapping) and isinstance(b.get("text"), str)]
+        return ModelOutput(
+            text="".join(texts),
+            input_tokens=_optional_int(model_output, "usage", "inputTokens"),
+            output_tokens=_optional_int(model_output, "usage", "outputTokens"),
+            stop_reason=_optional_str(model_output, "stopReason"),
+        )
+
+
+class AmazonNova(_MessagesOutput):
+    """Amazon Nova understanding models (Micro, Lite, Pro, Premier, Nova 2) through their InvokeModel body."""
+
+    name = "amazon-nova"
+    param_names: ClassVar[Mapping[str, str]] = {
+        "max_tokens": "maxTokens",
+        "temperature": "temperature",
+        "top_p": "topP",
+        "top_k": "topK",
+        "stop_sequences": "stopSequences",
+    }
+
+    def __init__(self, context_tokens: int = 300_000) -> None:
+        self.context_tokens = context_tokens
+
+
+class Converse(_MessagesOutput):
+    """
+    The Converse request and response, for jobs created with ``modelInvocationType='Converse'``.
+
+    ``top_k`` is not part of Converse's common ``inferenceConfig`` (it would need per-model
+    ``additionalModelRequestFields``), so it is rejected.
+    """
+
+    name = "converse"
+    param_names: ClassVar[Mapping[str, str]] = {
+        "max_tokens": "maxTokens",
+        "temperature": "temperature",
+        "top_p": "topP",
+        "stop_sequences": "stopSequences",
+    }
+
+    def __init__(self, context_tokens: int = 32_000) -> None:
+        self.context_tokens = context_tokens
+
+
+class MetaLlama(ModelFamily):
+    """Meta Llama 3.x / 4 instruct models: a single prompt string in the Llama 3 chat format."""
+
+    name = "meta-llama"
+    param_names: ClassVar[Mapping[str, str]] = {
+        "max_tokens": "max_gen_len",
+        "temperature": "temperature",
+        "top_p": "top_p",
+    }
+
+    def __init__(self, context_tokens: int = 128_000) -> None:
+        self.context_tokens = context_tokens
+
+    @staticmethod
+    def format_prompt(system: str | None, prompt: str) -> str:
+        """Llama 3 chat format: header-delimited turns, ending on an open assistant turn."""
+        parts = ["<|begin_of_text|>"]
+        if system:
+            parts.append(f"<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>")
+        parts.append(f"<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>")
+        parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        return "".join(parts)
+
+    def build_input(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"prompt": self.format_prompt(system, prompt), **self._mapped(params)}
+
+    def parse_output(self, model_output: Mapping[str, Any]) -> ModelOutput:
+        text = _field(model_output, "generation")
+        if not isinstance(text, str):
+            raise OutputParseError("modelOutput.generation is not a string")
+        return ModelOutput(
+            text=text,
+            input_tokens=_optional_int(model_output, "prompt_token_count"),
+            output_tokens=_optional_int(model_output, "generation_token_count"),
+            stop_reason=_optional_str(model_output, "stop_reason"),
+        )
+
+
+class MistralText(ModelFamily):
+    """
+    Mistral text-completion models (7B, Mixtral 8x7B, Large 2402, Small 2402): ``<s>[INST] ... [/INST]``.
+
+    The format has no system role, so the system prompt leads the instruction. The response carries
+    no token counts.
+    """
+
+    name = "mistral-text"
+    param_names: ClassVar[Mapping[str, str]] = {
+        "max_tokens": "max_tokens",
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "top_k": "top_k",
+        "stop_sequences": "stop",
+    }
+
+    def __init__(self, context_tokens: int = 32_000) -> None:
+        self.context_tokens = context_tokens
+
+    @staticmethod
+    def format_prompt(system: str | None, prompt: str) -> str:
+        instruction = f"{system}\n\n{prompt}" if system else prompt
+        return f"<s>[INST] {instruction} [/INST]"
+
+    def build_input(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"prompt": self.format_prompt(system, prompt), **self._mapped(params)}
+
+    def parse_output(self, model_output: Mapping[str, Any]) -> ModelOutput:
+        first = _first(_field(model_output, "outputs"), "outputs")
+        text = first.get("text")
+        if not isinstance(text, str):
+            raise OutputParseError("modelOutput.outputs[0].text is missing")
+        return ModelOutput(
+            text=text, input_tokens=None, output_tokens=None, stop_reason=_optional_str(first, "stop_reason")
+        )
+
+
+class AmazonTitanText(ModelFamily):
+    """Amazon Titan Text (Lite, Express, Premier): ``inputText`` in the ``User: ...\\nBot:`` style."""
+
+    name = "amazon-titan-text"
+    param_names: ClassVar[Mapping[str, str]] = {
+        "max_tokens": "maxTokenCount",
+        "temperature": "temperature",
+        "top_p": "topP",
+        "stop_sequences": "stopSequences",
+    }
+
+    def __init__(self, context_tokens: int = 8_000) -> None:
+        self.context_tokens = context_tokens
+
+    @staticmethod
+    def format_prompt(system: str | None, prompt: str) -> str:
+        turn = f"User: {prompt}\nBot:"
+        return f"{system}\n\n{turn}" if system else turn
+
+    def build_input(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return {"inputText": self.format_prompt(system, prompt), "textGenerationConfig": self._mapped(params)}
+
+    def parse_output(self, model_output: Mapping[str, Any]) -> ModelOutput:
+        first = _first(_field(model_output, "results"), "results")
+        text = first.get("outputText")
+        if not isinstance(text, str):
+            raise OutputParseError("modelOutput.results[0].outputText is missing")
+        return ModelOutput(
+            text=text,
+            input_tokens=_optional_int(model_output, "inputTextTokenCount"),
+            output_tokens=_optional_int(first, "tokenCount"),
+            stop_reason=_optional_str(first, "completionReason"),
+        )
+
+
+#: (model id prefix after any region prefix, family class). First match wins.
+_FAMILIES: tuple[tuple[str, type[ModelFamily]], ...] = (
+    ("anthropic.claude", AnthropicClaude),
+    ("amazon.nova-", AmazonNova),
+    ("amazon.titan-text", AmazonTitanText),
+    ("amazon.titan-tg1", AmazonTitanText),
+    ("meta.llama3", MetaLlama),
+    ("meta.llama4", MetaLlama),
+    ("mistral.mistral-7b-instruct", MistralText),
+    ("mistral.mixtral-8x7b-instruct", MistralText),
+    ("mistral.mistral-large-2402", MistralText),
+    ("mistral.mistral-small-2402", MistralText),
+)
+
+INVOCATION_TYPES = ("InvokeModel", "Converse")
+
+
+def base_model_id(model_id: str) -> str:
+    """
+    The foundation model id inside ``model_id``.
+
+    Strips an ARN down to its resource name and then a cross-region prefix, so
+    ``arn:...:inference-profile/us.anthropic.claude-...`` and ``global.anthropic.claude-...`` both
+    give ``anthropic.claude-...``.
+    """
+    resource = model_id.rsplit("/", 1)[-1] if model_id.startswith("arn:") else model_id
+    head, sep, rest = resource.partition(".")
+    if sep and head.lower() in REGION_PREFIXES:
+        return rest
+    return resource
+
+
+def family_for(model_id: str, invocation_type: str = "InvokeModel") -> ModelFamily:
+    """
+    The adapter for ``model_id`` under ``invocation_type``.
+
+    Converse is used whenever ``invocation_type == "Converse"``, with the context budget of the
+    model's own family when it is known. An unknown family is a ``ConfigError`` naming the model id.
+    """
+    if invocation_type not in INVOCATION_TYPES:
+        raise ConfigError(
+            f"Unknown invocation type {invocation_type!r} for model {model_id!r}; "
+            f"expected one of {', '.join(INVOCATION_TYPES)}"
+        )
+    base = base_model_id(model_id).lower()
+    native = next((cls for prefix, cls in _FAMILIES if base.startswith(prefix)), None)
+    if invocation_type == "Converse":
+        return Converse(native().context_tokens) if native else Converse()
+    if native is None:
+        raise ConfigError(
+            f"Model {model_id!r} belongs to no supported InvokeModel family (Anthropic Claude, Amazon Nova, "
+            "Meta Llama 3+, Mistral text completion, Amazon Titan Text); use invocation_type 'Converse'"
+        )
+    return native()

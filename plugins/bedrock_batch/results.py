@@ -1,0 +1,207 @@
+"""
+Reading what Bedrock wrote back: ``<file>.jsonl.out`` lines and ``manifest.json.out``.
+
+Output lines are joined to their records by ``recordId`` only, since the output order is not
+guaranteed to match the input. A line that cannot be read becomes a :class:`Quarantined` entry
+(file, line number, reason) instead of stopping the whole collection: one garbled line must not
+cost the rest of a billed job. Reasons never quote the line, which may hold the transcript.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bedrock_batch.errors import OutputParseError
+
+if TYPE_CHECKING:
+    from bedrock_batch.models import ModelFamily, ModelOutput
+
+#: Error messages from Bedrock are kept, but only this many characters of them.
+MAX_ERROR_MESSAGE = 2000
+
+
+@dataclass(frozen=True)
+class ResultLine:
+    """One record's outcome: ``output`` on success, ``error_code``/``error_message`` on a record error."""
+
+    record_id: str
+    output: ModelOutput | None
+    error_code: str | None
+    error_message: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.output is not None
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """A line that could not be read; kept for a human, counted, never fatal."""
+
+    file: str
+    line_no: int
+    reason: str
+
+
+def _loads(data: bytes | str) -> Any:
+    """Parse JSON with orjson when it is installed, else with the standard library."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a project requirement
+        import json
+
+        return json.loads(data)
+    return orjson.loads(data)
+
+
+def iter_output(
+    lines: Iterable[bytes | str], *, file: str, family: ModelFamily
+) -> Iterator[ResultLine | Quarantined]:
+    """
+    Yield one ``ResultLine`` or ``Quarantined`` per non-blank line of an output file.
+
+    ``lines`` are the raw lines (bytes as read from S3; ``str`` is accepted too); line numbers count
+    from 1 and include blank lines so they match the file.
+    """
+    for line_no, raw in enumerate(lines, start=1):
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        try:
+            obj = _loads(stripped)
+        except ValueError:  # json.JSONDecodeError and orjson.JSONDecodeError both are ValueErrors
+            yield Quarantined(file, line_no, "line is not valid JSON")
+            continue
+        except TypeError:  # pragma: no cover - a non-text line from a broken reader
+            yield Quarantined(file, line_no, "line is not text")
+            continue
+        yield _read_line(obj, file=file, line_no=line_no, family=family)
+
+
+def _read_line(obj: Any, *, file: str, line_no: int, family: ModelFamily) -> ResultLine | Quarantined:
+    if not isinstance(obj, dict):
+        return Quarantined(file, line_no, "line is not a JSON object")
+    record_id = obj.get("recordId")
+    if not isinstance(record_id, str) or not record_id:
+        return Quarantined(file, line_no, "line has no recordId")
+    model_output = obj.get("modelOutput")
+    if model_output is not None:
+        if not isinstance(model_output, Mapping):
+            return Quarantined(file, line_no, f"record {record_id}: modelOutput is not an object")
+        try:
+            output = family.parse_output(model_output)
+        except OutputParseError as exc:
+            return Quarantined(file, line_no, f"record {record_id}: {exc} (model family {family.name})")
+        return ResultLine(record_id=record_id, output=output, error_code=None, error_message=None)
+    error = obj.get("error")
+    if error is not None:
+        code, message = _error_fields(error)
+        return ResultLine(record_id=record_id, output=None, error_code=code, error_message=message)
+    return Quarantined(file, line_no, f"record {record_id}: line has neither modelOutput nor error")
+
+
+def _error_fields(error: Any) -> tuple[str, str | None]:
+    """``errorCode`` as text (it arrives as an integer or a string) and the message, shortened."""
+    if isinstance(error, Mapping):
+        code = error.get("errorCode")
+        message = error.get("errorMessage")
+    else:
+        code, message = None, error
+    code_text = "unknown" if code is None or code == "" else str(code)
+    message_text = None if message is None else str(message)[:MAX_ERROR_MESSAGE]
+    return code_text, message_text
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The counts of ``manifest.json.out``; token counts are ``None`` when Bedrock leaves them out."""
+
+    total_record_count: int
+    processed_record_count: int
+    success_record_count: int
+    error_record_count: int
+    input_token_count: int | None
+    output_token_count: int | None
+
+
+_REQUIRED_COUNTS = {
+    "totalRecordCount": "total_record_count",
+    "processedRecordCount": "processed_record_count",
+    "successRecordCount": "success_record_count",
+    "errorRecordCount": "error_record_count",
+}
+_OPTIONAL_COUNTS = {"inputTokenCount": "input_token_count", "outputTokenCount": "output_token_count"}
+
+
+def _count(value: Any, name: str, file: str) -> int:
+    if isinstance(value, bool):
+        raise OutputParseError(f"{file}: {name} is not a count")
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise OutputParseError(f"{file}: {name} is not a count") from exc
+    if number < 0 or (isinstance(value, float) and value != number):
+        raise OutputParseError(f"{file}: {name} is not a count")
+    return number
+
+
+def parse_manifest(data: bytes, *, file: str = "manifest.json.out") -> Manifest:
+    """Read a job's manifest; ``OutputParseError`` naming the file and field when it is not one."""
+    try:
+        obj = _loads(data)
+    except ValueError as exc:
+        raise OutputParseError(f"{file} is not valid JSON") from exc
+    if not isinstance(obj, dict):
+        raise OutputParseError(f"{file} is not a JSON object")
+    counts: dict[str, int | None] = {}
+    for key, attr in _REQUIRED_COUNTS.items():
+        if key not in obj:
+            raise OutputParseError(f"{file}: {key} is missing")
+        counts[attr] = _count(obj[key], key, file)
+    for key, attr in _OPTIONAL_COUNTS.items():
+        counts[attr] = None if obj.get(key) is None else _count(obj[key], key, file)
+    return Manifest(**counts)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """What a job's output says about its records compared with what was submitted."""
+
+    missing: list[str]
+    unexpected: list[str]
+    manifest_mismatch: str | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.unexpected and self.manifest_mismatch is None
+
+
+def reconcile(expected_ids: set[str], seen_ids: set[str], manifest: Manifest | None) -> Reconciliation:
+    """
+    Compare the submitted record ids with those found in the output, and both with the manifest.
+
+    ``missing`` are records to carry over (Bedrock did not process them, e.g. a PartiallyCompleted
+    job); ``unexpected`` are ids the job never had, a sign of a wrong map or output folder.
+    """
+    missing = sorted(expected_ids - seen_ids)
+    unexpected = sorted(seen_ids - expected_ids)
+    problems: list[str] = []
+    if manifest is not None:
+        if manifest.total_record_count != len(expected_ids):
+            problems.append(
+                f"manifest totalRecordCount {manifest.total_record_count} != {len(expected_ids)} submitted"
+            )
+        if manifest.processed_record_count != len(seen_ids):
+            problems.append(
+                f"manifest processedRecordCount {manifest.processed_record_count} != {len(seen_ids)} read"
+            )
+        if manifest.success_record_count + manifest.error_record_count != manifest.processed_record_count:
+            problems.append(
+                f"manifest successRecordCount {manifest.success_record_count} + errorRecordCount "
+                f"{manifest.error_record_count} != processedRecordCount {manifest.processed_record_count}"
+            )
+    return Reconciliation(
+        missing=missing, unexpected=unexpected, manifest_mismatch="; ".join(problems) or None
+    )

@@ -1,0 +1,585 @@
+"""Stream batch records to S3 as Bedrock batch input: JSONL files, one folder per job, plus record maps.
+
+Memory stays flat in the number of records: each open object (one input file and one map file
+of the current job) buffers at most one multipart part; only the record ids of the current job
+are held, to catch duplicate ids. Re-staging the same run writes the same keys and deletes
+``.jsonl`` objects of an earlier staging that the new plan no longer has, so a rerun never leaves
+stale input behind for Bedrock to read.
+
+Multimodal records: Bedrock requires every S3 object a record references
+(``{"s3Location": {"uri": ...}}``) to sit in the job's input folder. Callers must copy media to
+``JsonlStager.job_input_prefix(index)`` first; a record referencing anything else is rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+import orjson
+
+from bedrock_batch.errors import ConfigError, StagingError
+from bedrock_batch.quotas import BatchQuotas, balanced_sizes
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+MIN_PART_SIZE = 5 * MIB
+"""S3's smallest multipart part (all parts but the last)."""
+JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
+RECORD_ID_PATTERN = re.compile(r"^[A-Za-z0-9]{1,256}$")
+_MAX_LIST_PAGES = 1000
+
+
+class StageableRecord(Protocol):
+    """What the stager reads of a record (``records.BatchRecord`` has these fields)."""
+
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def source_key(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def model_input(self) -> Mapping[str, Any]: ...
+    @property
+    def est_input_tokens(self) -> int: ...
+
+
+class DuplicateRecordIdError(StagingError):
+    """Two records of one job have the same record id; the caller rejects the second one."""
+
+    def __init__(self, record_id: str, source_key: str, job_name: str) -> None:
+        super().__init__(
+            f"record {record_id} (source key {source_key!r}) duplicates a record id in job {job_name}"
+        )
+        self.record_id = record_id
+        self.source_key = source_key
+        self.job_name = job_name
+
+
+@dataclass(frozen=True)
+class StagedFile:
+    s3_uri: str
+    records: int
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"s3_uri": self.s3_uri, "records": self.records, "bytes": self.bytes}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StagedFile:
+        return cls(s3_uri=str(data["s3_uri"]), records=int(data["records"]), bytes=int(data["bytes"]))
+
+
+@dataclass(frozen=True)
+class StagedJob:
+    index: int
+    job_name: str
+    input_s3_uri: str
+    output_s3_uri: str
+    map_s3_uri: str
+    files: list[StagedFile]
+    records: int
+    bytes: int
+    est_input_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "job_name": self.job_name,
+            "input_s3_uri": self.input_s3_uri,
+            "output_s3_uri": self.output_s3_uri,
+            "map_s3_uri": self.map_s3_uri,
+            "files": [f.to_dict() for f in self.files],
+            "records": self.records,
+            "bytes": self.bytes,
+            "est_input_tokens": self.est_input_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StagedJob:
+        return cls(
+            index=int(data["index"]),
+            job_name=str(data["job_name"]),
+            input_s3_uri=str(data["input_s3_uri"]),
+            output_s3_uri=str(data["output_s3_uri"]),
+            map_s3_uri=str(data["map_s3_uri"]),
+            files=[StagedFile.from_dict(f) for f in data["files"]],
+            records=int(data["records"]),
+            bytes=int(data["bytes"]),
+            est_input_tokens=int(data["est_input_tokens"]),
+        )
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What was staged: small enough for XCom (URIs and counts, never record payloads)."""
+
+    bucket: str
+    prefix: str
+    jobs: list[StagedJob] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return sum(job.records for job in self.jobs)
+
+    @property
+    def bytes(self) -> int:
+        return sum(job.bytes for job in self.jobs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"bucket": self.bucket, "prefix": self.prefix, "jobs": [job.to_dict() for job in self.jobs]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StagePlan:
+        return cls(
+            bucket=str(data["bucket"]),
+            prefix=str(data["prefix"]),
+            jobs=[StagedJob.from_dict(job) for job in data["jobs"]],
+        )
+
+
+def iter_s3_uris(value: Any) -> Iterator[str]:
+    """Every ``{"s3Location": {"uri": ...}}`` uri anywhere in a JSON value (iterative, any depth)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            location = item.get("s3Location")
+            if isinstance(location, Mapping) and "uri" in location:
+                yield str(location["uri"])
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
+class _S3StreamWriter:
+    """One S3 object written in parts: one put_object when small, multipart once a part is full."""
+
+    def __init__(self, stager: JsonlStager, key: str) -> None:
+        self._stager = stager
+        self.key = key
+        self.records = 0
+        self.bytes = 0
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._md5s: list[bytes] = []
+
+    @property
+    def is_multipart(self) -> bool:
+        return self._upload_id is not None
+
+    def write(self, line: bytes) -> None:
+        self._buffer += line
+        self.records += 1
+        self.bytes += len(line)
+        if len(self._buffer) >= self._stager.part_size:
+            self._flush_part()
+
+    def _flush_part(self) -> None:
+        client = self._stager.s3
+        if self._upload_id is None:
+            response = client.create_multipart_upload(
+                Bucket=self._stager.bucket,
+                Key=self.key,
+                ContentType="application/jsonl",
+                **self._stager.put_kwargs,
+            )
+            self._upload_id = response["UploadId"]
+            self._stager.open_uploads[self.key] = self._upload_id
+        body = bytes(self._buffer)
+        digest = hashlib.md5(body, usedforsecurity=False)
+        number = len(self._parts) + 1
+        response = client.upload_part(
+            Bucket=self._stager.bucket,
+            Key=self.key,
+            UploadId=self._upload_id,
+            PartNumber=number,
+            Body=body,
+            ContentMD5=base64.b64encode(digest.digest()).decode(),
+            **self._stager.owner_kwargs,
+        )
+        self._parts.append({"ETag": response["ETag"], "PartNumber": number})
+        self._md5s.append(digest.digest())
+        self._buffer = bytearray()
+
+    def close(self) -> None:
+        """Finish the object and check S3 holds exactly the bytes written."""
+        stager = self._stager
+        if self._upload_id is None:
+            body = bytes(self._buffer)
+            digest = hashlib.md5(body, usedforsecurity=False)
+            response = stager.s3.put_object(
+                Bucket=stager.bucket,
+                Key=self.key,
+                Body=body,
+                ContentType="application/jsonl",
+                ContentMD5=base64.b64encode(digest.digest()).decode(),
+                **stager.put_kwargs,
+            )
+            expected_md5 = digest.hexdigest()
+        else:
+            if self._buffer:
+                self._flush_part()
+            response = stager.s3.complete_multipart_upload(
+                Bucket=stager.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+                **stager.owner_kwargs,
+            )
+            stager.open_uploads.pop(self.key, None)
+            combined = hashlib.md5(b"".join(self._md5s), usedforsecurity=False).hexdigest()
+            expected_md5 = f"{combined}-{len(self._parts)}"
+        self._buffer = bytearray()
+        self._verify(response.get("ETag"), expected_md5)
+
+    def _verify(self, etag: str | None, expected_md5: str) -> None:
+        stager = self._stager
+        head = stager.s3.head_object(Bucket=stager.bucket, Key=self.key, **stager.owner_kwargs)
+        where = f"s3://{stager.bucket}/{self.key}"
+        if int(head["ContentLength"]) != self.bytes:
+            raise StagingError(f"{where} holds {head['ContentLength']} bytes, {self.bytes} were written")
+        head_etag = str(head.get("ETag", "")).strip('"')
+        if etag is not None and head_etag != str(etag).strip('"'):
+            raise StagingError(f"{where} changed while staging: ETag {head_etag} after writing {etag}")
+        # Under SSE-KMS (ours or the bucket's default) the ETag is not an MD5 of the data; S3
+        # checked each body against its Content-MD5 on upload, so size and ETag identity suffice.
+        encrypted_with_kms = str(head.get("ServerSideEncryption", "")).startswith("aws:kms")
+        if not encrypted_with_kms and head_etag != expected_md5:
+            raise StagingError(f"{where} has ETag {head_etag}, the bytes written give {expected_md5}")
+
+    def abort(self) -> None:
+        if self._upload_id is not None:
+            self._stager.abort_upload(self.key, self._upload_id)
+            self._upload_id = None
+        self._buffer = bytearray()
+
+
+@dataclass
+class _OpenJob:
+    index: int
+    job_name: str
+    target: int
+    records: int = 0
+    bytes: int = 0
+    est_input_tokens: int = 0
+    files: list[StagedFile] = field(default_factory=list)
+    record_ids: set[str] = field(default_factory=set)
+    data: _S3StreamWriter | None = None
+    map: _S3StreamWriter | None = None
+
+
+class JsonlStager:
+    """Streams records into ``{prefix}/jobs/{job_name}/part-NNNNN.jsonl``, maps into ``{prefix}/maps/``.
+
+    ``job_sizes`` (from ``quotas.plan_job_sizes``) says how many records each job takes, in the
+    order they are added. Files roll at ``max_records_per_file`` / ``max_file_bytes``; a job ends
+    early at ``max_job_bytes`` and its unplaced records are spread over the following jobs.
+    Use as a context manager: an exception aborts open multipart uploads, a clean exit closes.
+    """
+
+    def __init__(
+        self,
+        s3_client: Any,
+        *,
+        bucket: str,
+        prefix: str,
+        job_sizes: list[int],
+        quotas: BatchQuotas,
+        job_name_prefix: str,
+        output_bucket: str,
+        output_prefix: str,
+        kms_key_id: str | None = None,
+        expected_bucket_owner: str | None = None,
+        part_size: int = 8 * MIB,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ConfigError(f"part_size {part_size} is below S3's minimum part size of {MIN_PART_SIZE}")
+        if any(size <= 0 for size in job_sizes):
+            raise ConfigError(f"job_sizes must be positive record counts, got {job_sizes}")
+        if not JOB_NAME_PATTERN.match(self._job_name(job_name_prefix, 999)):
+            raise ConfigError(f"job_name_prefix {job_name_prefix!r} does not give valid Bedrock job names")
+        self.s3 = s3_client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.quotas = quotas
+        self.job_name_prefix = job_name_prefix
+        self.output_bucket = output_bucket
+        self.output_prefix = output_prefix.strip("/")
+        self.kms_key_id = kms_key_id
+        self.part_size = part_size
+        self.owner_kwargs: dict[str, str] = (
+            {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
+        )
+        self.put_kwargs: dict[str, str] = dict(self.owner_kwargs)
+        if kms_key_id:
+            self.put_kwargs.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_id)
+        self.open_uploads: dict[str, str] = {}
+        self._pending: deque[int] = deque(job_sizes)
+        self._job: _OpenJob | None = None
+        self._done: list[StagedJob] = []
+        self._next_index = 1
+        self._closed = False
+        self.plan: StagePlan | None = None
+
+    # -- layout -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _job_name(job_name_prefix: str, index: int) -> str:
+        return f"{job_name_prefix}-j{index:03d}"
+
+    def job_name(self, index: int) -> str:
+        return self._job_name(self.job_name_prefix, index)
+
+    def job_input_prefix(self, index: int) -> str:
+        """The key prefix (folder) of job ``index``: its input files and any media its records use."""
+        return f"{self.prefix}/jobs/{self.job_name(index)}/"
+
+    def _map_key(self, job_name: str) -> str:
+        return f"{self.prefix}/maps/{job_name}.jsonl"
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def __enter__(self) -> JsonlStager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()
+
+    def add(self, record: StageableRecord) -> None:
+        """Append one record to the current job (serialised once, checked, then buffered)."""
+        if self._closed:
+            raise StagingError(f"record {record.record_id}: the stager is already closed")
+        line = self._serialise(record)
+        size = len(line)
+        limit = min(self.quotas.max_file_bytes, self.quotas.max_job_bytes)
+        if size > limit:
+            raise StagingError(
+                f"record {record.record_id} is {size} bytes as a JSONL line, over the "
+                f"{limit}-byte file/job limit (quotas max_file_bytes / max_job_bytes)"
+            )
+        job = self._job_for(size)
+        self._check_s3_references(record, job)
+        if record.record_id in job.record_ids:
+            raise DuplicateRecordIdError(record.record_id, record.source_key, job.job_name)
+        data = job.data
+        if data is not None and (
+            data.records >= self.quotas.max_records_per_file or data.bytes + size > self.quotas.max_file_bytes
+        ):
+            self._close_file(job)
+            data = None
+        if data is None:
+            data = job.data = _S3StreamWriter(
+                self, f"{self.prefix}/jobs/{job.job_name}/part-{len(job.files) + 1:05d}.jsonl"
+            )
+        if job.map is None:
+            job.map = _S3StreamWriter(self, self._map_key(job.job_name))
+        data.write(line)
+        job.map.write(
+            orjson.dumps({"r": record.record_id, "k": record.source_key, "a": record.attempt}) + b"\n"
+        )
+        job.record_ids.add(record.record_id)
+        job.records += 1
+        job.bytes += size
+        job.est_input_tokens += int(record.est_input_tokens)
+
+    def _serialise(self, record: StageableRecord) -> bytes:
+        if not RECORD_ID_PATTERN.match(record.record_id or ""):
+            raise StagingError(
+                f"record id {record.record_id!r} (source key {record.source_key!r}) is not alphanumeric"
+            )
+        if not isinstance(record.model_input, Mapping):
+            raise StagingError(f"record {record.record_id}: modelInput must be a JSON object")
+        try:
+            line = orjson.dumps({"recordId": record.record_id, "modelInput": record.model_input}) + b"\n"
+            parsed = orjson.loads(line)
+        except (TypeError, orjson.JSONDecodeError) as err:
+            raise StagingError(f"record {record.record_id}: modelInput is not valid JSON ({err})") from err
+        if parsed.get("recordId") != record.record_id or line.count(b"\n") != 1:
+            raise StagingError(f"record {record.record_id} does not serialise to one JSONL line")
+        return line
+
+    def _check_s3_references(self, record: StageableRecord, job: _OpenJob) -> None:
+        folder = f"s3://{self.bucket}/{self.prefix}/jobs/{job.job_name}/"
+        for uri in iter_s3_uris(record.model_input):
+            if not uri.startswith(folder):
+                raise StagingError(
+                    f"record {record.record_id} references {uri}; Bedrock reads media only from the "
+                    f"job's input folder {folder} (copy it there before staging)"
+                )
+
+    def _job_for(self, size: int) -> _OpenJob:
+        job = self._job
+        if job is not None and job.records >= job.target:
+            self._close_job()
+            job = None
+        elif job is not None and job.bytes + size > self.quotas.max_job_bytes:
+            self._reflow(job.target - job.records)
+            self._close_job()
+            job = None
+        if job is None:
+            if not self._pending:
+                raise StagingError(
+                    f"more records than planned ({sum(j.records for j in self._done)} in "
+                    f"{len(self._done)} jobs); plan job_sizes from the final record count"
+                )
+            index = self._next_index
+            self._next_index += 1
+            job = self._job = _OpenJob(
+                index=index, job_name=self.job_name(index), target=self._pending.popleft()
+            )
+        return job
+
+    def _reflow(self, unplaced: int) -> None:
+        """A job ended early on bytes: spread its unplaced records over the remaining jobs."""
+        remaining = unplaced + sum(self._pending)
+        jobs = max(len(self._pending), -(-remaining // self.quotas.max_records_per_job))
+        self._pending = deque(balanced_sizes(remaining, jobs))
+        log.info("Job reached max_job_bytes early; remaining job sizes now %s", list(self._pending))
+
+    def _close_file(self, job: _OpenJob) -> None:
+        data = job.data
+        if data is None:
+            return
+        data.close()
+        job.files.append(StagedFile(f"s3://{self.bucket}/{data.key}", data.records, data.bytes))
+        job.data = None
+
+    def _close_job(self) -> None:
+        job = self._job
+        if job is None:
+            return
+        self._job = None
+        if job.records == 0:  # opened for a record that was then refused: give its slot back
+            self._pending.appendleft(job.target)
+            self._next_index = job.index
+            return
+        self._close_file(job)
+        if job.map is not None:
+            job.map.close()
+            if job.map.records != job.records:
+                raise StagingError(
+                    f"map of job {job.job_name} has {job.map.records} lines for {job.records} records"
+                )
+        if sum(f.records for f in job.files) != job.records or sum(f.bytes for f in job.files) != job.bytes:
+            raise StagingError(f"files of job {job.job_name} do not add up to its {job.records} records")
+        if job.records < self.quotas.min_records_per_job:
+            log.warning(
+                "Job %s has %d records, under the minimum of %d",
+                job.job_name,
+                job.records,
+                self.quotas.min_records_per_job,
+            )
+        self._done.append(
+            StagedJob(
+                index=job.index,
+                job_name=job.job_name,
+                input_s3_uri=f"s3://{self.bucket}/{self.prefix}/jobs/{job.job_name}/",
+                output_s3_uri=f"s3://{self.output_bucket}/{self.output_prefix}/{job.job_name}/",
+                map_s3_uri=f"s3://{self.bucket}/{self._map_key(job.job_name)}",
+                files=list(job.files),
+                records=job.records,
+                bytes=job.bytes,
+                est_input_tokens=job.est_input_tokens,
+            )
+        )
+        log.info(
+            "Staged job %s: %d records, %d bytes, %d files",
+            job.job_name,
+            job.records,
+            job.bytes,
+            len(job.files),
+        )
+
+    def close(self) -> StagePlan:
+        """Finish every object, delete stale input of an earlier staging, and return the plan."""
+        if self._closed:
+            if self.plan is None:
+                raise StagingError("the stager was aborted")
+            return self.plan
+        try:
+            self._close_job()
+            self._delete_stale()
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self.plan = StagePlan(bucket=self.bucket, prefix=self.prefix, jobs=list(self._done))
+        return self.plan
+
+    def _delete_stale(self) -> None:
+        keep = {f.s3_uri for job in self._done for f in job.files}
+        keep |= {job.map_s3_uri for job in self._done}
+        stale: list[str] = []
+        # Only this stager's job names: another stager of the run (other job_name_prefix) is left alone.
+        ours = re.compile(
+            rf"^{re.escape(self.prefix)}/(jobs/{re.escape(self.job_name_prefix)}-j\d+/.*"
+            rf"|maps/{re.escape(self.job_name_prefix)}-j\d+)\.jsonl$"
+        )
+        for folder in ("jobs", "maps"):
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": f"{self.prefix}/{folder}/{self.job_name_prefix}-j",
+                **self.owner_kwargs,
+            }
+            for _ in range(_MAX_LIST_PAGES):
+                page = self.s3.list_objects_v2(**kwargs)
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if ours.match(key) and f"s3://{self.bucket}/{key}" not in keep:
+                        stale.append(key)
+                if not page.get("IsTruncated"):
+                    break
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        for start in range(0, len(stale), 1000):
+            batch = stale[start : start + 1000]
+            response = self.s3.delete_objects(
+                Bucket=self.bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+                **self.owner_kwargs,
+            )
+            if response.get("Errors"):
+                raise StagingError(f"could not delete stale input {response['Errors'][0].get('Key')}")
+        if stale:
+            log.info(
+                "Deleted %d stale .jsonl objects of an earlier staging under %s", len(stale), self.prefix
+            )
+
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            self.s3.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, **self.owner_kwargs
+            )
+        except Exception as err:  # aborting is best effort; a lifecycle rule cleans up the rest
+            log.warning("Could not abort multipart upload of s3://%s/%s: %s", self.bucket, key, err)
+        self.open_uploads.pop(key, None)
+
+    def abort(self) -> None:
+        """Abort every open multipart upload; already completed objects stay (a rerun overwrites them)."""
+        job = self._job
+        if job is not None:
+            for writer in (job.data, job.map):
+                if writer is not None:
+                    writer.abort()
+        for key, upload_id in list(self.open_uploads.items()):
+            self.abort_upload(key, upload_id)
+        self._job = None
+        self._closed = True

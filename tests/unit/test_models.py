@@ -1,0 +1,374 @@
+"""Model-family adapters: request bodies and response parsing per BEDROCK_FACTS.md "Model bodies"."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bedrock_batch.errors import ConfigError, OutputParseError
+from bedrock_batch.models import (
+    DEFAULT_MAX_TOKENS,
+    AmazonNova,
+    AmazonTitanText,
+    AnthropicClaude,
+    Converse,
+    MetaLlama,
+    MistralText,
+    ModelOutput,
+    estimate_tokens,
+    family_for,
+)
+
+PARAMS = {"max_tokens": 512, "temperature": 0.2, "top_p": 0.9}
+
+
+# --- family_for -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_id", "family"),
+    [
+        ("anthropic.claude-3-5-sonnet-20240620-v1:0", AnthropicClaude),
+        ("us.anthropic.claude-3-5-haiku-20241022-v1:0", AnthropicClaude),
+        ("global.anthropic.claude-sonnet-4-5-20250929-v1:0", AnthropicClaude),
+        ("amazon.nova-lite-v1:0", AmazonNova),
+        ("eu.amazon.nova-pro-v1:0", AmazonNova),
+        ("apac.amazon.nova-micro-v1:0", AmazonNova),
+        ("meta.llama3-1-70b-instruct-v1:0", MetaLlama),
+        ("us.meta.llama3-3-70b-instruct-v1:0", MetaLlama),
+        ("mistral.mistral-7b-instruct-v0:2", MistralText),
+        ("mistral.mixtral-8x7b-instruct-v0:1", MistralText),
+        ("mistral.mistral-large-2402-v1:0", MistralText),
+        ("amazon.titan-text-express-v1", AmazonTitanText),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0",
+            AnthropicClaude,
+        ),
+    ],
+)
+def test_family_for_resolves_by_prefix_after_region_prefix(model_id, family):
+    assert type(family_for(model_id)) is family
+
+
+def test_family_for_unknown_model_is_config_error_naming_the_model():
+    with pytest.raises(ConfigError, match=r"cohere\.command-r-v1:0"):
+        family_for("cohere.command-r-v1:0")
+
+
+def test_family_for_chat_only_mistral_model_points_to_converse():
+    with pytest.raises(ConfigError, match="Converse"):
+        family_for("mistral.mistral-large-2407-v1:0")
+
+
+def test_family_for_converse_invocation_uses_converse_with_native_budget():
+    family = family_for("us.anthropic.claude-3-5-haiku-20241022-v1:0", "Converse")
+    assert isinstance(family, Converse)
+    assert family.context_tokens == AnthropicClaude().context_tokens
+
+
+def test_family_for_converse_accepts_models_without_invoke_adapter():
+    family = family_for("cohere.command-r-v1:0", "Converse")
+    assert isinstance(family, Converse)
+    assert family.context_tokens == 32_000
+
+
+def test_family_for_unknown_invocation_type_is_config_error():
+    with pytest.raises(ConfigError, match="'Streaming'"):
+        family_for("amazon.nova-lite-v1:0", "Streaming")
+
+
+def test_context_budgets_per_family():
+    assert AnthropicClaude().context_tokens == 200_000
+    assert AmazonNova().context_tokens == 300_000
+    assert MetaLlama().context_tokens == 128_000
+    assert MistralText().context_tokens == 32_000
+    assert AmazonTitanText().context_tokens == 8_000
+
+
+# --- estimate_tokens ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"), [("", 0), ("a", 1), ("abcdefg", 2), ("abcdefgh", 3), ("x" * 35, 10)]
+)
+def test_estimate_tokens_is_chars_over_three_and_a_half_rounded_up(text, tokens):
+    assert estimate_tokens(text) == tokens
+
+
+# --- request bodies -------------------------------------------------------------------------------
+
+
+def test_claude_input_is_messages_body():
+    body = AnthropicClaude().build_input(
+        system="Be brief.", prompt="Hello", params={**PARAMS, "top_k": 50, "stop_sequences": ["END"]}
+    )
+    assert body == {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": 512,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "top_k": 50,
+        "stop_sequences": ["END"],
+    }
+
+
+def test_claude_input_without_system_or_params_gets_default_max_tokens():
+    body = AnthropicClaude().build_input(system=None, prompt="Hello", params={})
+    assert body == {
+        "anthropic_version": "bedrock-2023-05-31",
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hello"}]}],
+    }
+
+
+def test_nova_input_uses_system_list_and_inference_config():
+    body = AmazonNova().build_input(
+        system="Be brief.", prompt="Hello", params={**PARAMS, "top_k": 20, "stop_sequences": ["END"]}
+    )
+    assert body == {
+        "system": [{"text": "Be brief."}],
+        "messages": [{"role": "user", "content": [{"text": "Hello"}]}],
+        "inferenceConfig": {
+            "maxTokens": 512,
+            "temperature": 0.2,
+            "topP": 0.9,
+            "topK": 20,
+            "stopSequences": ["END"],
+        },
+    }
+
+
+def test_llama_input_uses_llama3_prompt_format():
+    body = MetaLlama().build_input(system="Be brief.", prompt="Hello", params=PARAMS)
+    assert body == {
+        "prompt": (
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+            "<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n"
+        ),
+        "max_gen_len": 512,
+        "temperature": 0.2,
+        "top_p": 0.9,
+    }
+
+
+def test_llama_input_without_system_has_no_system_header():
+    body = MetaLlama().build_input(system=None, prompt="Hello", params={})
+    assert "system" not in body["prompt"]
+    assert body["prompt"].startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>")
+
+
+def test_mistral_input_wraps_prompt_in_inst_tags():
+    body = MistralText().build_input(
+        system="Be brief.", prompt="Hello", params={**PARAMS, "top_k": 40, "stop_sequences": ["</s>"]}
+    )
+    assert body == {
+        "prompt": "<s>[INST] Be brief.\n\nHello [/INST]",
+        "max_tokens": 512,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "top_k": 40,
+        "stop": ["</s>"],
+    }
+
+
+def test_titan_input_uses_input_text_and_generation_config():
+    body = AmazonTitanText().build_input(
+        system=None, prompt="Hello", params={**PARAMS, "stop_sequences": ["User:"]}
+    )
+    assert body == {
+        "inputText": "User: Hello\nBot:",
+        "textGenerationConfig": {
+            "maxTokenCount": 512,
+            "temperature": 0.2,
+            "topP": 0.9,
+            "stopSequences": ["User:"],
+        },
+    }
+
+
+def test_converse_input_is_converse_request():
+    body = Converse().build_input(system="Be brief.", prompt="Hello", params={"max_tokens": 100})
+    assert body == {
+        "system": [{"text": "Be brief."}],
+        "messages": [{"role": "user", "content": [{"text": "Hello"}]}],
+        "inferenceConfig": {"maxTokens": 100},
+    }
+
+
+# --- parameter validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("family", "param"),
+    [
+        (MetaLlama(), "top_k"),
+        (MetaLlama(), "stop_sequences"),
+        (AmazonTitanText(), "top_k"),
+        (Converse(), "top_k"),
+    ],
+)
+def test_validate_params_rejects_param_the_family_lacks(family, param):
+    value = ["x"] if param == "stop_sequences" else 5
+    with pytest.raises(ConfigError, match=param):
+        family.validate_params({param: value})
+
+
+@pytest.mark.parametrize("param", ["tools", "tool_choice", "toolConfig", "response_format", "output_format"])
+def test_validate_params_rejects_tool_use_and_structured_output(param):
+    with pytest.raises(ConfigError, match=rf"{param}.*tool use or structured output"):
+        AnthropicClaude().validate_params({param: [{"name": "x"}]})
+
+
+def test_validate_params_rejects_unknown_param_by_name():
+    with pytest.raises(ConfigError, match="'maxTokens'"):
+        AmazonNova().validate_params({"maxTokens": 10})
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("max_tokens", 0),
+        ("max_tokens", "10"),
+        ("temperature", 1.5),
+        ("top_p", -0.1),
+        ("stop_sequences", "END"),
+    ],
+)
+def test_validate_params_rejects_bad_values(param, value):
+    with pytest.raises(ConfigError, match=param):
+        AnthropicClaude().validate_params({param: value})
+
+
+def test_build_input_validates_params():
+    with pytest.raises(ConfigError, match="top_k"):
+        MetaLlama().build_input(system=None, prompt="Hello", params={"top_k": 5})
+
+
+# --- response parsing -----------------------------------------------------------------------------
+
+
+def test_claude_output_parsed():
+    output = AnthropicClaude().parse_output(
+        {
+            "id": "msg_bdrk_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-3-5-haiku-20241022",
+            "content": [
+                {"type": "text", "text": "Customer asked "},
+                {"type": "text", "text": "for a refund."},
+            ],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 120, "output_tokens": 9},
+        }
+    )
+    assert output == ModelOutput("Customer asked for a refund.", 120, 9, "end_turn")
+
+
+def test_claude_output_without_usage_has_no_token_counts():
+    output = AnthropicClaude().parse_output({"content": [{"type": "text", "text": "Hi"}]})
+    assert output == ModelOutput("Hi", None, None, None)
+
+
+def test_nova_output_parsed():
+    output = AmazonNova().parse_output(
+        {
+            "output": {"message": {"role": "assistant", "content": [{"text": "Refund issued."}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 80, "outputTokens": 4, "totalTokens": 84},
+        }
+    )
+    assert output == ModelOutput("Refund issued.", 80, 4, "end_turn")
+
+
+def test_llama_output_parsed():
+    output = MetaLlama().parse_output(
+        {
+            "generation": "Refund issued.",
+            "prompt_token_count": 70,
+            "generation_token_count": 5,
+            "stop_reason": "stop",
+        }
+    )
+    assert output == ModelOutput("Refund issued.", 70, 5, "stop")
+
+
+def test_mistral_output_parsed_without_token_counts():
+    output = MistralText().parse_output({"outputs": [{"text": "Refund issued.", "stop_reason": "stop"}]})
+    assert output == ModelOutput("Refund issued.", None, None, "stop")
+
+
+def test_titan_output_parsed():
+    output = AmazonTitanText().parse_output(
+        {
+            "inputTextTokenCount": 60,
+            "results": [{"tokenCount": 6, "outputText": "\nRefund issued.\n", "completionReason": "FINISH"}],
+        }
+    )
+    assert output == ModelOutput("\nRefund issued.\n", 60, 6, "FINISH")
+
+
+def test_converse_output_parsed_skipping_non_text_blocks():
+    output = Converse().parse_output(
+        {
+            "output": {
+                "message": {
+                    "role": "assistant",
+                    "content": [{"reasoningContent": {"reasoningText": {"text": "hmm"}}}, {"text": "Done."}],
+                }
+            },
+            "stopReason": "max_tokens",
+            "usage": {"inputTokens": 10, "outputTokens": 2, "totalTokens": 12},
+            "metrics": {"latencyMs": 100},
+        }
+    )
+    assert output == ModelOutput("Done.", 10, 2, "max_tokens")
+
+
+def test_token_counts_of_wrong_type_are_ignored():
+    output = MetaLlama().parse_output(
+        {"generation": "x", "prompt_token_count": "70", "generation_token_count": True}
+    )
+    assert (output.input_tokens, output.output_tokens) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("family", "model_output", "field"),
+    [
+        (AnthropicClaude(), {"completion": "old text-completion shape"}, r"modelOutput\.content"),
+        (AmazonNova(), {"output": {}}, r"modelOutput\.output\.message"),
+        (
+            Converse(),
+            {"output": {"message": {"role": "assistant"}}},
+            r"modelOutput\.output\.message\.content",
+        ),
+        (MetaLlama(), {"outputs": [{"text": "x"}]}, r"modelOutput\.generation"),
+        (MistralText(), {"outputs": []}, r"modelOutput\.outputs"),
+        (MistralText(), {"outputs": [{"stop_reason": "stop"}]}, r"modelOutput\.outputs\[0\]\.text"),
+        (AmazonTitanText(), {"inputTextTokenCount": 3}, r"modelOutput\.results"),
+        (AmazonTitanText(), {"results": [{"tokenCount": 1}]}, r"modelOutput\.results\[0\]\.outputText"),
+    ],
+)
+def test_wrong_output_shape_raises_naming_the_field(family, model_output, field):
+    with pytest.raises(OutputParseError, match=field):
+        family.parse_output(model_output)
+
+
+def test_import_stays_cheap():
+    code = "import sys, bedrock_batch.models; print(sorted({'boto3', 'orjson', 'yaml'} & set(sys.modules)))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).parents[2] / "plugins",
+    )
+    assert result.stdout.strip() == "[]"
