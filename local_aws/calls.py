@@ -1,0 +1,32 @@
+"""The log of every AWS action the stand-in served, so tests can assert what a client did."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+
+class CallLog:
+    """Thread-safe, bounded list of served actions (``{"action": "s3:PutObject", ...}``)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._calls: list[dict[str, Any]] = []
+        self._limit = limit
+
+    def record(self, service: str, operation: str, status: int) -> None:
+        prefix = {"bedrock-runtime": "bedrock", "service-quotas": "servicequotas"}.get(service, service)
+        entry = {"action": f"{prefix}:{operation}", "service": service, "status": status, "time": time.time()}
+        with self._lock:
+            self._calls.append(entry)
+            if len(self._calls) > self._limit:
+                del self._calls[: len(self._calls) - self._limit]
+
+    def list(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._calls)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._calls.clear()

@@ -1,0 +1,105 @@
+"""Batch inference quotas the stand-in enforces, and the Service Quotas API that reports them."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+GB = 1_000_000_000
+"""Bytes per GB in the quota values (decimal, as the quota names say "in GB")."""
+
+MODEL_NAMES: dict[str, str] = {
+    "anthropic.claude-3-haiku-20240307-v1:0": "Claude 3 Haiku",
+    "anthropic.claude-3-5-sonnet-20240620-v1:0": "Claude 3.5 Sonnet",
+    "anthropic.claude-3-5-haiku-20241022-v1:0": "Claude 3.5 Haiku",
+    "amazon.nova-micro-v1:0": "Nova Micro",
+    "amazon.nova-lite-v1:0": "Nova Lite",
+    "amazon.nova-pro-v1:0": "Nova Pro",
+    "meta.llama3-1-8b-instruct-v1:0": "Llama 3.1 8B Instruct",
+    "meta.llama3-1-70b-instruct-v1:0": "Llama 3.1 70B Instruct",
+    "mistral.mistral-large-2402-v1:0": "Mistral Large (24.02)",
+    "amazon.titan-text-express-v1": "Titan Text G1 - Express",
+}
+"""Models whose quotas ListServiceQuotas reports, with the display names used in quota names."""
+
+
+@dataclass
+class Quotas:
+    """The per-model batch quotas (one set for every model), field names as in bedrock_batch.quotas."""
+
+    min_records_per_job: int = 100
+    max_records_per_file: int = 50_000
+    max_records_per_job: int = 50_000
+    max_file_bytes: int = 1 * GB
+    max_job_bytes: int = 5 * GB
+    max_concurrent_jobs: int = 20
+
+    def update(self, values: dict[str, Any]) -> None:
+        """Set the named fields; an unknown name is a ValueError naming it."""
+        names = {f.name for f in dataclasses.fields(self)}
+        for key, value in values.items():
+            if key not in names:
+                raise ValueError(f"unknown quota {key!r}; known: {sorted(names)}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"quota {key!r} must be a non-negative integer, got {value!r}")
+            setattr(self, key, value)
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def _quota_code(name: str) -> str:
+    return "L-" + hashlib.blake2b(name.encode(), digest_size=4).hexdigest().upper()
+
+
+def service_quotas(quotas: Quotas, region: str) -> list[dict[str, Any]]:
+    """The ServiceQuota structures ListServiceQuotas(ServiceCode='bedrock') returns."""
+    result = []
+    for display in MODEL_NAMES.values():
+        rows = [
+            (
+                f"Minimum number of records per batch inference job for {display}",
+                quotas.min_records_per_job,
+                "None",
+                False,
+            ),
+            (f"Records per batch inference job for {display}", quotas.max_records_per_job, "None", True),
+            (
+                f"Records per input file per batch inference job for {display}",
+                quotas.max_records_per_file,
+                "None",
+                True,
+            ),
+            (
+                f"Batch inference input file size (in GB) for {display}",
+                quotas.max_file_bytes / GB,
+                "None",
+                False,
+            ),
+            (f"Batch inference job size (in GB) for {display}", quotas.max_job_bytes / GB, "None", False),
+            (
+                f"Sum of in-progress and submitted batch inference jobs using a base model for {display}",
+                quotas.max_concurrent_jobs,
+                "None",
+                True,
+            ),
+        ]
+        for name, value, unit, adjustable in rows:
+            code = _quota_code(name)
+            result.append(
+                {
+                    "ServiceCode": "bedrock",
+                    "ServiceName": "Amazon Bedrock",
+                    "QuotaArn": f"arn:aws:servicequotas:{region}:123456789012:bedrock/{code}",
+                    "QuotaCode": code,
+                    "QuotaName": name,
+                    "Value": float(value),
+                    "Unit": unit,
+                    "Adjustable": adjustable,
+                    "GlobalQuota": False,
+                    "QuotaAppliedAtLevel": "ACCOUNT",
+                }
+            )
+    return result

@@ -1,0 +1,57 @@
+"""bedrock-runtime InvokeModel and Converse, with the batch worker's model logic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.local_aws.helpers import call_text, claude_input
+
+
+@pytest.fixture
+def runtime(local_aws_clean):
+    return local_aws_clean.client("bedrock-runtime")
+
+
+def _invoke(runtime, model_id, body):
+    return json.loads(runtime.invoke_model(modelId=model_id, body=json.dumps(body))["body"].read())
+
+
+def test_invoke_model_answers_claude_with_a_summary_of_the_prompt(runtime):
+    out = _invoke(runtime, "us.anthropic.claude-3-haiku-20240307-v1:0", claude_input(call_text(7)))
+    assert "invoice number 1007" in out["content"][0]["text"]
+    assert out["stop_reason"] == "end_turn"
+
+
+def test_invoke_model_answers_llama_in_its_shape(runtime):
+    out = _invoke(runtime, "meta.llama3-1-8b-instruct-v1:0", {"prompt": call_text(3), "max_gen_len": 100})
+    assert "invoice number 1003" in out["generation"]
+    assert out["stop_reason"] == "stop"
+
+
+def test_converse_answers_in_the_converse_shape(runtime):
+    out = runtime.converse(
+        modelId="amazon.nova-lite-v1:0",
+        messages=[{"role": "user", "content": [{"text": call_text(5)}]}],
+        inferenceConfig={"maxTokens": 100},
+    )
+    assert "invoice number 1005" in out["output"]["message"]["content"][0]["text"]
+    assert out["usage"]["totalTokens"] == out["usage"]["inputTokens"] + out["usage"]["outputTokens"]
+    assert out["stopReason"] == "end_turn"
+
+
+def test_an_invalid_body_is_a_validation_error(runtime):
+    with pytest.raises(runtime.exceptions.ValidationException, match=r"required key \[max_tokens\]"):
+        _invoke(runtime, "anthropic.claude-3-haiku-20240307-v1:0", {"anthropic_version": "x", "messages": []})
+
+
+def test_requests_above_the_rate_are_throttled(local_aws_clean, runtime):
+    local_aws_clean.admin.set_faults(runtime_rps=2)
+    _invoke(runtime, "amazon.nova-lite-v1:0", {"messages": [{"role": "user", "content": [{"text": "a."}]}]})
+    _invoke(runtime, "amazon.nova-lite-v1:0", {"messages": [{"role": "user", "content": [{"text": "b."}]}]})
+    with pytest.raises(runtime.exceptions.ThrottlingException):
+        _invoke(
+            runtime, "amazon.nova-lite-v1:0", {"messages": [{"role": "user", "content": [{"text": "c."}]}]}
+        )
+    assert local_aws_clean.calls()[-1] == "bedrock:InvokeModel"

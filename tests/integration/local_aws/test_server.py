@@ -1,0 +1,97 @@
+"""One endpoint serves S3, STS, Service Quotas and the admin API."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+
+from tests.fixtures.local_aws import _http
+
+
+def test_s3_round_trips_an_object_with_path_style_addressing(local_aws_clean):
+    s3 = local_aws_clean.client("s3")
+    s3.create_bucket(Bucket="roundtrip-bucket")
+    s3.put_object(Bucket="roundtrip-bucket", Key="a/b.jsonl", Body=b"{}\n")
+    assert s3.get_object(Bucket="roundtrip-bucket", Key="a/b.jsonl")["Body"].read() == b"{}\n"
+
+
+def test_sts_reports_the_stand_in_account(local_aws_clean):
+    assert local_aws_clean.client("sts").get_caller_identity()["Account"] == "123456789012"
+
+
+def test_service_quotas_lists_batch_quotas_by_their_real_names(local_aws_clean):
+    quotas = local_aws_clean.client("service-quotas").list_service_quotas(ServiceCode="bedrock")["Quotas"]
+    by_name = {q["QuotaName"]: q["Value"] for q in quotas}
+    assert by_name["Minimum number of records per batch inference job for Claude 3 Haiku"] == 100
+    assert by_name["Records per input file per batch inference job for Claude 3 Haiku"] == 50_000
+    assert by_name["Records per batch inference job for Nova Lite"] == 50_000
+    assert by_name["Batch inference input file size (in GB) for Nova Lite"] == 1
+    assert by_name["Batch inference job size (in GB) for Nova Lite"] == 5
+
+
+def test_service_quotas_follow_the_admin_settings(local_aws_clean):
+    local_aws_clean.admin.set_quotas(min_records_per_job=7)
+    client = local_aws_clean.client("service-quotas")
+    pages = client.get_paginator("list_service_quotas").paginate(ServiceCode="bedrock")
+    quotas = [q for page in pages for q in page["Quotas"]]
+    minimum = next(q for q in quotas if q["QuotaName"].startswith("Minimum number of records"))
+    assert minimum["Value"] == 7
+    one = client.get_service_quota(ServiceCode="bedrock", QuotaCode=minimum["QuotaCode"])["Quota"]
+    assert one["QuotaName"] == minimum["QuotaName"]
+
+
+def test_service_quotas_of_another_service_are_not_found(local_aws_clean):
+    client = local_aws_clean.client("service-quotas")
+    with pytest.raises(client.exceptions.NoSuchResourceException):
+        client.list_service_quotas(ServiceCode="ec2")
+
+
+def test_calls_records_iam_style_actions_and_can_be_cleared(local_aws_clean):
+    s3 = local_aws_clean.client("s3")
+    s3.create_bucket(Bucket="calls-bucket")
+    s3.put_object(Bucket="calls-bucket", Key="k", Body=b"x")
+    local_aws_clean.client("bedrock").list_model_invocation_jobs()
+    assert local_aws_clean.calls() == ["s3:CreateBucket", "s3:PutObject", "bedrock:ListModelInvocationJobs"]
+    local_aws_clean.admin.clear_calls()
+    assert local_aws_clean.calls() == []
+
+
+def test_health_answers_ok(local_aws_clean):
+    assert local_aws_clean.admin.health()["status"] == "ok"
+
+
+def test_admin_rejects_an_unknown_fault_name(local_aws_clean):
+    with pytest.raises(urllib.error.HTTPError) as info:
+        _http("POST", f"{local_aws_clean.endpoint_url}/_local/faults", {"explode": True})
+    assert info.value.code == 400
+
+
+def test_multipart_uploads_work_and_are_logged_by_operation(local_aws_clean):
+    s3 = local_aws_clean.client("s3")
+    s3.create_bucket(Bucket="multipart-bucket")
+    upload = s3.create_multipart_upload(Bucket="multipart-bucket", Key="big.jsonl")
+    parts = []
+    for number, chunk in enumerate([b"a" * 5 * 1024 * 1024, b"b" * 10], start=1):
+        etag = s3.upload_part(
+            Bucket="multipart-bucket",
+            Key="big.jsonl",
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=chunk,
+        )["ETag"]
+        parts.append({"ETag": etag, "PartNumber": number})
+    s3.complete_multipart_upload(
+        Bucket="multipart-bucket",
+        Key="big.jsonl",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": parts},
+    )
+    assert s3.head_object(Bucket="multipart-bucket", Key="big.jsonl")["ContentLength"] == 5 * 1024 * 1024 + 10
+    assert local_aws_clean.calls()[1:] == [
+        "s3:CreateMultipartUpload",
+        "s3:UploadPart",
+        "s3:UploadPart",
+        "s3:CompleteMultipartUpload",
+        "s3:HeadObject",
+    ]

@@ -1,0 +1,394 @@
+"""JsonlStager against S3 over HTTP (the local AWS stand-in): layout, rolling, multipart, checks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+
+from bedrock_batch.errors import ConfigError, StagingError
+from bedrock_batch.quotas import BatchQuotas
+from bedrock_batch.staging import (
+    JOB_NAME_PATTERN,
+    MIB,
+    DuplicateRecordIdError,
+    JsonlStager,
+    StagePlan,
+)
+
+ACCOUNT = "123456789012"
+KMS_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/11111111-2222-3333-4444-555555555555"
+
+TINY = BatchQuotas(
+    min_records_per_job=1,
+    max_records_per_file=4,
+    max_records_per_job=10,
+    max_file_bytes=10_000,
+    max_job_bytes=50_000,
+    max_concurrent_jobs=2,
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    record_id: str
+    source_key: str
+    attempt: int = 1
+    model_input: dict = field(default_factory=dict)
+    est_input_tokens: int = 3
+
+
+def record(n: int, text: str = "hello", **kwargs) -> Record:
+    model_input = {"messages": [{"role": "user", "content": [{"text": f"{text} {n}"}]}]}
+    return Record(record_id=f"R{n:06d}", source_key=f"key-{n}", model_input=model_input, **kwargs)
+
+
+def line_bytes(rec: Record) -> int:
+    return len(orjson.dumps({"recordId": rec.record_id, "modelInput": rec.model_input})) + 1
+
+
+@pytest.fixture
+def s3(local_aws):
+    return local_aws.client("s3")
+
+
+@pytest.fixture
+def bucket(s3):
+    name = f"stage-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def make_stager(s3, bucket):
+    def make(job_sizes, quotas=TINY, **kwargs):
+        kwargs.setdefault("prefix", "in/demo/run1")
+        kwargs.setdefault("job_name_prefix", "demo-run1")
+        return JsonlStager(
+            s3,
+            bucket=bucket,
+            job_sizes=job_sizes,
+            quotas=quotas,
+            output_bucket="out-bucket",
+            output_prefix="out/demo/run1",
+            **kwargs,
+        )
+
+    return make
+
+
+def stage(stager: JsonlStager, records) -> StagePlan:
+    with stager:
+        for rec in records:
+            stager.add(rec)
+        return stager.close()
+
+
+def read(s3, uri: str) -> bytes:
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def keys(s3, bucket: str) -> list[str]:
+    return sorted(obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+# -- layout and contents ---------------------------------------------------------------------------
+
+
+def test_one_small_job_is_staged_in_the_run_layout(s3, bucket, make_stager):
+    records = [record(n) for n in range(3)]
+    plan = stage(make_stager([3]), records)
+
+    (job,) = plan.jobs
+    assert job.job_name == "demo-run1-j001"
+    assert job.input_s3_uri == f"s3://{bucket}/in/demo/run1/jobs/demo-run1-j001/"
+    assert job.output_s3_uri == "s3://out-bucket/out/demo/run1/demo-run1-j001/"
+    assert job.map_s3_uri == f"s3://{bucket}/in/demo/run1/maps/demo-run1-j001.jsonl"
+    assert keys(s3, bucket) == [
+        "in/demo/run1/jobs/demo-run1-j001/part-00001.jsonl",
+        "in/demo/run1/maps/demo-run1-j001.jsonl",
+    ]
+    assert (job.records, job.est_input_tokens) == (3, 9)
+
+
+def test_input_lines_are_record_id_and_model_input(s3, make_stager):
+    records = [record(n) for n in range(3)]
+    plan = stage(make_stager([3]), records)
+
+    body = read(s3, plan.jobs[0].files[0].s3_uri)
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert lines == [{"recordId": r.record_id, "modelInput": r.model_input} for r in records]
+    assert body.endswith(b"\n")
+    assert plan.jobs[0].files[0].bytes == len(body) == plan.jobs[0].bytes
+
+
+def test_map_file_maps_every_record_id_to_source_key_and_attempt(s3, make_stager):
+    records = [record(n, attempt=n + 1) for n in range(6)]
+    plan = stage(make_stager([6]), records)
+
+    lines = [json.loads(line) for line in read(s3, plan.jobs[0].map_s3_uri).splitlines()]
+    assert lines == [{"r": r.record_id, "k": r.source_key, "a": r.attempt} for r in records]
+
+
+def test_job_names_match_the_bedrock_job_name_pattern(make_stager):
+    plan = stage(make_stager([2, 2, 2]), [record(n) for n in range(6)])
+    assert [job.job_name for job in plan.jobs] == ["demo-run1-j001", "demo-run1-j002", "demo-run1-j003"]
+    assert all(JOB_NAME_PATTERN.match(job.job_name) for job in plan.jobs)
+
+
+def test_job_name_prefix_bedrock_rejects_is_a_config_error(make_stager):
+    with pytest.raises(ConfigError, match="job_name_prefix"):
+        make_stager([1], job_name_prefix="demo_run/1")
+
+
+def test_plan_round_trips_through_json(make_stager):
+    plan = stage(make_stager([5, 5]), [record(n) for n in range(10)])
+    as_json = json.dumps(plan.to_dict())
+    assert StagePlan.from_dict(json.loads(as_json)) == plan
+    assert "hello" not in as_json  # no record payloads in XCom
+
+
+# -- rolling files and jobs ------------------------------------------------------------------------
+
+
+def test_file_rolls_at_max_records_per_file(s3, make_stager):
+    plan = stage(make_stager([10]), [record(n) for n in range(10)])
+
+    (job,) = plan.jobs
+    assert [f.records for f in job.files] == [4, 4, 2]
+    assert [f.s3_uri.rsplit("/", 1)[1] for f in job.files] == [
+        "part-00001.jsonl",
+        "part-00002.jsonl",
+        "part-00003.jsonl",
+    ]
+    assert [len(read(s3, f.s3_uri).splitlines()) for f in job.files] == [4, 4, 2]
+
+
+def test_file_rolls_before_max_file_bytes_would_be_exceeded(s3, make_stager):
+    records = [record(n, text="x" * 300) for n in range(6)]
+    size = line_bytes(records[0])
+    quotas = TINY.with_overrides({"max_records_per_file": 100, "max_file_bytes": 2 * size + size // 2})
+    plan = stage(make_stager([6], quotas), records)
+
+    (job,) = plan.jobs
+    assert [f.records for f in job.files] == [2, 2, 2]
+    assert all(len(read(s3, f.s3_uri)) == f.bytes <= quotas.max_file_bytes for f in job.files)
+
+
+def test_jobs_take_the_planned_record_counts_in_order(s3, make_stager):
+    records = [record(n) for n in range(7)]
+    plan = stage(make_stager([4, 3]), records)
+
+    assert [job.records for job in plan.jobs] == [4, 3]
+    second = [json.loads(line)["recordId"] for line in read(s3, plan.jobs[1].files[0].s3_uri).splitlines()]
+    assert second == [r.record_id for r in records[4:]]
+
+
+def test_job_ends_early_at_max_job_bytes_and_the_rest_shift_to_later_jobs(make_stager):
+    records = [record(n, text="y" * 200) for n in range(9)]
+    size = line_bytes(records[0])
+    quotas = TINY.with_overrides({"max_file_bytes": 10 * size, "max_job_bytes": 2 * size})
+    plan = stage(make_stager([3, 3, 3], quotas), records)
+
+    assert [job.records for job in plan.jobs] == [2, 2, 2, 2, 1]
+    assert all(job.bytes <= quotas.max_job_bytes for job in plan.jobs)
+    assert sum(job.records for job in plan.jobs) == 9
+
+
+def test_fewer_records_than_planned_stage_what_arrived(make_stager):
+    plan = stage(make_stager([4, 4]), [record(n) for n in range(5)])
+    assert [job.records for job in plan.jobs] == [4, 1]
+
+
+def test_more_records_than_planned_is_a_staging_error(make_stager):
+    stager = make_stager([2])
+    with pytest.raises(StagingError, match="more records than planned"), stager:
+        for n in range(3):
+            stager.add(record(n))
+
+
+# -- multipart and S3 parameters -------------------------------------------------------------------
+
+
+def test_small_file_is_written_with_one_put_object(local_aws_clean, s3, make_stager):
+    stage(make_stager([3]), [record(n) for n in range(3)])
+    actions = local_aws_clean.calls()
+    assert actions.count("s3:PutObject") == 2  # input file and map
+    assert "s3:CreateMultipartUpload" not in actions
+
+
+def test_file_larger_than_a_part_is_uploaded_in_parts(local_aws_clean, s3, bucket, make_stager):
+    records = [record(n, text="z" * (512 * 1024)) for n in range(12)]  # ~6 MiB
+    quotas = TINY.with_overrides(
+        {
+            "max_records_per_file": 100,
+            "max_file_bytes": 100 * MIB,
+            "max_job_bytes": 100 * MIB,
+            "max_records_per_job": 100,
+        }
+    )
+    plan = stage(make_stager([12], quotas, part_size=5 * MIB), records)
+
+    actions = local_aws_clean.calls()
+    assert actions.count("s3:CreateMultipartUpload") == 1
+    assert actions.count("s3:UploadPart") == 2
+    assert actions.count("s3:CompleteMultipartUpload") == 1
+    (staged,) = plan.jobs[0].files
+    body = read(s3, staged.s3_uri)
+    assert len(body) == staged.bytes
+    assert [json.loads(line)["recordId"] for line in body.splitlines()] == [r.record_id for r in records]
+    head = s3.head_object(Bucket=bucket, Key=staged.s3_uri.split("/", 3)[3])
+    assert head["ETag"].strip('"').endswith("-2")
+
+
+def test_part_size_under_the_s3_minimum_is_a_config_error(make_stager):
+    with pytest.raises(ConfigError, match="part_size"):
+        make_stager([1], part_size=1 * MIB)
+
+
+def test_kms_key_and_expected_bucket_owner_go_with_every_write(s3, bucket, make_stager):
+    sent: list[tuple[str, dict]] = []
+
+    def capture(request, **_):
+        headers = {
+            name.lower(): value.decode() if isinstance(value, bytes) else value
+            for name, value in request.headers.items()
+        }
+        sent.append((request.method, headers))
+
+    s3.meta.events.register("before-send.s3", capture)
+    try:
+        records = [record(n, text="k" * (512 * 1024)) for n in range(12)]
+        quotas = TINY.with_overrides(
+            {
+                "max_records_per_file": 100,
+                "max_file_bytes": 100 * MIB,
+                "max_job_bytes": 100 * MIB,
+                "max_records_per_job": 100,
+            }
+        )
+        plan = stage(
+            make_stager([12], quotas, part_size=5 * MIB, kms_key_id=KMS_KEY, expected_bucket_owner=ACCOUNT),
+            records,
+        )
+    finally:
+        s3.meta.events.unregister("before-send.s3", capture)
+
+    assert sent and all(headers.get("x-amz-expected-bucket-owner") == ACCOUNT for _, headers in sent)
+    writes = [h for method, h in sent if "x-amz-server-side-encryption" in h]
+    assert len(writes) == 2  # CreateMultipartUpload of the input file, PutObject of the map
+    assert all(h["x-amz-server-side-encryption-aws-kms-key-id"] == KMS_KEY for h in writes)
+    key = plan.jobs[0].files[0].s3_uri.split("/", 3)[3]
+    assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "aws:kms"
+
+
+def test_abort_leaves_no_open_multipart_upload(s3, bucket, make_stager):
+    quotas = TINY.with_overrides(
+        {
+            "max_records_per_file": 100,
+            "max_file_bytes": 100 * MIB,
+            "max_job_bytes": 100 * MIB,
+            "max_records_per_job": 100,
+        }
+    )
+    stager = make_stager([12], quotas, part_size=5 * MIB)
+    with pytest.raises(RuntimeError), stager:
+        for n in range(12):
+            stager.add(record(n, text="a" * (512 * 1024)))
+        raise RuntimeError("the task was killed")
+
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+# -- idempotency -----------------------------------------------------------------------------------
+
+
+def test_restaging_the_same_run_writes_the_same_keys(s3, bucket, make_stager):
+    records = [record(n) for n in range(10)]
+    first = stage(make_stager([5, 5]), records)
+    before = {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys(s3, bucket)}
+
+    second = stage(make_stager([5, 5]), records)
+    after = {key: s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys(s3, bucket)}
+
+    assert second == first
+    assert after == before
+
+
+def test_restaging_with_fewer_records_deletes_the_stale_input_files(s3, bucket, make_stager):
+    stage(make_stager([10, 10]), [record(n) for n in range(20)])
+    plan = stage(make_stager([6]), [record(n) for n in range(6)])
+
+    staged = {f.s3_uri.split("/", 3)[3] for job in plan.jobs for f in job.files}
+    staged |= {job.map_s3_uri.split("/", 3)[3] for job in plan.jobs}
+    assert set(keys(s3, bucket)) == staged
+
+
+# -- records the stager refuses --------------------------------------------------------------------
+
+
+def test_record_larger_than_the_file_limit_is_a_staging_error_naming_it(make_stager):
+    quotas = TINY.with_overrides({"max_file_bytes": 500})
+    stager = make_stager([2], quotas)
+    with pytest.raises(StagingError, match="R000001"), stager:
+        stager.add(record(0))
+        stager.add(record(1, text="q" * 600))
+
+
+def test_duplicate_record_id_in_a_job_is_refused_and_the_job_goes_on(s3, make_stager):
+    stager = make_stager([3])
+    with stager:
+        stager.add(record(0))
+        with pytest.raises(DuplicateRecordIdError, match="R000000"):
+            stager.add(Record(record_id="R000000", source_key="other-key"))
+        stager.add(record(1))
+        plan = stager.close()
+    assert plan.jobs[0].records == 2
+
+
+def test_record_id_that_is_not_alphanumeric_is_a_staging_error(make_stager):
+    stager = make_stager([1])
+    with pytest.raises(StagingError, match="R-1"), stager:
+        stager.add(Record(record_id="R-1", source_key="k"))
+
+
+def test_media_in_the_jobs_input_folder_is_accepted(bucket, make_stager):
+    stager = make_stager([1])
+    uri = f"s3://{bucket}/{stager.job_input_prefix(1)}media/call.mp4"
+    video = {"video": {"format": "mp4", "source": {"s3Location": {"uri": uri}}}}
+    rec = Record("R1", "k1", model_input={"messages": [{"role": "user", "content": [video]}]})
+    plan = stage(stager, [rec])
+    assert plan.jobs[0].records == 1
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://other-bucket/in/demo/run1/jobs/demo-run1-j001/call.mp4",
+        "s3://BUCKET/in/demo/run1/media/call.mp4",
+        "s3://BUCKET/in/demo/run1/jobs/demo-run1-j002/call.mp4",
+    ],
+)
+def test_media_outside_the_jobs_input_folder_is_a_staging_error_naming_the_record(bucket, make_stager, uri):
+    video = {"video": {"source": {"s3Location": {"uri": uri.replace("BUCKET", bucket)}}}}
+    rec = Record("R7", "k7", model_input={"messages": [{"role": "user", "content": [video]}]})
+    stager = make_stager([1])
+    with pytest.raises(StagingError, match="R7"), stager:
+        stager.add(rec)
+
+
+def test_restaging_leaves_another_stagers_files_and_media_alone(s3, bucket, make_stager):
+    other = stage(make_stager([2], job_name_prefix="demo-run1-jumbo"), [record(n) for n in range(2)])
+    media_key = "in/demo/run1/jobs/demo-run1-j001/media/call.mp4"
+    s3.put_object(Bucket=bucket, Key=media_key, Body=b"video")
+
+    stage(make_stager([2]), [record(n) for n in range(2)])
+
+    remaining = set(keys(s3, bucket))
+    assert media_key in remaining
+    assert {f.s3_uri.split("/", 3)[3] for f in other.jobs[0].files} <= remaining
+    assert other.jobs[0].map_s3_uri.split("/", 3)[3] in remaining
