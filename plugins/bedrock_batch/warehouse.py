@@ -1,0 +1,923 @@
+"""Warehouse side of a pipeline: read the rows to summarize, load summaries, errors and the retry queue.
+
+Built on the common-sql ``DbApiHook`` of an Airflow connection so the same code runs on SQLite (demo,
+tests) and Postgres (production). Each dialect gets its bulk path: Postgres ``COPY`` into a temporary
+staging table and one ``INSERT ... ON CONFLICT DO UPDATE``; SQLite ``executemany`` of the same upsert.
+Nothing connects at import time; the hook is fetched on first use.
+
+State kept per pipeline, keyed by (source_key, prompt_version):
+- output table: one summary per key; a rerun upserts.
+- error table: one row per (key, prompt_version, run_id, stage); a rerun of a run overwrites its rows.
+- pending table: keys the next run picks up whatever their timestamp (``carried_over`` or ``retry``).
+A key failing retryably ``max_attempts`` times (distinct runs) is dead-lettered and never read again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections.abc import Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import chain, islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from bedrock_batch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from airflow.providers.common.sql.hooks.sql import DbApiHook
+
+log = logging.getLogger(__name__)
+
+Dialect = Literal["sqlite", "postgres"]
+Origin = Literal["window", "carried_over", "retry"]
+PendingReason = Literal["carried_over", "retry"]
+SourceRowDict = dict[str, Any]
+"""``source_key``, ``text``, ``attempt``, ``origin``, ``pending_since`` and one entry per extra column."""
+
+RESERVED_ROW_KEYS = frozenset({"source_key", "text", "attempt", "origin", "pending_since"})
+MIGRATIONS_TABLE = "bedrock_batch_schema_migrations"
+SQL_DIR_ENV = "BEDROCK_BATCH_SQL_DIR"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_MIGRATION_FILE = re.compile(r"(\d{4})_[A-Za-z0-9_]+\.sql")
+_WRITE_BATCH = 5000
+
+
+def validate_identifier(value: object, *, setting: str, dotted: bool = False) -> str:
+    """Return ``value`` if it is a plain SQL identifier (or ``schema.name`` when ``dotted``).
+
+    Identifiers are interpolated into SQL, so anything else is refused with the setting's name.
+    """
+    parts = value.split(".") if isinstance(value, str) and dotted else [value]
+    if not (0 < len(parts) <= 2 and all(isinstance(p, str) and _IDENTIFIER.fullmatch(p) for p in parts)):
+        shape = "an SQL identifier or schema.identifier" if dotted else "a plain SQL identifier"
+        raise ConfigError(f"{setting} = {value!r} is not {shape} (letters, digits, _; max 63 chars)")
+    return value  # type: ignore[return-value]
+
+
+def default_sql_dir() -> Path:
+    """``$BEDROCK_BATCH_SQL_DIR`` or ``include/sql`` of the repository holding this plugin."""
+    env = os.environ.get(SQL_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "include" / "sql"
+
+
+@dataclass(frozen=True)
+class WarehouseTables:
+    """Names of a pipeline's three warehouse tables (validated identifiers)."""
+
+    output_table: str
+    error_table: str
+    pending_table: str
+
+    def __post_init__(self) -> None:
+        names = {}
+        for field in ("output_table", "error_table", "pending_table"):
+            name = validate_identifier(getattr(self, field), setting=f"warehouse.{field}")
+            if name.lower() in names:
+                raise ConfigError(
+                    f"warehouse.{field} = {name!r} is already used by warehouse.{names[name.lower()]}"
+                )
+            names[name.lower()] = field
+
+    def placeholders(self) -> dict[str, str]:
+        return {
+            "output_table": self.output_table,
+            "error_table": self.error_table,
+            "pending_table": self.pending_table,
+        }
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where the transcripts live: table, key, text and timestamp columns, extra columns for prompts."""
+
+    table: str
+    key_column: str
+    text_column: str
+    timestamp_column: str
+    extra_columns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        validate_identifier(self.table, setting="source.table", dotted=True)
+        for field in ("key_column", "text_column", "timestamp_column"):
+            validate_identifier(getattr(self, field), setting=f"source.{field}")
+        object.__setattr__(self, "extra_columns", tuple(self.extra_columns))
+        for column in self.extra_columns:
+            validate_identifier(column, setting="source.extra_columns")
+            if column in RESERVED_ROW_KEYS:
+                raise ConfigError(
+                    f"source.extra_columns: {column!r} clashes with a reserved row field "
+                    f"({', '.join(sorted(RESERVED_ROW_KEYS))}); rename it with a view"
+                )
+        if len(set(self.extra_columns)) != len(self.extra_columns):
+            raise ConfigError(f"source.extra_columns lists a column twice: {list(self.extra_columns)}")
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One successful model output to load."""
+
+    source_key: str
+    summary: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    stop_reason: str | None
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """One failed record: a pre-submit rejection or a per-record error of a batch job."""
+
+    source_key: str
+    stage: str
+    code: str
+    message: str | None
+    retryable: bool
+    attempt: int
+
+
+class RejectionLike(Protocol):
+    """What ``record_rejections`` needs (``records.Rejection`` or ``ErrorRow``)."""
+
+    source_key: str | None
+    stage: str
+    code: str
+    message: str | None
+
+
+def split_statements(sql: str) -> list[str]:
+    """Split a DDL file on ``;`` after dropping ``--`` comment lines (the files keep no ``;`` in strings)."""
+    lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
+    return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
+
+
+def migration_files(sql_dir: Path) -> list[tuple[int, Path]]:
+    """``NNNN_name.sql`` files of ``sql_dir`` as (version, path), in version order."""
+    found: dict[int, Path] = {}
+    for path in sorted(sql_dir.glob("*.sql")):
+        match = _MIGRATION_FILE.fullmatch(path.name)
+        if not match:
+            continue
+        version = int(match.group(1))
+        if version in found:
+            raise ConfigError(f"two migrations share version {version}: {found[version].name}, {path.name}")
+        found[version] = path
+    if not found:
+        raise ConfigError(f"no versioned DDL (NNNN_name.sql) in {sql_dir}; set ${SQL_DIR_ENV}")
+    return sorted(found.items())
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive UTC ``datetime`` (aware values are converted; naive ones are taken as UTC)."""
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+class Warehouse:
+    """A pipeline's view of its warehouse connection (SQLite or Postgres)."""
+
+    def __init__(
+        self,
+        conn_id: str,
+        tables: WarehouseTables,
+        *,
+        pipeline: str,
+        sql_dir: str | Path | None = None,
+    ) -> None:
+        self.conn_id = conn_id
+        self.tables = tables
+        self.pipeline = pipeline
+        self.sql_dir = Path(sql_dir) if sql_dir else default_sql_dir()
+        self._hook: DbApiHook | None = None
+        self._dialect: Dialect | None = None
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    @property
+    def hook(self) -> DbApiHook:
+        if self._hook is None:
+            from airflow.providers.common.sql.hooks.sql import DbApiHook
+            from airflow.sdk import BaseHook
+
+            connection = BaseHook.get_connection(self.conn_id)
+            conn_type = (connection.conn_type or "").lower()
+            if conn_type not in ("sqlite", "postgres"):
+                raise ConfigError(
+                    f"connection {self.conn_id!r} has conn_type {conn_type!r}; "
+                    "the warehouse supports 'sqlite' and 'postgres'"
+                )
+            hook = connection.get_hook()
+            if not isinstance(hook, DbApiHook):
+                raise ConfigError(f"connection {self.conn_id!r} does not give an SQL (DbApiHook) hook")
+            self._dialect = "sqlite" if conn_type == "sqlite" else "postgres"
+            self._hook = hook
+        return self._hook
+
+    @property
+    def dialect(self) -> Dialect:
+        if self._dialect is None:
+            _ = self.hook  # resolving the hook sets the dialect
+        assert self._dialect is not None
+        return self._dialect
+
+    @property
+    def _ph(self) -> str:
+        return "?" if self.dialect == "sqlite" else "%s"
+
+    def _params(self, count: int) -> str:
+        return ", ".join([self._ph] * count)
+
+    def _ts(self, value: datetime) -> Any:
+        """A timestamp as this dialect stores it: SQLite text that sorts like time, Postgres naive UTC."""
+        naive = _utc(value)
+        if self.dialect == "sqlite":
+            return naive.isoformat(sep=" ", timespec="microseconds" if naive.microsecond else "seconds")
+        return naive
+
+    def _bool(self, value: bool) -> Any:
+        return int(value) if self.dialect == "sqlite" else bool(value)
+
+    @contextmanager
+    def _transaction(self) -> Generator[Any, None, None]:
+        """A new connection in one transaction: commit on success, roll back on error, always close."""
+        conn = self.hook.get_conn()
+        try:
+            if self.dialect == "sqlite":
+                conn.isolation_level = None  # we issue BEGIN/COMMIT ourselves, DDL included
+                conn.execute("BEGIN IMMEDIATE")
+            else:
+                with conn.cursor() as cur:
+                    cur.execute("SET TIME ZONE 'UTC'")
+            yield conn
+            if self.dialect == "sqlite":
+                conn.execute("COMMIT")
+            else:
+                conn.commit()
+        except BaseException:
+            try:
+                if self.dialect == "sqlite":
+                    conn.execute("ROLLBACK")
+                else:
+                    conn.rollback()
+            except Exception:
+                log.warning("Rollback on %s failed", self.conn_id, exc_info=True)
+            raise
+        finally:
+            conn.close()
+
+    # -- schema -------------------------------------------------------------------------------------
+
+    def ensure_schema(self) -> list[int]:
+        """Apply the versioned DDL this pipeline has not applied yet; return the versions applied."""
+        migrations = migration_files(self.sql_dir)
+        applied_now: list[int] = []
+        if self.dialect == "sqlite":
+            # WAL lets the staging task read while another connection writes (e.g. rejections).
+            conn = self.hook.get_conn()
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            finally:
+                conn.close()
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            if self.dialect == "postgres":
+                # Serialises concurrent first runs: CREATE TABLE IF NOT EXISTS alone can race.
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x62_62_61_74_63_68,))
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+                " pipeline TEXT NOT NULL, version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL,"
+                " PRIMARY KEY (pipeline, version))"
+            )
+            cur.execute(
+                f"SELECT version FROM {MIGRATIONS_TABLE} WHERE pipeline = {self._ph}", (self.pipeline,)
+            )
+            done = {int(row[0]) for row in cur.fetchall()}
+            for version, path in migrations:
+                if version in done:
+                    continue
+                sql = path.read_text(encoding="utf-8")
+                for statement in split_statements(sql):
+                    cur.execute(statement.format(**self.tables.placeholders()))
+                cur.execute(
+                    f"INSERT INTO {MIGRATIONS_TABLE} (pipeline, version, applied_at)"
+                    f" VALUES ({self._params(3)})",
+                    (self.pipeline, version, self._ts(datetime.now(UTC))),
+                )
+                applied_now.append(version)
+            cur.close()
+        if applied_now:
+            log.info("Pipeline %s: applied warehouse schema versions %s", self.pipeline, applied_now)
+        return applied_now
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def iter_source_rows(
+        self,
+        source: SourceSpec,
+        *,
+        start: datetime,
+        end: datetime,
+        prompt_version: str,
+        max_attempts: int,
+        run_id: str | None = None,
+        limit: int | None = None,
+        chunk_size: int = 5000,
+        include_summarized: bool = False,
+    ) -> Iterator[SourceRowDict]:
+        """Stream the rows this run must summarize, pending rows first, then the window in time order.
+
+        Window rows: ``start <= ts < end``, not summarized for ``prompt_version`` (unless
+        ``include_summarized``, to re-summarize), not dead-lettered and not pending (so no key comes
+        twice). Pending rows: every carried-over or retry key of ``prompt_version`` whatever its
+        timestamp; a key gone from the source comes with ``text`` None so that the record builder
+        rejects it and it leaves the queue.
+
+        ``attempt`` is 1 + the distinct runs other than ``run_id`` with an error row for the key, so a
+        rerun of the same DAG run sees the same attempts. Keys already tried ``max_attempts`` times are
+        skipped. Reads ``chunk_size`` rows at a time (Postgres: server-side cursor; SQLite: fetchmany).
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+        if limit is not None and limit <= 0:
+            return
+        yielded = 0
+        pending = self._iter_pending_rows(
+            source, prompt_version, max_attempts, run_id, chunk_size, include_summarized
+        )
+        window = self._iter_window_rows(
+            source, start, end, prompt_version, max_attempts, run_id, chunk_size, include_summarized
+        )
+        for rows in (pending, window):
+            for row in rows:
+                yield row
+                yielded += 1
+                if limit is not None and yielded >= limit:
+                    rows.close()
+                    return
+
+    def count_source_rows(
+        self,
+        source: SourceSpec,
+        *,
+        start: datetime,
+        end: datetime,
+        prompt_version: str,
+        max_attempts: int,
+        run_id: str | None = None,
+        limit: int | None = None,
+        include_summarized: bool = False,
+    ) -> int:
+        """How many rows ``iter_source_rows`` with the same arguments would yield (one count query each)."""
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+        window_sql, window_params = self._window_sql(
+            source, start, end, prompt_version, run_id, include_summarized
+        )
+        pending_sql, pending_params = self._pending_sql(prompt_version, run_id, include_summarized)
+        total = 0
+        with self._read_cursor(server_side=False) as cur:
+            for sql, params in ((pending_sql, pending_params), (window_sql, window_params)):
+                cur.execute(
+                    f"SELECT COUNT(*) FROM ({sql}) q WHERE q.bb_tried < {self._ph}", (*params, max_attempts)
+                )
+                total += int(cur.fetchone()[0])
+        return total if limit is None else max(0, min(total, limit))
+
+    def _attempts_sql(self, key_sql: str, run_id: str | None) -> tuple[str, tuple[Any, ...]]:
+        """Distinct runs (other than ``run_id``) with an error row for the key: its earlier attempts."""
+        t = self.tables
+        sql = (
+            f"(SELECT COUNT(DISTINCT e.run_id) FROM {t.error_table} e"
+            f" WHERE e.source_key = {key_sql} AND e.prompt_version = {self._ph}"
+        )
+        params: tuple[Any, ...] = ()
+        if run_id is not None:
+            sql += f" AND e.run_id <> {self._ph}"
+            params = (run_id,)
+        return sql + ")", params
+
+    def _window_sql(
+        self,
+        source: SourceSpec,
+        start: datetime,
+        end: datetime,
+        prompt_version: str,
+        run_id: str | None,
+        include_summarized: bool,
+    ) -> tuple[str, tuple[Any, ...]]:
+        """Window rows, not pending, not dead-lettered (nor summarized): key, text, bb_tried, extras."""
+        t, ph = self.tables, self._ph
+        key = f"CAST(s.{source.key_column} AS TEXT)"
+        attempts_sql, attempts_params = self._attempts_sql(key, run_id)
+        extras = "".join(f", s.{column}" for column in source.extra_columns)
+        sql = (
+            f"SELECT {key} AS source_key, s.{source.text_column} AS text, {attempts_sql} AS bb_tried{extras}"
+            f" FROM {source.table} s"
+            f" WHERE s.{source.timestamp_column} >= {ph} AND s.{source.timestamp_column} < {ph}"
+            f" AND NOT EXISTS (SELECT 1 FROM {t.pending_table} p"
+            f"  WHERE p.source_key = {key} AND p.prompt_version = {ph})"
+            f" AND NOT EXISTS (SELECT 1 FROM {t.error_table} d"
+            f"  WHERE d.source_key = {key} AND d.prompt_version = {ph} AND d.dead_lettered = {ph})"
+        )
+        params: tuple[Any, ...] = (
+            prompt_version,
+            *attempts_params,
+            self._ts(start),
+            self._ts(end),
+            prompt_version,
+            prompt_version,
+            self._bool(True),
+        )
+        if not include_summarized:
+            sql += (
+                f" AND NOT EXISTS (SELECT 1 FROM {t.output_table} o"
+                f"  WHERE o.source_key = {key} AND o.prompt_version = {ph})"
+            )
+            params += (prompt_version,)
+        return sql, params
+
+    def _pending_sql(
+        self, prompt_version: str, run_id: str | None, include_summarized: bool
+    ) -> tuple[str, tuple[Any, ...]]:
+        """Pending keys, not dead-lettered (nor summarized): key, reason, first_seen_at, bb_tried."""
+        t, ph = self.tables, self._ph
+        attempts_sql, attempts_params = self._attempts_sql("p.source_key", run_id)
+        sql = (
+            f"SELECT p.source_key, p.reason, p.first_seen_at, {attempts_sql} AS bb_tried"
+            f" FROM {t.pending_table} p WHERE p.prompt_version = {ph}"
+            f" AND NOT EXISTS (SELECT 1 FROM {t.error_table} d WHERE d.source_key = p.source_key"
+            f"  AND d.prompt_version = p.prompt_version AND d.dead_lettered = {ph})"
+        )
+        if not include_summarized:
+            sql += (
+                f" AND NOT EXISTS (SELECT 1 FROM {t.output_table} o"
+                f"  WHERE o.source_key = p.source_key AND o.prompt_version = p.prompt_version)"
+            )
+        return sql, (prompt_version, *attempts_params, prompt_version, self._bool(True))
+
+    def _iter_window_rows(
+        self,
+        source: SourceSpec,
+        start: datetime,
+        end: datetime,
+        prompt_version: str,
+        max_attempts: int,
+        run_id: str | None,
+        chunk_size: int,
+        include_summarized: bool,
+    ) -> Iterator[SourceRowDict]:
+        sql, params = self._window_sql(source, start, end, prompt_version, run_id, include_summarized)
+        sql += f" ORDER BY s.{source.timestamp_column}, s.{source.key_column}"
+        with self._read_cursor() as cur:
+            cur.execute(sql, params)
+            while chunk := cur.fetchmany(chunk_size):
+                for row in chunk:
+                    attempt = int(row[2]) + 1
+                    if attempt > max_attempts:
+                        continue
+                    yield self._row_dict(source, row[0], row[1], attempt, "window", None, row[3:])
+
+    def _iter_pending_rows(
+        self,
+        source: SourceSpec,
+        prompt_version: str,
+        max_attempts: int,
+        run_id: str | None,
+        chunk_size: int,
+        include_summarized: bool,
+    ) -> Iterator[SourceRowDict]:
+        """Pending keys by keyset pages, then their source rows by key (the key column's index serves)."""
+        base_sql, base_params = self._pending_sql(prompt_version, run_id, include_summarized)
+        page_sql = f"{base_sql} AND p.source_key > {self._ph} ORDER BY p.source_key LIMIT {int(chunk_size)}"
+        extras = "".join(f", s.{column}" for column in source.extra_columns)
+        last_key = ""
+        with self._read_cursor(server_side=False) as cur:
+            while True:  # bounded: each page starts after the last key of the previous one
+                cur.execute(page_sql, (*base_params, last_key))
+                page = cur.fetchall()
+                if not page:
+                    return
+                last_key = page[-1][0]
+                keys = [row[0] for row in page]
+                cur.execute(
+                    f"SELECT CAST(s.{source.key_column} AS TEXT), s.{source.text_column}{extras}"
+                    f" FROM {source.table} s WHERE s.{source.key_column} IN ({self._params(len(keys))})",
+                    keys,
+                )
+                found = {row[0]: row for row in cur.fetchall()}
+                for key, reason, first_seen_at, tried in page:
+                    attempt = int(tried) + 1
+                    if attempt > max_attempts:
+                        continue
+                    src = found.get(key)
+                    text = src[1] if src else None
+                    extra = src[2:] if src else (None,) * len(source.extra_columns)
+                    yield self._row_dict(source, key, text, attempt, reason, first_seen_at, extra)
+                if len(page) < chunk_size:
+                    return
+
+    @staticmethod
+    def _row_dict(
+        source: SourceSpec,
+        key: Any,
+        text: Any,
+        attempt: int,
+        origin: str,
+        pending_since: Any,
+        extra: Sequence[Any],
+    ) -> SourceRowDict:
+        row: SourceRowDict = {
+            "source_key": None if key is None else str(key),
+            "text": text,
+            "attempt": attempt,
+            "origin": origin,
+            "pending_since": pending_since,
+        }
+        row.update(zip(source.extra_columns, extra, strict=True))
+        return row
+
+    @contextmanager
+    def _read_cursor(self, *, server_side: bool = True) -> Generator[Any, None, None]:
+        """A cursor for reading in chunks: a named (server-side) cursor on Postgres."""
+        conn = self.hook.get_conn()
+        try:
+            if self.dialect == "postgres":
+                with conn.cursor() as setup:
+                    setup.execute("SET TIME ZONE 'UTC'")
+                name = f"bedrock_batch_{uuid.uuid4().hex}" if server_side else None
+                cur = conn.cursor(name=name) if name else conn.cursor()
+            else:
+                cur = conn.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+            conn.rollback()  # read-only: end the transaction the cursor opened
+        finally:
+            conn.close()
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def load_job(
+        self,
+        results: Iterable[SummaryRow],
+        errors: Iterable[ErrorRow],
+        *,
+        run_id: str,
+        job_arn: str | None,
+        prompt_version: str,
+        model_id: str,
+        max_attempts: int,
+    ) -> dict[str, int]:
+        """Load one job's outcome in one transaction; a rerun of the same run gives the same rows.
+
+        ``results`` is consumed before ``errors``, so ``errors`` may be a generator that yields what
+        reading the results found (the collector streams a job's output once). Both are written in
+        batches: retryable errors under ``max_attempts`` queue as ``retry``, those at
+        ``max_attempts`` are dead-lettered; summaries take their keys off the pending queue.
+        """
+        if max_attempts < 1:
+            raise ConfigError(f"max_attempts must be >= 1, got {max_attempts}")
+        now = self._ts(datetime.now(UTC))
+        counts = {"summarized": 0, "errored": 0, "retry": 0, "dead_lettered": 0}
+        with self._transaction() as conn:
+            for batch in _batches(chain(results, errors), _WRITE_BATCH):
+                error_rows, retry_rows, done_keys, summary_rows = [], [], [], []
+                for item in batch:
+                    if isinstance(item, SummaryRow):
+                        summary_rows.append(
+                            (
+                                item.source_key,
+                                prompt_version,
+                                model_id,
+                                item.summary,
+                                item.input_tokens,
+                                item.output_tokens,
+                                item.stop_reason,
+                                job_arn,
+                                run_id,
+                                now,
+                            )
+                        )
+                        continue
+                    dead = bool(item.retryable) and item.attempt >= max_attempts
+                    error_rows.append(
+                        (
+                            item.source_key,
+                            prompt_version,
+                            run_id,
+                            item.stage,
+                            item.code,
+                            item.message,
+                            int(item.attempt),
+                            self._bool(item.retryable),
+                            self._bool(dead),
+                            job_arn,
+                            now,
+                        )
+                    )
+                    if item.retryable and not dead:
+                        retry_rows.append(
+                            (item.source_key, prompt_version, "retry", now, item.attempt, run_id)
+                        )
+                    else:
+                        done_keys.append(item.source_key)
+                    counts["dead_lettered"] += dead
+                counts["errored"] += len(error_rows)
+                counts["retry"] += len(retry_rows)
+                if error_rows:
+                    self._upsert_errors(conn, error_rows)
+                    self._upsert_pending(conn, retry_rows, keep_reason=False)
+                    self._delete_pending(conn, done_keys, prompt_version)
+                if summary_rows:
+                    self._upsert(conn, self.tables.output_table, _OUTPUT_COLUMNS, 2, summary_rows)
+                    self._delete_pending(conn, [row[0] for row in summary_rows], prompt_version)
+                    counts["summarized"] += len(summary_rows)
+        log.info("Loaded job %s of run %s: %s", job_arn, run_id, counts)
+        return counts
+
+    def record_rejections(
+        self,
+        errors: Iterable[RejectionLike],
+        *,
+        run_id: str,
+        prompt_version: str,
+    ) -> int:
+        """Record pre-submit rejections (never retried) and take their keys off the pending queue.
+
+        A rejection without a key (``null_key``) cannot be stored against one: it is counted in the log.
+        ``attempt`` is taken from the row when it has one, else 1. Returns the rows written.
+        """
+        now = self._ts(datetime.now(UTC))
+        written = keyless = 0
+        with self._transaction() as conn:
+            for batch in _batches(errors, _WRITE_BATCH):
+                rows = []
+                for err in batch:
+                    if err.source_key is None:
+                        keyless += 1
+                        continue
+                    attempt = int(getattr(err, "attempt", 1) or 1)
+                    rows.append(
+                        (
+                            str(err.source_key),
+                            prompt_version,
+                            run_id,
+                            err.stage,
+                            err.code,
+                            err.message,
+                            attempt,
+                            self._bool(False),
+                            self._bool(False),
+                            None,
+                            now,
+                        )
+                    )
+                self._upsert_errors(conn, rows)
+                self._delete_pending(conn, [row[0] for row in rows], prompt_version)
+                written += len(rows)
+        if keyless:
+            log.warning("Run %s: %d rejected rows had no key and were not recorded", run_id, keyless)
+        return written
+
+    def carry_over(
+        self,
+        keys: Iterable[str],
+        *,
+        run_id: str,
+        prompt_version: str,
+        reason: PendingReason = "carried_over",
+    ) -> int:
+        """Queue keys that were read but not submitted; a key already queued keeps its reason and attempts."""
+        if reason not in ("carried_over", "retry"):
+            raise ValueError(f"pending reason must be 'carried_over' or 'retry', got {reason!r}")
+        now = self._ts(datetime.now(UTC))
+        queued = 0
+        with self._transaction() as conn:
+            for batch in _batches(keys, _WRITE_BATCH):
+                rows = [(str(key), prompt_version, reason, now, 0, run_id) for key in batch]
+                self._upsert_pending(conn, rows, keep_reason=True)
+                queued += len(rows)
+        return queued
+
+    # -- dialect bulk paths -------------------------------------------------------------------------
+
+    def _upsert_errors(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+        self._upsert(conn, self.tables.error_table, _ERROR_COLUMNS, 4, rows)
+
+    def _upsert_pending(self, conn: Any, rows: list[tuple[Any, ...]], *, keep_reason: bool) -> None:
+        """Insert pending rows; on conflict keep first_seen_at, and reason/attempts too for carry-overs."""
+        kept = ("source_key", "prompt_version", "first_seen_at")
+        if keep_reason:
+            kept += ("reason", "attempts")
+        self._upsert(conn, self.tables.pending_table, _PENDING_COLUMNS, 2, rows, keep=kept)
+
+    def _delete_pending(self, conn: Any, keys: list[str], prompt_version: str) -> None:
+        if not keys:
+            return
+        table = self.tables.pending_table
+        cur = conn.cursor()
+        try:
+            for batch in _batches(dict.fromkeys(keys), 500):
+                cur.execute(
+                    f"DELETE FROM {table} WHERE prompt_version = {self._ph}"
+                    f" AND source_key IN ({self._params(len(batch))})",
+                    (prompt_version, *batch),
+                )
+        finally:
+            cur.close()
+
+    def _upsert(
+        self,
+        conn: Any,
+        table: str,
+        columns: tuple[str, ...],
+        key_count: int,
+        rows: list[tuple[Any, ...]],
+        *,
+        keep: tuple[str, ...] | None = None,
+    ) -> None:
+        """Insert or update ``rows`` keyed by the first ``key_count`` columns; later duplicates win."""
+        if not rows:
+            return
+        keys = columns[:key_count]
+        kept = keep if keep is not None else keys
+        updates = ", ".join(f"{col} = excluded.{col}" for col in columns if col not in kept)
+        conflict = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        cols = ", ".join(columns)
+        cur = conn.cursor()
+        try:
+            if self.dialect == "sqlite":
+                cur.executemany(
+                    f"INSERT INTO {table} ({cols}) VALUES ({self._params(len(columns))}) {conflict}", rows
+                )
+                return
+            stage = f"bedrock_batch_stage_{uuid.uuid4().hex[:12]}"
+            cur.execute(
+                f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM {table} WITH NO DATA"
+            )
+            cur.execute(f"ALTER TABLE {stage} ADD COLUMN seq BIGINT")
+            _copy_rows(cur, f"COPY {stage} ({cols}, seq) FROM STDIN", rows)
+            # DISTINCT ON: ON CONFLICT may not touch a row twice in one statement; the last row wins.
+            cur.execute(
+                f"INSERT INTO {table} ({cols})"
+                f" SELECT DISTINCT ON ({', '.join(keys)}) {cols} FROM {stage}"
+                f" ORDER BY {', '.join(keys)}, seq DESC {conflict}"
+            )
+            cur.execute(f"DROP TABLE {stage}")
+        finally:
+            cur.close()
+
+    # -- reporting ----------------------------------------------------------------------------------
+
+    def run_counts(self, run_id: str, prompt_version: str) -> dict[str, int]:
+        """Outcome of one run: summarized, errored (keys not summarized), dead_lettered, pending, tokens."""
+        t, ph = self.tables, self._ph
+        queries = {
+            "summarized": (
+                f"SELECT COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0)"
+                f" FROM {t.output_table} WHERE run_id = {ph} AND prompt_version = {ph}",
+                (run_id, prompt_version),
+            ),
+            "errored": (
+                f"SELECT COUNT(DISTINCT e.source_key) FROM {t.error_table} e"
+                f" WHERE e.run_id = {ph} AND e.prompt_version = {ph} AND NOT EXISTS (SELECT 1"
+                f" FROM {t.output_table} o WHERE o.source_key = e.source_key"
+                f" AND o.prompt_version = e.prompt_version)",
+                (run_id, prompt_version),
+            ),
+            "dead_lettered": (
+                f"SELECT COUNT(DISTINCT source_key) FROM {t.error_table}"
+                f" WHERE run_id = {ph} AND prompt_version = {ph} AND dead_lettered = {ph}",
+                (run_id, prompt_version, self._bool(True)),
+            ),
+            "pending": (
+                f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN reason = 'retry' THEN 1 ELSE 0 END), 0)"
+                f" FROM {t.pending_table} WHERE last_run_id = {ph} AND prompt_version = {ph}",
+                (run_id, prompt_version),
+            ),
+        }
+        found: dict[str, tuple[Any, ...]] = {}
+        with self._read_cursor(server_side=False) as cur:
+            for name, (sql, params) in queries.items():
+                cur.execute(sql, params)
+                found[name] = cur.fetchone()
+        return {
+            "summarized": int(found["summarized"][0]),
+            "errored": int(found["errored"][0]),
+            "dead_lettered": int(found["dead_lettered"][0]),
+            "pending": int(found["pending"][0]),
+            "pending_retry": int(found["pending"][1]),
+            "pending_carried_over": int(found["pending"][0]) - int(found["pending"][1]),
+            "input_tokens": int(found["summarized"][1]),
+            "output_tokens": int(found["summarized"][2]),
+        }
+
+    def pending_counts(self, prompt_version: str | None = None) -> dict[str, int]:
+        """Queued keys by reason (``carried_over``, ``retry``), for one prompt version or all."""
+        sql = f"SELECT reason, COUNT(*) FROM {self.tables.pending_table}"
+        params: tuple[Any, ...] = ()
+        if prompt_version is not None:
+            sql += f" WHERE prompt_version = {self._ph}"
+            params = (prompt_version,)
+        with self._read_cursor(server_side=False) as cur:
+            cur.execute(sql + " GROUP BY reason", params)
+            counts = {"carried_over": 0, "retry": 0}
+            counts.update({str(reason): int(n) for reason, n in cur.fetchall()})
+        return counts
+
+    def sample_summaries(
+        self, n: int = 5, *, run_id: str | None = None, prompt_version: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Up to ``n`` loaded summaries (newest first) for the demo printout."""
+        where, params = [], []
+        if run_id is not None:
+            where.append(f"run_id = {self._ph}")
+            params.append(run_id)
+        if prompt_version is not None:
+            where.append(f"prompt_version = {self._ph}")
+            params.append(prompt_version)
+        sql = (
+            "SELECT source_key, prompt_version, model_id, summary, input_tokens, output_tokens, stop_reason"
+            f" FROM {self.tables.output_table}"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f" ORDER BY loaded_at DESC, source_key LIMIT {max(0, int(n))}"
+        )
+        names = ("source_key", "prompt_version", "model_id", "summary", "input_tokens", "output_tokens")
+        with self._read_cursor(server_side=False) as cur:
+            cur.execute(sql, params)
+            return [dict(zip((*names, "stop_reason"), row, strict=True)) for row in cur.fetchall()]
+
+
+_OUTPUT_COLUMNS = (
+    "source_key",
+    "prompt_version",
+    "model_id",
+    "summary",
+    "input_tokens",
+    "output_tokens",
+    "stop_reason",
+    "job_arn",
+    "run_id",
+    "loaded_at",
+)
+_ERROR_COLUMNS = (
+    "source_key",
+    "prompt_version",
+    "run_id",
+    "stage",
+    "code",
+    "message",
+    "attempt",
+    "retryable",
+    "dead_lettered",
+    "job_arn",
+    "recorded_at",
+)
+_PENDING_COLUMNS = ("source_key", "prompt_version", "reason", "first_seen_at", "attempts", "last_run_id")
+
+
+def _copy_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """``COPY ... FROM STDIN`` with psycopg 3 (``cursor.copy``) or psycopg2 (``copy_expert``)."""
+    if hasattr(cur, "copy"):
+        with cur.copy(sql) as copy:
+            for seq, row in enumerate(rows):
+                copy.write_row((*row, seq))
+        return
+    import io
+
+    buffer = io.StringIO()
+    for seq, row in enumerate(rows):
+        buffer.write("\t".join(_copy_text(value) for value in (*row, seq)))
+        buffer.write("\n")
+    buffer.seek(0)
+    cur.copy_expert(sql, buffer)
+
+
+def _copy_text(value: Any) -> str:
+    """One field in COPY text format: ``\\N`` for NULL, backslash escapes for the special characters."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    text = str(value)
+    return (
+        text.replace("\\", "\\\\")
+        .replace("\t", "\\t")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\x00", "")  # text columns cannot hold NUL
+    )

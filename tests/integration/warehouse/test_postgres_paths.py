@@ -1,0 +1,105 @@
+"""Postgres-only behaviour: server-side reading and the COPY load path under both psycopg drivers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bedrock_batch.warehouse import ErrorRow, SummaryRow, Warehouse
+
+from .conftest import MODEL, PROMPT, SOURCE, TABLES, execute, insert_calls, query
+
+pytestmark = pytest.mark.postgres
+
+DAY = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+@pytest.fixture(params=["psycopg3", "psycopg2"])
+def pg_warehouse(request, postgres_warehouse, monkeypatch):
+    """A Warehouse on Postgres whose hook connects with the given driver."""
+    monkeypatch.setattr(
+        "airflow.providers.postgres.hooks.postgres.USE_PSYCOPG3", request.param == "psycopg3", raising=True
+    )
+    from include.demo_data import source_ddl
+
+    wh = Warehouse(postgres_warehouse.conn_id, TABLES, pipeline="summarize_calls")
+    conn = wh.hook.get_conn()
+    driver = type(conn).__module__.split(".")[0]
+    conn.close()
+    assert driver == {"psycopg3": "psycopg", "psycopg2": "psycopg2"}[request.param]
+    wh.ensure_schema()
+    execute(postgres_warehouse, source_ddl())
+    return wh
+
+
+def test_rows_are_fetched_from_a_server_side_cursor(pg_warehouse, postgres_warehouse):
+    insert_calls(postgres_warehouse, [(f"k{i}", DAY + timedelta(minutes=i), "t") for i in range(5)])
+    rows = pg_warehouse.iter_source_rows(
+        SOURCE, start=DAY, end=DAY + timedelta(days=1), prompt_version=PROMPT, max_attempts=3, chunk_size=2
+    )
+
+    first = next(rows)
+    others = query(
+        postgres_warehouse,
+        "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    rest = list(rows)
+
+    assert first["source_key"] == "k0" and len(rest) == 4
+    assert any(q.upper().startswith("FETCH FORWARD 2") for (q,) in others), others
+
+
+def test_copy_load_is_idempotent_and_keeps_special_characters(pg_warehouse, postgres_warehouse):
+    text = "tab\there\nnew line \\N backslash 谢谢 🙂"
+    results = [SummaryRow("a", text, 10, 2, "end_turn"), SummaryRow("b", None, None, None, None)]
+    errors = [ErrorRow("c", "model", "429", "slow\tdown", retryable=True, attempt=1)]
+
+    for _ in range(2):
+        pg_warehouse.load_job(
+            results,
+            errors,
+            run_id="run-1",
+            job_arn=None,
+            prompt_version=PROMPT,
+            model_id=MODEL,
+            max_attempts=3,
+        )
+
+    assert query(postgres_warehouse, f"SELECT source_key, summary FROM {TABLES.output_table} ORDER BY 1") == [
+        ("a", text),
+        ("b", None),
+    ]
+    assert query(postgres_warehouse, f"SELECT message, retryable FROM {TABLES.error_table}") == [
+        ("slow\tdown", True)
+    ]
+    assert query(postgres_warehouse, f"SELECT source_key, reason FROM {TABLES.pending_table}") == [
+        ("c", "retry")
+    ]
+
+
+def test_pending_keys_match_an_integer_key_column(pg_warehouse, postgres_warehouse):
+    from bedrock_batch.warehouse import SourceSpec
+
+    execute(
+        postgres_warehouse,
+        [
+            "CREATE TABLE tickets (id BIGINT PRIMARY KEY, created_at TIMESTAMPTZ, body TEXT)",
+            "INSERT INTO tickets VALUES (9, '2026-11-01 00:00:00+00', 'nine')",
+        ],
+    )
+    pg_warehouse.carry_over(["9"], run_id="run-1", prompt_version=PROMPT)
+
+    rows = list(
+        pg_warehouse.iter_source_rows(
+            SourceSpec("tickets", "id", "body", "created_at"),
+            start=DAY,
+            end=DAY + timedelta(days=1),
+            prompt_version=PROMPT,
+            max_attempts=3,
+        )
+    )
+
+    assert [(row["source_key"], row["text"], row["origin"]) for row in rows] == [
+        ("9", "nine", "carried_over")
+    ]

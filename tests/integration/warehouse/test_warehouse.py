@@ -1,0 +1,455 @@
+"""Specification of the warehouse: schema, reading the run's rows, loading, the retry queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from bedrock_batch.warehouse import ErrorRow, SourceSpec, SummaryRow, Warehouse, WarehouseTables
+
+from .conftest import MODEL, PROMPT, SOURCE, TABLES, execute, insert_calls, query
+
+DAY = datetime(2026, 11, 20, tzinfo=UTC)
+NEXT_DAY = DAY + timedelta(days=1)
+
+
+def read(wh: Warehouse, *, run_id: str | None = "run-2", max_attempts: int = 3, **kwargs) -> list[dict]:
+    kwargs.setdefault("start", DAY)
+    kwargs.setdefault("end", NEXT_DAY)
+    return list(
+        wh.iter_source_rows(SOURCE, prompt_version=PROMPT, max_attempts=max_attempts, run_id=run_id, **kwargs)
+    )
+
+
+def keys(rows: list[dict]) -> list[str]:
+    return [row["source_key"] for row in rows]
+
+
+def summary(key: str, text: str = "ok") -> SummaryRow:
+    return SummaryRow(key, text, 100, 20, "end_turn")
+
+
+def throttled(key: str, attempt: int) -> ErrorRow:
+    return ErrorRow(key, "model", "429", "throttled", retryable=True, attempt=attempt)
+
+
+def load(wh: Warehouse, results=(), errors=(), *, run_id: str = "run-1", max_attempts: int = 3) -> dict:
+    return wh.load_job(
+        results,
+        errors,
+        run_id=run_id,
+        job_arn=f"arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/{run_id}",
+        prompt_version=PROMPT,
+        model_id=MODEL,
+        max_attempts=max_attempts,
+    )
+
+
+def all_rows(db) -> dict[str, list[tuple]]:
+    return {
+        "summaries": query(db, f"SELECT * FROM {TABLES.output_table} ORDER BY source_key"),
+        "errors": query(db, f"SELECT * FROM {TABLES.error_table} ORDER BY source_key, run_id, stage"),
+        "pending": query(db, f"SELECT * FROM {TABLES.pending_table} ORDER BY source_key"),
+    }
+
+
+def without_timestamps(rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
+    """Drop the last column (loaded_at / recorded_at) and pending's first_seen_at for comparisons."""
+    return {
+        "summaries": [row[:-1] for row in rows["summaries"]],
+        "errors": [row[:-1] for row in rows["errors"]],
+        "pending": [row[:3] + row[4:] for row in rows["pending"]],
+    }
+
+
+# -- schema --------------------------------------------------------------------------------------------
+
+
+def test_ensure_schema_applies_each_version_once(warehouse_db):
+    wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls")
+
+    assert wh.ensure_schema() == [1]
+    assert wh.ensure_schema() == []
+    assert query(warehouse_db, "SELECT pipeline, version FROM bedrock_batch_schema_migrations") == [
+        ("summarize_calls", 1)
+    ]
+    assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(0,)]
+
+
+def test_ensure_schema_creates_each_pipelines_own_tables(warehouse_db):
+    Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls").ensure_schema()
+    other = WarehouseTables("ticket_summaries", "ticket_summary_errors", "ticket_summary_pending")
+
+    assert Warehouse(warehouse_db.conn_id, other, pipeline="summarize_tickets").ensure_schema() == [1]
+    assert query(warehouse_db, "SELECT COUNT(*) FROM ticket_summary_pending") == [(0,)]
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+
+def test_window_includes_its_start_and_excludes_its_end(warehouse, warehouse_db):
+    insert_calls(
+        warehouse_db,
+        [
+            ("before", DAY - timedelta(seconds=1), "t"),
+            ("at-start", DAY, "t"),
+            ("inside", DAY + timedelta(hours=12), "t"),
+            ("last-second", NEXT_DAY - timedelta(seconds=1), "t"),
+            ("at-end", NEXT_DAY, "t"),
+        ],
+    )
+
+    assert keys(read(warehouse)) == ["at-start", "inside", "last-second"]
+
+
+def test_window_bounds_may_carry_any_timezone(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("a", DAY + timedelta(hours=1), "t"), ("b", DAY + timedelta(hours=3), "t")])
+    plus_two = timezone(timedelta(hours=2))
+
+    rows = read(
+        warehouse, start=DAY.astimezone(plus_two), end=(DAY + timedelta(hours=2)).astimezone(plus_two)
+    )
+
+    assert keys(rows) == ["a"]
+
+
+def test_rows_are_read_in_chunks_in_time_order(warehouse, warehouse_db):
+    insert_calls(
+        warehouse_db, [(f"k{i:02d}", DAY + timedelta(minutes=60 - i), f"text {i}") for i in range(7)]
+    )
+
+    rows = read(warehouse, chunk_size=2)
+
+    assert keys(rows) == [f"k{i:02d}" for i in reversed(range(7))]
+    assert rows[0] == {
+        "source_key": "k06",
+        "text": "text 6",
+        "attempt": 1,
+        "origin": "window",
+        "pending_since": None,
+        "agent_id": "agent-001",
+        "customer_id": "cust-00001",
+    }
+
+
+def test_limit_caps_the_rows_read(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [(f"k{i}", DAY + timedelta(minutes=i), "t") for i in range(5)])
+
+    assert keys(read(warehouse, limit=2, chunk_size=1)) == ["k0", "k1"]
+
+
+def test_rows_summarized_for_the_prompt_version_are_skipped(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("done", DAY, "t"), ("todo", DAY + timedelta(hours=1), "t")])
+    load(warehouse, [summary("done")])
+
+    assert keys(read(warehouse)) == ["todo"]
+    other_version = list(
+        warehouse.iter_source_rows(SOURCE, start=DAY, end=NEXT_DAY, prompt_version="v2", max_attempts=3)
+    )
+    assert keys(other_version) == ["done", "todo"]
+
+
+def test_pending_rows_come_first_whatever_their_timestamp(warehouse, warehouse_db):
+    insert_calls(
+        warehouse_db, [("old", DAY - timedelta(days=5), "t"), ("today", DAY + timedelta(hours=1), "t")]
+    )
+    warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
+
+    rows = read(warehouse)
+
+    assert [(row["source_key"], row["origin"]) for row in rows] == [
+        ("old", "carried_over"),
+        ("today", "window"),
+    ]
+    assert rows[0]["pending_since"] is not None
+
+
+def test_a_key_both_pending_and_in_the_window_comes_once(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [(f"k{i}", DAY + timedelta(minutes=i), "t") for i in range(3)])
+    warehouse.carry_over(["k1"], run_id="run-1", prompt_version=PROMPT)
+
+    rows = read(warehouse, chunk_size=1)
+
+    assert sorted(keys(rows)) == ["k0", "k1", "k2"]
+    assert next(row["origin"] for row in rows if row["source_key"] == "k1") == "carried_over"
+
+
+def test_pending_rows_are_paged_by_chunk_size(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [(f"p{i}", DAY - timedelta(days=2), "t") for i in range(5)])
+    warehouse.carry_over([f"p{i}" for i in range(5)], run_id="run-1", prompt_version=PROMPT)
+
+    assert keys(read(warehouse, chunk_size=2)) == [f"p{i}" for i in range(5)]
+
+
+def test_pending_key_gone_from_the_source_comes_without_text(warehouse, warehouse_db):
+    warehouse.carry_over(["vanished"], run_id="run-1", prompt_version=PROMPT)
+
+    (row,) = read(warehouse)
+
+    assert (row["source_key"], row["text"], row["agent_id"]) == ("vanished", None, None)
+
+
+def test_null_source_key_comes_as_none(warehouse, warehouse_db):
+    if warehouse_db.dialect == "postgres":
+        execute(
+            warehouse_db,
+            [
+                "ALTER TABLE call_transcripts DROP CONSTRAINT call_transcripts_pkey",
+                "ALTER TABLE call_transcripts ALTER COLUMN call_id DROP NOT NULL",
+            ],
+        )
+    insert_calls(warehouse_db, [(None, DAY, "t")])
+
+    assert keys(read(warehouse)) == [None]
+
+
+def test_include_summarized_reads_summarized_rows_again(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("done", DAY, "t"), ("todo", DAY + timedelta(hours=1), "t")])
+    load(warehouse, [summary("done")])
+
+    assert keys(read(warehouse, include_summarized=True)) == ["done", "todo"]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"limit": 2}, {"include_summarized": True}, {"max_attempts": 1}])
+def test_count_source_rows_matches_the_rows_read(warehouse, warehouse_db, kwargs):
+    insert_calls(warehouse_db, [(f"k{i}", DAY + timedelta(minutes=i), "t") for i in range(4)])
+    insert_calls(warehouse_db, [("old", DAY - timedelta(days=3), "t")])
+    load(warehouse, [summary("k0")], [throttled("k1", 1), throttled("old", 1)], run_id="run-1")
+    warehouse.carry_over(["gone"], run_id="run-1", prompt_version=PROMPT)
+    args = {"max_attempts": 3, **kwargs}
+
+    rows = read(warehouse, **args)
+    count = warehouse.count_source_rows(
+        SOURCE, start=DAY, end=NEXT_DAY, prompt_version=PROMPT, run_id="run-2", **args
+    )
+
+    assert count == len(rows) > 0
+
+
+def test_integer_keys_are_read_and_matched_as_text(warehouse, warehouse_db):
+    execute(
+        warehouse_db,
+        [
+            "CREATE TABLE tickets (id INTEGER PRIMARY KEY, created_at TIMESTAMP, body TEXT)",
+            "INSERT INTO tickets VALUES (7, '2026-11-20 01:00:00', 'seven')",
+            "INSERT INTO tickets VALUES (8, '2026-11-20 02:00:00', 'eight')",
+            "INSERT INTO tickets VALUES (9, '2026-11-10 02:00:00', 'nine')",
+        ],
+    )
+    tickets = SourceSpec("tickets", "id", "body", "created_at")
+    load(warehouse, [summary("7")])
+    warehouse.carry_over(["9"], run_id="run-1", prompt_version=PROMPT)
+
+    rows = list(
+        warehouse.iter_source_rows(tickets, start=DAY, end=NEXT_DAY, prompt_version=PROMPT, max_attempts=3)
+    )
+
+    assert [(row["source_key"], row["text"]) for row in rows] == [("9", "nine"), ("8", "eight")]
+
+
+# -- loading -------------------------------------------------------------------------------------------
+
+
+def test_load_job_twice_gives_the_same_rows(warehouse, warehouse_db):
+    results = [summary("a", "first"), summary("b", "second")]
+    errors = [throttled("c", 1), ErrorRow("d", "model", "400", "bad input", retryable=False, attempt=1)]
+
+    first = load(warehouse, results, errors)
+    before = without_timestamps(all_rows(warehouse_db))
+    second = load(warehouse, results, errors)
+
+    assert first == second == {"summarized": 2, "errored": 2, "retry": 1, "dead_lettered": 0}
+    assert without_timestamps(all_rows(warehouse_db)) == before
+    assert len(before["summaries"]) == 2 and len(before["errors"]) == 2 and len(before["pending"]) == 1
+
+
+def test_load_job_streams_iterables_larger_than_a_batch(warehouse, warehouse_db, monkeypatch):
+    monkeypatch.setattr("bedrock_batch.warehouse._WRITE_BATCH", 100)
+    results = (summary(f"k{i:05d}") for i in range(250))
+    errors = (throttled(f"e{i:05d}", 1) for i in range(250))
+
+    counts = load(warehouse, results, errors)
+
+    assert (counts["summarized"], counts["retry"]) == (250, 250)
+    assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(250,)]
+    assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.pending_table}") == [(250,)]
+
+
+def test_a_failing_load_writes_nothing(warehouse, warehouse_db):
+    warehouse.carry_over(["a"], run_id="run-1", prompt_version=PROMPT)
+    before = all_rows(warehouse_db)
+    broken = [summary("a"), SummaryRow(None, "no key", 1, 1, None)]  # type: ignore[arg-type]
+
+    with pytest.raises(Exception, match=r"(?i)not.null"):  # each driver has its own IntegrityError
+        load(warehouse, broken, [throttled("b", 1)], run_id="run-2")
+
+    assert all_rows(warehouse_db) == before
+
+
+def test_the_last_row_of_a_key_wins_within_one_load(warehouse, warehouse_db):
+    load(warehouse, [summary("a", "old"), summary("a", "new")])
+
+    assert query(warehouse_db, f"SELECT summary FROM {TABLES.output_table}") == [("new",)]
+
+
+def test_summaries_keep_tabs_newlines_backslashes_and_unicode(warehouse, warehouse_db):
+    text = "line 1\n\tline 2 \\N not null\r\n谢谢 🙂 café"
+
+    load(warehouse, [SummaryRow("a", text, None, None, None)])
+
+    assert query(warehouse_db, f"SELECT summary, input_tokens FROM {TABLES.output_table}") == [(text, None)]
+
+
+def test_a_later_run_overwrites_the_summary_of_a_key(warehouse, warehouse_db):
+    load(warehouse, [summary("a", "old")], run_id="run-1")
+    load(warehouse, [summary("a", "new")], run_id="run-2")
+
+    assert query(warehouse_db, f"SELECT summary, run_id FROM {TABLES.output_table}") == [("new", "run-2")]
+
+
+# -- retries, pending queue, dead letters --------------------------------------------------------------
+
+
+def test_retryable_error_queues_the_key_for_the_next_run_with_the_next_attempt(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("a", DAY - timedelta(days=1), "t")])
+    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+
+    (row,) = read(warehouse, run_id="run-2")
+
+    assert (row["source_key"], row["origin"], row["attempt"]) == ("a", "retry", 2)
+    assert query(warehouse_db, f"SELECT reason, attempts, last_run_id FROM {TABLES.pending_table}") == [
+        ("retry", 1, "run-1")
+    ]
+
+
+def test_a_rerun_of_the_same_run_sees_the_same_attempt(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("a", DAY, "t")])
+    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+
+    (row,) = read(warehouse, run_id="run-1")
+
+    assert row["attempt"] == 1
+
+
+def test_a_summary_takes_the_key_off_the_queue(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("a", DAY, "t")])
+    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+
+    load(warehouse, [summary("a")], run_id="run-2")
+
+    assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.pending_table}") == [(0,)]
+    assert read(warehouse, run_id="run-3") == []
+
+
+def test_a_key_failing_at_max_attempts_is_dead_lettered_and_never_read_again(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("a", DAY, "t")])
+    load(warehouse, errors=[throttled("a", 1)], run_id="run-1", max_attempts=2)
+    (row,) = read(warehouse, run_id="run-2", max_attempts=2)
+
+    counts = load(warehouse, errors=[throttled("a", row["attempt"])], run_id="run-2", max_attempts=2)
+
+    assert counts["dead_lettered"] == 1
+    assert query(
+        warehouse_db, f"SELECT run_id, attempt, dead_lettered FROM {TABLES.error_table} ORDER BY run_id"
+    ) == [("run-1", 1, False), ("run-2", 2, True)]
+    assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.pending_table}") == [(0,)]
+    assert read(warehouse, run_id="run-3", max_attempts=2) == []
+
+
+def test_keys_tried_max_attempts_times_are_not_read(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("a", DAY, "t")])
+    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+    load(warehouse, errors=[throttled("a", 2)], run_id="run-2")
+
+    assert read(warehouse, run_id="run-3", max_attempts=2) == []
+    assert [row["attempt"] for row in read(warehouse, run_id="run-3", max_attempts=3)] == [3]
+
+
+def test_a_non_retryable_error_leaves_the_queue_without_dead_letter(warehouse, warehouse_db):
+    warehouse.carry_over(["a"], run_id="run-1", prompt_version=PROMPT)
+
+    load(warehouse, errors=[ErrorRow("a", "model", "400", "bad", retryable=False, attempt=1)], run_id="run-2")
+
+    assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.pending_table}") == [(0,)]
+    assert query(warehouse_db, f"SELECT retryable, dead_lettered FROM {TABLES.error_table}") == [
+        (False, False)
+    ]
+
+
+def test_rejections_are_recorded_once_and_taken_off_the_queue(warehouse, warehouse_db):
+    warehouse.carry_over(["a"], run_id="run-1", prompt_version=PROMPT)
+    rejections = [
+        ErrorRow("a", "validate", "empty_text", "transcript is empty", retryable=True, attempt=1),
+        ErrorRow(None, "validate", "null_key", "no key", retryable=False, attempt=1),  # type: ignore[arg-type]
+    ]
+
+    assert warehouse.record_rejections(rejections, run_id="run-2", prompt_version=PROMPT) == 1
+    assert warehouse.record_rejections(rejections, run_id="run-2", prompt_version=PROMPT) == 1
+
+    assert query(warehouse_db, f"SELECT source_key, code, retryable FROM {TABLES.error_table}") == [
+        ("a", "empty_text", False)
+    ]
+    assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.pending_table}") == [(0,)]
+
+
+def test_carry_over_keeps_an_existing_retry_and_its_attempts(warehouse, warehouse_db):
+    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+
+    warehouse.carry_over(["a", "b"], run_id="run-2", prompt_version=PROMPT)
+
+    assert query(
+        warehouse_db,
+        f"SELECT source_key, reason, attempts, last_run_id FROM {TABLES.pending_table} ORDER BY 1",
+    ) == [("a", "retry", 1, "run-2"), ("b", "carried_over", 0, "run-2")]
+    assert warehouse.pending_counts() == {"carried_over": 1, "retry": 1}
+
+
+def test_carry_over_refuses_an_unknown_reason(warehouse):
+    with pytest.raises(ValueError, match="pending reason"):
+        warehouse.carry_over(["a"], run_id="run-1", prompt_version=PROMPT, reason="later")  # type: ignore[arg-type]
+
+
+# -- reporting -----------------------------------------------------------------------------------------
+
+
+def test_run_counts_report_the_runs_outcome(warehouse):
+    load(
+        warehouse,
+        [summary("a"), summary("b")],
+        [
+            throttled("c", 1),
+            throttled("d", 3),
+            ErrorRow("e", "model", "400", "bad", retryable=False, attempt=1),
+        ],
+        run_id="run-1",
+    )
+    warehouse.carry_over(["f"], run_id="run-1", prompt_version=PROMPT)
+
+    assert warehouse.run_counts("run-1", PROMPT) == {
+        "summarized": 2,
+        "errored": 3,
+        "dead_lettered": 1,
+        "pending": 2,
+        "pending_retry": 1,
+        "pending_carried_over": 1,
+        "input_tokens": 200,
+        "output_tokens": 40,
+    }
+
+
+def test_sample_summaries_returns_at_most_n(warehouse):
+    load(warehouse, [summary(f"k{i}", f"summary {i}") for i in range(4)])
+
+    samples = warehouse.sample_summaries(2, prompt_version=PROMPT)
+
+    assert len(samples) == 2
+    assert set(samples[0]) == {
+        "source_key",
+        "prompt_version",
+        "model_id",
+        "summary",
+        "input_tokens",
+        "output_tokens",
+        "stop_reason",
+    }
