@@ -1,0 +1,334 @@
+"""Operators that submit, stop and list Bedrock batch jobs.
+
+Submitting is where money is spent, so it is built to never create a second job for the same
+input: a deterministic ``clientRequestToken``, the job ARN kept in the task state store for a
+retried task, and adoption of a job Bedrock accepted although the create call raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, ResumableJobMixin
+
+from bedrock_batch.errors import ConfigError
+from bedrock_batch.hooks import (
+    ACTIVE_STATUSES,
+    PARTIAL_STATUSES,
+    SUCCESS_STATUSES,
+    BedrockBatchHook,
+    job_progress,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+_ADOPT_ATTEMPTS = 3
+_ADOPT_PAUSE = 2.0
+"""ListModelInvocationJobs may lag a create by a moment: look this many times, this far apart."""
+
+_REQUIRED_JOB_KEYS = ("job_name", "input_s3_uri", "output_s3_uri")
+
+
+def derive_client_request_token(
+    *, dag_id: str, run_id: str, job_name: str, input_s3_uri: str, records: Any, size_bytes: Any
+) -> str:
+    """
+    The idempotency token of one job of one DAG run: 64 hex characters.
+
+    The same run, job and input give the same token, so every retry of the task gets back the job
+    the first try created; a different input (another URI, record count or size) gets a new job.
+    """
+    payload = json.dumps([dag_id, run_id, job_name, input_s3_uri, records, size_bytes], default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
+    """
+    Submit one planned batch job and return at once; ``BedrockBatchJobSensor`` does the waiting.
+
+    :param job: one job of the staging plan (templated): ``job_name``, ``input_s3_uri``,
+        ``output_s3_uri``, ``records``, optionally ``bytes``, ``map_s3_uri``, ``index``.
+    :param role_arn: service role Bedrock assumes to read the input and write the output.
+    :param model_id: model id or inference profile.
+    :param tags: tags put on the job.
+    :param timeout_hours: the job's timeout (24..168); Bedrock's default when None.
+    :param kms_key_id: KMS key for the output.
+    :param bucket_owner: account owning the buckets, when not the caller's.
+    :param invocation_type: ``InvokeModel`` or ``Converse``.
+    :param vpc_config: ``{"subnetIds": [...], "securityGroupIds": [...]}``.
+    :param aws_conn_id: Airflow AWS connection.
+    :param region_name: overrides the connection's region.
+    :param client_request_token: idempotency token (templated); derived from the DAG run, the job
+        name and the input when None.
+
+    Returns ``{"job_arn", "job_id", "job_name", "status", "records", "input_s3_uri",
+    "output_s3_uri", "map_s3_uri", "client_request_token"}``.
+
+    A retry after the job ended Failed, Stopped or Expired gets that same job back (same token):
+    resubmitting identical input on a blind retry would bill it twice for the same fault. To run
+    it again on purpose, pass a new ``client_request_token`` (and job name).
+    """
+
+    template_fields: Sequence[str] = ("job", "role_arn", "model_id", "tags", "client_request_token")
+    template_fields_renderers = {"job": "json", "tags": "json"}
+    external_id_key = "bedrock_job_arn"
+
+    def __init__(
+        self,
+        *,
+        job: Mapping[str, Any],
+        role_arn: str,
+        model_id: str,
+        tags: Mapping[str, str] | None = None,
+        timeout_hours: int | None = None,
+        kms_key_id: str | None = None,
+        bucket_owner: str | None = None,
+        invocation_type: str | None = None,
+        vpc_config: Mapping[str, Any] | None = None,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        client_request_token: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job = job
+        self.role_arn = role_arn
+        self.model_id = model_id
+        self.tags = tags
+        self.timeout_hours = timeout_hours
+        self.kms_key_id = kms_key_id
+        self.bucket_owner = bucket_owner
+        self.invocation_type = invocation_type
+        self.vpc_config = vpc_config
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.client_request_token = client_request_token
+
+    @cached_property
+    def hook(self) -> BedrockBatchHook:
+        return BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        result = self.execute_resumable(context)
+        if result is None:
+            # The mixin returns poll_until_complete()'s value (None) when it re-attaches to a
+            # running job; the ARN it re-attached to is the one in the state store.
+            job_arn = context["task_state_store"].get(self.external_id_key)
+            result = self.get_job_result(job_arn, context)
+        return result
+
+    # -- ResumableJobMixin ----------------------------------------------------------------------
+    def submit_job(self, context: Context) -> str:
+        """Create the job, or adopt the one a previous try or a failed create call left behind."""
+        job = self._checked_job()
+        token = self._token(context, job)
+        job_name = job["job_name"]
+        if context.get("task_state_store") is None:
+            # No state store (e.g. an old runner): the token still makes create idempotent, but a
+            # job whose token Bedrock has forgotten would be duplicated, so look for it first.
+            found = self.hook.find_job(job_name=job_name, client_request_token=token)
+            if found:
+                self.log.info("Re-attaching to Bedrock batch job %s found by name", found["jobArn"])
+                return found["jobArn"]
+        try:
+            return self.hook.create_job(
+                job_name=job_name,
+                role_arn=self.role_arn,
+                model_id=self.model_id,
+                input_s3_uri=job["input_s3_uri"],
+                output_s3_uri=job["output_s3_uri"],
+                client_request_token=token,
+                tags=dict(self.tags or {}),
+                timeout_hours=self.timeout_hours,
+                kms_key_id=self.kms_key_id,
+                bucket_owner=self.bucket_owner,
+                invocation_type=self.invocation_type,
+                vpc_config=self.vpc_config,
+            )
+        except ConfigError:
+            raise
+        except Exception as error:
+            adopted = self._adopt(job_name, token)
+            if adopted is None:
+                raise
+            self.log.warning(
+                "Creating Bedrock batch job %s raised (%s) but Bedrock had accepted it; adopted %s",
+                job_name,
+                type(error).__name__,
+                adopted,
+            )
+            return adopted
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        return self.hook.get_job(str(external_id))["status"]
+
+    def is_job_active(self, status: str) -> bool:
+        return status in ACTIVE_STATUSES
+
+    def is_job_succeeded(self, status: str) -> bool:
+        # A partial job's records are billed and its output is read: never resubmit it.
+        return status in SUCCESS_STATUSES | PARTIAL_STATUSES
+
+    def poll_until_complete(self, external_id: Any, context: Context) -> None:
+        """
+        Deliberately a no-op: this operator only submits.
+
+        Waiting here would hold a worker slot for hours; ``BedrockBatchJobSensor`` waits on the
+        triggerer instead. The mixin is still worth having for its re-attach on retry.
+        """
+
+    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
+        job_arn = str(external_id)
+        job = self._checked_job()
+        status = self.hook.get_job(job_arn)
+        return {
+            "job_arn": job_arn,
+            "job_id": BedrockBatchHook.job_id_from_arn(job_arn),
+            "job_name": status.get("jobName", job["job_name"]),
+            "status": status.get("status"),
+            "records": job.get("records"),
+            "input_s3_uri": job["input_s3_uri"],
+            "output_s3_uri": job["output_s3_uri"],
+            "map_s3_uri": job.get("map_s3_uri"),
+            "client_request_token": status.get("clientRequestToken"),
+        }
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _checked_job(self) -> Mapping[str, Any]:
+        job = self.job
+        if not isinstance(job, Mapping):
+            raise ConfigError(f"job must be a dict from the staging plan, got {type(job).__name__}")
+        missing = [key for key in _REQUIRED_JOB_KEYS if not job.get(key)]
+        if missing:
+            raise ConfigError(f"job {job.get('job_name')!r} lacks {', '.join(missing)}")
+        return job
+
+    def _token(self, context: Context, job: Mapping[str, Any]) -> str:
+        if self.client_request_token:
+            return self.client_request_token
+        ti = context.get("ti")
+        dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
+        return derive_client_request_token(
+            dag_id=dag_id,
+            run_id=context["run_id"],
+            job_name=job["job_name"],
+            input_s3_uri=job["input_s3_uri"],
+            records=job.get("records"),
+            size_bytes=job.get("bytes"),
+        )
+
+    def _adopt(self, job_name: str, token: str) -> str | None:
+        for attempt in range(_ADOPT_ATTEMPTS):
+            try:
+                found = self.hook.find_job(job_name=job_name, client_request_token=token)
+            except Exception as error:
+                self.log.warning("Looking for Bedrock batch job %s failed: %s", job_name, error)
+                found = None
+            if found:
+                return found["jobArn"]
+            if attempt + 1 < _ADOPT_ATTEMPTS:
+                time.sleep(_ADOPT_PAUSE)
+        return None
+
+
+class BedrockBatchStopJobOperator(BaseOperator):
+    """
+    Stop a Bedrock batch job; a job that already finished is not an error.
+
+    Returns ``{"job_arn", "status"}`` with the status after the request.
+    """
+
+    template_fields: Sequence[str] = ("job_arn",)
+
+    def __init__(
+        self,
+        *,
+        job_arn: str,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job_arn = job_arn
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        return {"job_arn": self.job_arn, "status": hook.stop_job(self.job_arn)}
+
+
+class BedrockBatchListJobsOperator(BaseOperator):
+    """
+    List Bedrock batch jobs as small dicts (arn, name, status, submit time, counts), newest first.
+
+    ``submitted_after`` / ``submitted_before`` take datetimes or ISO 8601 strings (templated).
+    """
+
+    template_fields: Sequence[str] = ("status", "name_contains", "submitted_after", "submitted_before")
+
+    def __init__(
+        self,
+        *,
+        status: str | None = None,
+        name_contains: str | None = None,
+        submitted_after: datetime | str | None = None,
+        submitted_before: datetime | str | None = None,
+        sort_order: str = "Descending",
+        max_items: int = 100,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.status = status
+        self.name_contains = name_contains
+        self.submitted_after = submitted_after
+        self.submitted_before = submitted_before
+        self.sort_order = sort_order
+        self.max_items = max_items
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        jobs = [
+            {
+                "job_arn": summary["jobArn"],
+                "job_name": summary.get("jobName"),
+                "status": summary.get("status"),
+                "submit_time": _iso(summary.get("submitTime")),
+                "message": summary.get("message"),
+                **job_progress(summary),
+            }
+            for summary in hook.iter_jobs(
+                status=self.status or None,
+                name_contains=self.name_contains or None,
+                submitted_after=_as_datetime(self.submitted_after, "submitted_after"),
+                submitted_before=_as_datetime(self.submitted_before, "submitted_before"),
+                sort_order=self.sort_order,
+                max_items=self.max_items,
+            )
+        ]
+        self.log.info("Listed %d Bedrock batch jobs", len(jobs))
+        return jobs
+
+
+def _as_datetime(value: datetime | str | None, setting: str) -> datetime | None:
+    if value is None or value == "" or isinstance(value, datetime):
+        return value or None
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError as error:
+        raise ConfigError(f"{setting} must be an ISO 8601 timestamp, got {value!r}") from error
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

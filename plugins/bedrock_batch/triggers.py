@@ -1,0 +1,249 @@
+"""The trigger that waits for one Bedrock batch job on the triggerer.
+
+A job runs for minutes to days; polling it from a worker would hold a slot the whole time. The
+trigger polls GetModelInvocationJob on the aiobotocore client, backs off while nothing changes,
+logs progress (counts only, never record text), and yields exactly one event when the job ends or
+its deadline passes. Everything it needs is in its kwargs, so a triggerer restart simply runs it
+again from the start and loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from bedrock_batch.hooks import (
+    FAILED_STATUSES,
+    PARTIAL_STATUSES,
+    SUCCESS_STATUSES,
+    TERMINAL_STATUSES,
+    BedrockBatchHook,
+    is_transient_error,
+    job_progress,
+)
+
+_ON_KILL_TIMEOUT = 30.0
+"""Seconds on_kill() may spend asking Bedrock to stop the job."""
+
+
+def job_event(job: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The event payload for a job in a terminal status.
+
+    ``status`` is the outcome the sensor acts on (success, partial, failed); ``job_status`` is
+    Bedrock's own word and ``message`` the service's reason, if any.
+    """
+    job_status = job.get("status", "")
+    if job_status in SUCCESS_STATUSES:
+        outcome = "success"
+    elif job_status in PARTIAL_STATUSES:
+        outcome = "partial"
+    elif job_status in FAILED_STATUSES:
+        outcome = "failed"
+    else:
+        raise ValueError(f"job {job.get('jobArn')} is not finished (status {job_status!r})")
+    return {
+        "status": outcome,
+        "job_arn": job.get("jobArn"),
+        "job_name": job.get("jobName"),
+        "job_status": job_status,
+        "message": job.get("message") or "",
+        **job_progress(job),
+    }
+
+
+class BedrockBatchJobTrigger(BaseTrigger):
+    """
+    Poll one Bedrock batch job until it ends, then fire a single TriggerEvent.
+
+    The event's ``status`` is ``success`` (Completed), ``partial`` (PartiallyCompleted), ``failed``
+    (Failed, Stopped, Expired), ``deadline`` (still not finished at ``deadline``) or ``error`` (an
+    API error that retrying cannot fix).
+
+    :param job_arn: the job to watch.
+    :param aws_conn_id: Airflow AWS connection.
+    :param region_name: overrides the connection's region.
+    :param poll_interval: the shortest pause between polls (seconds); used again after every status
+        change.
+    :param max_poll_interval: the longest pause between polls (seconds).
+    :param backoff: factor the pause grows by while the status stays the same.
+    :param jitter: share (0..1) by which each pause is randomly stretched or shrunk, so that many
+        triggers do not poll in lockstep.
+    :param deadline: ISO 8601 timestamp after which the trigger gives up with a ``deadline`` event;
+        None waits as long as the task's defer timeout allows.
+    :param progress_log_interval: log progress at least this often (seconds), besides every status
+        change.
+    :param stop_on_kill: stop the job when a user kills the deferred task.
+    """
+
+    def __init__(
+        self,
+        *,
+        job_arn: str,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        poll_interval: float = 30.0,
+        max_poll_interval: float = 300.0,
+        backoff: float = 1.5,
+        jitter: float = 0.1,
+        deadline: str | None = None,
+        progress_log_interval: float = 600.0,
+        stop_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        if poll_interval <= 0 or max_poll_interval < poll_interval:
+            raise ValueError(
+                f"poll_interval ({poll_interval}) must be positive and at most "
+                f"max_poll_interval ({max_poll_interval})"
+            )
+        if backoff < 1:
+            raise ValueError(f"backoff must be at least 1, got {backoff}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {jitter}")
+        if deadline is not None:
+            _parse_deadline(deadline)  # fail at defer time, not on the triggerer
+        self.job_arn = job_arn
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.backoff = float(backoff)
+        self.jitter = float(jitter)
+        self.deadline = deadline
+        self.progress_log_interval = float(progress_log_interval)
+        self.stop_on_kill = stop_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "job_arn": self.job_arn,
+                "aws_conn_id": self.aws_conn_id,
+                "region_name": self.region_name,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "backoff": self.backoff,
+                "jitter": self.jitter,
+                "deadline": self.deadline,
+                "progress_log_interval": self.progress_log_interval,
+                "stop_on_kill": self.stop_on_kill,
+            },
+        )
+
+    def hook(self) -> BedrockBatchHook:
+        return BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        deadline = _parse_deadline(self.deadline) if self.deadline else None
+        rng = random.Random()
+        hook = self.hook()
+        interval = self.poll_interval
+        last_status: str | None = None
+        last_logged = float("-inf")
+        last_error: BaseException | None = None
+        try:
+            client_context = await hook.get_async_conn()
+        except Exception as error:
+            yield self._error_event(f"could not create the Bedrock client: {error}")
+            return
+        async with client_context as client:
+            while True:
+                job: dict[str, Any] | None = None
+                try:
+                    job = await hook.get_job_async(self.job_arn, client=client)
+                    last_error = None
+                except Exception as error:
+                    if not is_transient_error(error):
+                        yield self._error_event(f"GetModelInvocationJob failed: {error}")
+                        return
+                    last_error = error
+                    self.log.warning(
+                        "Polling Bedrock batch job %s failed, will retry: %s", self.job_arn, error
+                    )
+
+                if job is not None:
+                    status = job.get("status", "")
+                    changed = status != last_status
+                    if changed or time.monotonic() - last_logged >= self.progress_log_interval:
+                        self._log_progress(job)
+                        last_logged = time.monotonic()
+                    if status in TERMINAL_STATUSES:
+                        yield TriggerEvent(job_event(job))
+                        return
+                    interval = self.poll_interval if changed else self._grow(interval)
+                    last_status = status
+                else:
+                    interval = self._grow(interval)
+
+                pause = self._jittered(interval, rng)
+                if deadline is not None:
+                    remaining = (deadline - datetime.now(UTC)).total_seconds()
+                    if remaining <= 0:
+                        yield TriggerEvent(self._deadline_payload(last_status, last_error))
+                        return
+                    pause = min(pause, remaining)
+                await asyncio.sleep(pause)
+
+    async def on_kill(self) -> None:
+        """Stop the job when a user kills the deferred task (never on a triggerer restart)."""
+        if not self.stop_on_kill:
+            self.log.info(
+                "Task killed; leaving Bedrock batch job %s running (stop_on_kill=False)", self.job_arn
+            )
+            return
+        self.log.info("Task killed; stopping Bedrock batch job %s", self.job_arn)
+        await asyncio.wait_for(self.hook().stop_job_async(self.job_arn), timeout=_ON_KILL_TIMEOUT)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _grow(self, interval: float) -> float:
+        return min(self.max_poll_interval, interval * self.backoff)
+
+    def _jittered(self, interval: float, rng: random.Random) -> float:
+        stretched = interval * (1 + rng.uniform(-self.jitter, self.jitter))
+        return min(self.max_poll_interval, max(self.poll_interval, stretched))
+
+    def _log_progress(self, job: Mapping[str, Any]) -> None:
+        counts = job_progress(job)
+        self.log.info(
+            "Bedrock batch job %s is %s: %s of %s records processed (%s succeeded, %s failed)",
+            self.job_arn,
+            job.get("status"),
+            _count(counts["processed_records"]),
+            _count(counts["total_records"]),
+            _count(counts["success_records"]),
+            _count(counts["error_records"]),
+        )
+
+    def _deadline_payload(self, last_status: str | None, last_error: BaseException | None) -> dict[str, Any]:
+        message = f"job not finished by its deadline {self.deadline} (last status {last_status or 'unknown'})"
+        if last_error is not None:
+            message += f"; last polling error: {last_error}"
+        return {
+            "status": "deadline",
+            "job_arn": self.job_arn,
+            "job_status": last_status,
+            "message": message,
+        }
+
+    def _error_event(self, message: str) -> TriggerEvent:
+        return TriggerEvent(
+            {"status": "error", "job_arn": self.job_arn, "job_status": None, "message": message}
+        )
+
+
+def _parse_deadline(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"deadline must be an ISO 8601 timestamp, got {value!r}") from error
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)

@@ -1,0 +1,208 @@
+"""Submit, stop and list operators against the stand-in: idempotency, re-attach and adoption."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
+
+import bedrock_batch.operators as operators
+from bedrock_batch.hooks import TOKEN_PATTERN
+from bedrock_batch.operators import (
+    BedrockBatchListJobsOperator,
+    BedrockBatchStopJobOperator,
+    BedrockBatchSubmitOperator,
+    derive_client_request_token,
+)
+from tests.integration.bedrock.support import MODEL_ID, RECORDS, ROLE_ARN, wait_for_status, wait_terminal
+
+
+class DictStateStore:
+    """Stands in for Airflow's task_state_store (a per-task-instance key/value store)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: Any, **_: Any) -> None:
+        self.values[key] = value
+
+
+def context(store: DictStateStore | None = None, run_id: str = "scheduled__2026-01-01") -> dict[str, Any]:
+    ctx: dict[str, Any] = {"ti": SimpleNamespace(dag_id="summaries", stats_tags={}), "run_id": run_id}
+    if store is not None:
+        ctx["task_state_store"] = store
+    return ctx
+
+
+@pytest.fixture
+def plan_job(bedrock_stage) -> dict[str, Any]:
+    input_uri, output_uri = bedrock_stage
+    return {
+        "index": 1,
+        "job_name": f"sub-{uuid.uuid4().hex[:12]}",
+        "input_s3_uri": input_uri,
+        "output_s3_uri": output_uri,
+        "map_s3_uri": input_uri.replace("/in/", "/maps/"),
+        "records": RECORDS,
+        "bytes": 12345,
+    }
+
+
+def submit(job: dict[str, Any], **kwargs: Any) -> BedrockBatchSubmitOperator:
+    kwargs.setdefault("tags", {"pipeline": "it"})
+    return BedrockBatchSubmitOperator(
+        task_id="submit", job=job, role_arn=ROLE_ARN, model_id=MODEL_ID, **kwargs
+    )
+
+
+def creates(local_aws) -> int:
+    return local_aws.calls().count("bedrock:CreateModelInvocationJob")
+
+
+def jobs_named(local_aws, name: str) -> int:
+    return sum(1 for job in local_aws.admin.jobs() if job["job_name"] == name)
+
+
+def test_derived_token_is_64_hex_valid_and_stable():
+    args = {
+        "dag_id": "d",
+        "run_id": "r",
+        "job_name": "j",
+        "input_s3_uri": "s3://b/i/",
+        "records": 100,
+        "size_bytes": 7,
+    }
+    token = derive_client_request_token(**args)
+    assert len(token) == 64
+    assert TOKEN_PATTERN.fullmatch(token)
+    assert derive_client_request_token(**args) == token
+    assert derive_client_request_token(**{**args, "records": 101}) != token
+    assert derive_client_request_token(**{**args, "run_id": "r2"}) != token
+
+
+def test_submit_returns_a_small_result_without_waiting(plan_job, local_aws):
+    result = submit(plan_job).execute(context(DictStateStore()))
+    assert result["job_name"] == plan_job["job_name"]
+    assert result["records"] == RECORDS
+    assert result["job_arn"].endswith("/" + result["job_id"])
+    assert result["status"] in ("Submitted", "Validating", "Scheduled", "InProgress", "Completed")
+    assert len(result["client_request_token"]) == 64
+    bedrock_calls = [call for call in local_aws.calls() if call.startswith("bedrock:")]
+    assert bedrock_calls == ["bedrock:CreateModelInvocationJob", "bedrock:GetModelInvocationJob"]
+
+
+def test_resubmitting_the_same_run_gives_the_same_job(plan_job, local_aws):
+    first = submit(plan_job).execute(context(DictStateStore()))
+    second = submit(plan_job).execute(context(DictStateStore()))
+    assert first["job_arn"] == second["job_arn"]
+    assert jobs_named(local_aws, plan_job["job_name"]) == 1
+
+
+def test_retried_task_reattaches_to_the_running_job_without_creating(plan_job, local_aws, bedrock_hook):
+    store = DictStateStore()
+    first = submit(plan_job, tags={"local-aws:fault": "stick"}).execute(context(store))
+    assert store.values["bedrock_job_arn"] == first["job_arn"]
+    wait_for_status(bedrock_hook, first["job_arn"], {"Scheduled"})
+    local_aws.admin.clear_calls()
+    retried = submit(plan_job, tags={"local-aws:fault": "stick"}).execute(context(store))
+    assert retried["job_arn"] == first["job_arn"]
+    assert retried["status"] == "Scheduled"
+    assert creates(local_aws) == 0
+    bedrock_hook.stop_job(first["job_arn"])
+
+
+def test_retried_task_returns_a_finished_job_without_creating(plan_job, local_aws, bedrock_hook):
+    store = DictStateStore()
+    first = submit(plan_job).execute(context(store))
+    wait_terminal(bedrock_hook, first["job_arn"])
+    local_aws.admin.clear_calls()
+    retried = submit(plan_job).execute(context(store))
+    assert (retried["job_arn"], retried["status"]) == (first["job_arn"], "Completed")
+    assert creates(local_aws) == 0
+
+
+def test_without_a_state_store_an_existing_job_is_found_by_name(plan_job, local_aws):
+    first = submit(plan_job).execute(context(store=None))
+    local_aws.admin.clear_calls()
+    again = submit(plan_job).execute(context(store=None))
+    assert again["job_arn"] == first["job_arn"]
+    assert creates(local_aws) == 0
+
+
+def test_a_create_that_raises_after_bedrock_accepted_is_adopted(plan_job, local_aws):
+    # The stand-in has no "500 after commit" fault, so the client is made to fail after the
+    # response arrives: Bedrock created the job, the caller saw a read timeout.
+    task = submit(plan_job)
+
+    def lose_the_response(**_: Any) -> None:
+        raise ReadTimeoutError(endpoint_url=local_aws.endpoint_url)
+
+    task.hook.conn.meta.events.register("after-call.bedrock.CreateModelInvocationJob", lose_the_response)
+    result = task.execute(context(DictStateStore()))
+    assert jobs_named(local_aws, plan_job["job_name"]) == 1
+    assert result["job_arn"] == next(
+        job["job_arn"] for job in local_aws.admin.jobs() if job["job_name"] == plan_job["job_name"]
+    )
+
+
+def test_a_create_bedrock_rejected_is_raised_not_adopted(plan_job, local_aws, monkeypatch):
+    monkeypatch.setattr(operators, "_ADOPT_PAUSE", 0.01)
+    task = BedrockBatchSubmitOperator(
+        task_id="submit", job=plan_job, role_arn=ROLE_ARN, model_id="unknown.model-v1"
+    )
+    with pytest.raises(ClientError, match="model identifier is invalid"):
+        task.execute(context(DictStateStore()))
+    assert jobs_named(local_aws, plan_job["job_name"]) == 0
+
+
+def test_an_explicit_client_request_token_is_used(plan_job, bedrock_hook):
+    result = submit(plan_job, client_request_token="explicit-token-1").execute(context(DictStateStore()))
+    assert bedrock_hook.get_job(result["job_arn"])["clientRequestToken"] == "explicit-token-1"
+
+
+def test_a_job_missing_plan_keys_is_a_config_error_naming_them(plan_job):
+    from bedrock_batch.errors import ConfigError
+
+    del plan_job["output_s3_uri"]
+    with pytest.raises(ConfigError, match="output_s3_uri"):
+        submit(plan_job).execute(context(DictStateStore()))
+
+
+def test_stop_operator_stops_a_running_job_and_tolerates_a_finished_one(new_job, bedrock_hook):
+    running = new_job(fault="stick")
+    result = BedrockBatchStopJobOperator(task_id="stop", job_arn=running).execute({})
+    assert result == {"job_arn": running, "status": result["status"]}
+    assert wait_terminal(bedrock_hook, running)["status"] == "Stopped"
+    again = BedrockBatchStopJobOperator(task_id="stop", job_arn=running).execute({})
+    assert again["status"] == "Stopped"
+
+
+def test_list_operator_returns_small_dicts(new_job, bedrock_hook):
+    marker = uuid.uuid4().hex[:8]
+    arn = new_job(name=f"ls-{marker}")
+    wait_terminal(bedrock_hook, arn)
+    listed = BedrockBatchListJobsOperator(
+        task_id="list",
+        name_contains=marker,
+        status="Completed",
+        submitted_after=(datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+    ).execute({})
+    assert len(listed) == 1
+    job = listed[0]
+    assert (job["job_arn"], job["job_name"], job["status"]) == (arn, f"ls-{marker}", "Completed")
+    assert datetime.fromisoformat(job["submit_time"]) <= datetime.now(UTC)
+    assert job["success_records"] == RECORDS
+
+
+def test_list_operator_rejects_a_bad_timestamp_naming_the_setting(aws_env):
+    from bedrock_batch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="submitted_before"):
+        BedrockBatchListJobsOperator(task_id="list", submitted_before="yesterday").execute({})

@@ -1,0 +1,144 @@
+"""BedrockBatchJobSensor: deferral, completion paths, reschedule fallback and on_kill."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from airflow.sdk import PokeReturnValue
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+
+from bedrock_batch.errors import JobFailedError
+from bedrock_batch.sensors import BedrockBatchJobSensor, BedrockJobFailedException
+from bedrock_batch.triggers import BedrockBatchJobTrigger
+from tests.integration.bedrock.support import RECORDS, run_trigger, wait_for_status, wait_terminal
+
+ARN = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc123def456"
+
+
+def sensor(job_arn: str = ARN, **kwargs) -> BedrockBatchJobSensor:
+    kwargs.setdefault("poll_interval", 0.02)
+    kwargs.setdefault("max_poll_interval", 0.1)
+    return BedrockBatchJobSensor(task_id="wait", job_arn=job_arn, **kwargs)
+
+
+def test_sensor_defers_with_a_trigger_bounded_by_the_job_deadline(new_job, bedrock_hook):
+    job_arn = new_job(fault="stick")
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(job_arn).execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, BedrockBatchJobTrigger)
+    assert deferred.value.method_name == "execute_complete"
+    expiration = bedrock_hook.get_job(job_arn)["jobExpirationTime"]
+    deadline = datetime.fromisoformat(trigger.deadline)
+    assert deadline == expiration + timedelta(hours=1)
+    assert deferred.value.timeout > deadline - datetime.now(UTC)
+
+
+def test_sensor_returns_at_once_for_a_job_already_completed(new_job, bedrock_hook):
+    job_arn = new_job()
+    wait_terminal(bedrock_hook, job_arn)
+    result = sensor(job_arn).execute({})
+    assert result["job_status"] == "Completed"
+    assert result["success_records"] == RECORDS
+
+
+def test_sensor_fails_without_retry_for_a_job_already_failed(new_job, bedrock_hook):
+    job_arn = new_job(fault="fail")
+    wait_terminal(bedrock_hook, job_arn)
+    with pytest.raises(AirflowFailException, match="internal error"):
+        sensor(job_arn).execute({})
+
+
+def test_deferred_sensor_ends_with_the_trigger_event(new_job, bedrock_hook):
+    # At the stand-in's test speed a healthy job ends within the first call, so hold one, defer,
+    # then stop it: the event the trigger yields is what execute_complete receives on resume.
+    job_arn = new_job(fault="stick")
+    task = sensor(job_arn)
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute({})
+    bedrock_hook.stop_job(job_arn)
+    event = run_trigger(deferred.value.trigger)[0]
+    with pytest.raises(BedrockJobFailedException, match="Stopped"):
+        getattr(task, deferred.value.method_name)({}, event.payload)
+
+
+def test_execute_complete_returns_a_small_summary_on_success():
+    event = {"status": "success", "job_arn": ARN, "job_status": "Completed", "total_records": 5}
+    assert sensor().execute_complete({}, event)["total_records"] == 5
+
+
+def test_execute_complete_warns_and_succeeds_on_partial():
+    event = {"status": "partial", "job_arn": ARN, "job_status": "PartiallyCompleted"}
+    assert sensor().execute_complete({}, event)["job_status"] == "PartiallyCompleted"
+
+
+def test_execute_complete_fails_on_partial_when_asked():
+    event = {"status": "partial", "job_arn": ARN, "job_status": "PartiallyCompleted"}
+    with pytest.raises(AirflowFailException, match="PartiallyCompleted"):
+        sensor(fail_on_partial=True).execute_complete({}, event)
+
+
+@pytest.mark.parametrize("job_status", ["Failed", "Stopped", "Expired"])
+def test_execute_complete_fails_without_retry_with_the_service_message(job_status):
+    event = {"status": "failed", "job_arn": ARN, "job_status": job_status, "message": "role cannot read"}
+    with pytest.raises(BedrockJobFailedException, match=f"{job_status}: role cannot read") as caught:
+        sensor().execute_complete({}, event)
+    assert isinstance(caught.value, AirflowFailException)
+    assert isinstance(caught.value, JobFailedError)
+
+
+def test_execute_complete_fails_without_retry_at_the_deadline():
+    event = {"status": "deadline", "job_arn": ARN, "job_status": "Scheduled", "message": "late"}
+    with pytest.raises(AirflowFailException, match="late"):
+        sensor().execute_complete({}, event)
+
+
+def test_execute_complete_error_is_retryable():
+    event = {"status": "error", "job_arn": ARN, "message": "AccessDenied"}
+    with pytest.raises(AirflowException, match="AccessDenied") as caught:
+        sensor().execute_complete({}, event)
+    assert not isinstance(caught.value, AirflowFailException)
+
+
+def test_non_deferrable_sensor_uses_reschedule_mode():
+    assert sensor(deferrable=False).mode == "reschedule"
+    assert sensor().mode == "poke"
+
+
+def test_poke_is_false_while_the_job_runs_and_done_when_it_ends(new_job, bedrock_hook):
+    running = new_job(fault="stick")
+    wait_for_status(bedrock_hook, running, {"Scheduled"})
+    assert sensor(running, deferrable=False).poke({}) is False
+    done = new_job()
+    wait_terminal(bedrock_hook, done)
+    result = sensor(done, deferrable=False).poke({})
+    assert isinstance(result, PokeReturnValue)
+    assert result.is_done
+    assert result.xcom_value["job_status"] == "Completed"
+
+
+def test_poke_fails_past_the_job_deadline(new_job):
+    job_arn = new_job(fault="stick")
+    with pytest.raises(AirflowFailException, match="deadline"):
+        sensor(job_arn, deferrable=False, deadline_margin=-timedelta(days=30)).poke({})
+
+
+def test_on_kill_stops_the_job(new_job, bedrock_hook):
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    sensor(job_arn, deferrable=False).on_kill()
+    assert wait_terminal(bedrock_hook, job_arn)["status"] == "Stopped"
+
+
+def test_on_kill_leaves_the_job_without_stop_on_kill(new_job, bedrock_hook):
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    sensor(job_arn, deferrable=False, stop_on_kill=False).on_kill()
+    assert bedrock_hook.get_job(job_arn)["status"] == "Scheduled"
+
+
+def test_two_sensors_share_no_state():
+    first, second = sensor(fail_on_partial=True), sensor()
+    assert (first.fail_on_partial, second.fail_on_partial) == (True, False)
+    assert "fail_on_partial" not in vars(BedrockBatchJobSensor)

@@ -1,0 +1,179 @@
+"""BedrockBatchJobTrigger.run() on every outcome, against the stand-in over aiobotocore."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from structlog.testing import capture_logs
+
+from bedrock_batch.triggers import BedrockBatchJobTrigger
+from tests.integration.bedrock.support import RECORDS, run_trigger, wait_for_status, wait_terminal
+
+FAST = {"poll_interval": 0.02, "max_poll_interval": 0.1, "jitter": 0.2}
+
+
+def trigger_for(job_arn: str, **kwargs) -> BedrockBatchJobTrigger:
+    return BedrockBatchJobTrigger(job_arn=job_arn, **{**FAST, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome", "job_status"),
+    [
+        (None, "success", "Completed"),
+        ("partial=40", "partial", "PartiallyCompleted"),
+        ("fail", "failed", "Failed"),
+        ("expire", "failed", "Expired"),
+    ],
+)
+def test_trigger_yields_one_event_per_outcome(new_job, fault, outcome, job_status):
+    job_arn = new_job(fault=fault)
+    events = run_trigger(trigger_for(job_arn))
+    assert len(events) == 1
+    payload = events[0].payload
+    assert payload["status"] == outcome
+    assert payload["job_status"] == job_status
+    assert payload["job_arn"] == job_arn
+
+
+def test_trigger_event_carries_counts_of_a_partial_job(new_job):
+    payload = run_trigger(trigger_for(new_job(fault="partial=40")))[0].payload
+    assert payload["total_records"] == RECORDS
+    assert payload["processed_records"] == 40
+    assert payload["success_records"] + payload["error_records"] == 40
+
+
+def test_trigger_event_carries_the_service_failure_message(new_job):
+    payload = run_trigger(trigger_for(new_job(fault="fail")))[0].payload
+    assert "internal error" in payload["message"]
+
+
+def test_trigger_reports_a_stopped_job_as_failed(new_job, bedrock_hook):
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    bedrock_hook.stop_job(job_arn)
+    payload = run_trigger(trigger_for(job_arn))[0].payload
+    assert (payload["status"], payload["job_status"]) == ("failed", "Stopped")
+
+
+def test_trigger_gives_up_at_the_deadline(new_job):
+    job_arn = new_job(fault="stick")
+    deadline = (datetime.now(UTC) + timedelta(seconds=0.5)).isoformat()
+    started = datetime.now(UTC)
+    payload = run_trigger(trigger_for(job_arn, deadline=deadline))[0].payload
+    assert payload["status"] == "deadline"
+    assert payload["job_status"] == "Scheduled"
+    assert datetime.now(UTC) - started < timedelta(seconds=5)
+
+
+def test_trigger_with_a_past_deadline_still_reports_a_finished_job(new_job, bedrock_hook):
+    job_arn = new_job()
+    wait_terminal(bedrock_hook, job_arn)
+    deadline = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    assert run_trigger(trigger_for(job_arn, deadline=deadline))[0].payload["status"] == "success"
+
+
+def test_trigger_reports_an_unknown_job_as_error(aws_env, local_aws_clean):
+    arn = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/zzzzzzzzzzzz"
+    payload = run_trigger(trigger_for(arn))[0].payload
+    assert payload["status"] == "error"
+    assert "ResourceNotFound" in payload["message"]
+
+
+def test_trigger_rides_out_transient_errors(new_job, local_aws, monkeypatch):
+    # A connection whose client does not retry: every 500 reaches the trigger, which must retry.
+    conn = {
+        "conn_type": "aws",
+        "extra": {
+            "endpoint_url": local_aws.endpoint_url,
+            "region_name": "us-east-1",
+            "config_kwargs": {"retries": {"mode": "standard", "max_attempts": 0}},
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_NO_RETRY", json.dumps(conn))
+    job_arn = new_job()
+    local_aws.admin.set_faults(internal_error={"GetModelInvocationJob": 3})
+    payload = run_trigger(trigger_for(job_arn, aws_conn_id="aws_no_retry"))[0].payload
+    assert payload["status"] == "success"
+    assert local_aws.admin.faults()["internal_error"]["GetModelInvocationJob"] == 0
+
+
+# Airflow 3's LoggingMixin.log is a structlog logger that does not go through the stdlib logging
+# caplog hooks into; structlog's capture_logs() sees exactly what the triggerer would write.
+def test_trigger_logs_progress_on_status_changes_without_record_text(new_job):
+    job_arn = new_job()
+    with capture_logs() as logs:
+        run_trigger(trigger_for(job_arn))
+    lines = [entry["event"] for entry in logs if job_arn in entry["event"] and " is " in entry["event"]]
+    assert lines, "no progress line"
+    assert f"Completed: {RECORDS} of {RECORDS} records processed ({RECORDS} succeeded, 0 failed)" in lines[-1]
+    assert not any("Summarise call" in str(entry) for entry in logs)
+
+
+def test_trigger_logs_progress_at_least_every_interval_while_nothing_changes(new_job):
+    job_arn = new_job(fault="stick")
+    deadline = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
+    with capture_logs() as logs:
+        run_trigger(trigger_for(job_arn, deadline=deadline, progress_log_interval=0.3))
+    scheduled = [entry for entry in logs if "is Scheduled" in entry["event"]]
+    assert len(scheduled) >= 3
+
+
+def test_trigger_backs_off_between_floor_and_ceiling(new_job, local_aws):
+    job_arn = new_job(fault="stick")
+    local_aws.admin.clear_calls()
+    deadline = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    run_trigger(trigger_for(job_arn, deadline=deadline, poll_interval=0.05, max_poll_interval=0.4, backoff=2))
+    polls = [c for c in local_aws.calls() if c == "bedrock:GetModelInvocationJob"]
+    # Without backoff 1.5 s / 0.05 s = 30 polls; with it the pauses grow to 0.4 s.
+    assert 3 <= len(polls) <= 12
+
+
+def test_on_kill_stops_the_job(new_job, bedrock_hook):
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    asyncio.run(trigger_for(job_arn).on_kill())
+    assert wait_terminal(bedrock_hook, job_arn)["status"] == "Stopped"
+
+
+def test_on_kill_leaves_the_job_alone_without_stop_on_kill(new_job, bedrock_hook):
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    asyncio.run(trigger_for(job_arn, stop_on_kill=False).on_kill())
+    assert bedrock_hook.get_job(job_arn)["status"] == "Scheduled"
+
+
+def test_cleanup_never_stops_the_job(new_job, bedrock_hook):
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    asyncio.run(trigger_for(job_arn).cleanup())
+    assert bedrock_hook.get_job(job_arn)["status"] == "Scheduled"
+
+
+def test_serialize_round_trip_rebuilds_an_equal_trigger():
+    trigger = BedrockBatchJobTrigger(
+        job_arn="arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc123def456",
+        region_name="eu-west-1",
+        deadline="2026-01-02T03:04:05+00:00",
+        stop_on_kill=False,
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "bedrock_batch.triggers.BedrockBatchJobTrigger"
+    assert BedrockBatchJobTrigger(**kwargs).serialize() == (classpath, kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"poll_interval": 0},
+        {"poll_interval": 10, "max_poll_interval": 5},
+        {"backoff": 0.5},
+        {"jitter": 1.0},
+        {"deadline": "tomorrow"},
+    ],
+)
+def test_trigger_rejects_invalid_settings(kwargs):
+    with pytest.raises(ValueError):
+        BedrockBatchJobTrigger(job_arn="arn", **kwargs)
