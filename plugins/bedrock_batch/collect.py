@@ -1,0 +1,235 @@
+"""Collect one job: stream its output files back, join on recordId, load one transaction.
+
+Whatever state the job ended in, every record of its map ends as a summary, an error row, or a
+retry in the pending queue: records Bedrock processed are loaded, records it did not (a Failed,
+Stopped, Expired or PartiallyCompleted job, a line that could not be read, a job never submitted)
+are queued for the next run with the reason, up to the pipeline's attempt limit.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from bedrock_batch.models import ModelFamily
+from bedrock_batch.results import Manifest, Quarantined, ResultLine, iter_output, parse_manifest, reconcile
+from bedrock_batch.s3paths import iter_lines, list_keys, split_s3_uri
+from bedrock_batch.staging import StagedJob
+from bedrock_batch.warehouse import ErrorRow, SummaryRow, Warehouse
+
+log = logging.getLogger(__name__)
+
+#: Record error codes worth another try in a later run; others (e.g. 400 invalid input) would fail again.
+RETRYABLE_CODES = frozenset({"408", "424", "429", "500", "502", "503", "504"})
+RETRYABLE_WORDS = ("throttl", "timeout", "timed out", "unavailable", "internal", "capacity", "too many")
+
+MODEL_STAGE = "model"
+JOB_STAGE = "batch_job"
+OUTPUT_STAGE = "output"
+
+
+def is_retryable(code: str | None, message: str | None) -> bool:
+    """Throttling, timeouts and server-side errors are retried; input errors are not."""
+    if code in RETRYABLE_CODES:
+        return True
+    text = f"{code or ''} {message or ''}".lower()
+    return any(word in text for word in RETRYABLE_WORDS)
+
+
+@dataclass
+class JobOutcome:
+    """Counts of one collected job (small: goes to XCom for the report)."""
+
+    job_name: str
+    job_arn: str | None
+    status: str
+    records: int
+    summarized: int = 0
+    model_errors: int = 0
+    not_processed: int = 0
+    quarantined: int = 0
+    unexpected: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    retry: int = 0
+    dead_lettered: int = 0
+    manifest_problem: str | None = None
+    quarantine_samples: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def read_record_map(s3: Any, map_uri: str, *, owner: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """The job's record_id -> (source key, attempt), as written by the stager."""
+    import orjson
+
+    bucket, key = split_s3_uri(map_uri)
+    mapping: dict[str, tuple[str, int]] = {}
+    for line in iter_lines(s3, bucket, key, owner=owner):
+        if line.strip():
+            entry = orjson.loads(line)
+            mapping[str(entry["r"])] = (str(entry["k"]), int(entry["a"]))
+    return mapping
+
+
+def output_prefix(job: StagedJob, job_arn: str) -> tuple[str, str]:
+    """Bedrock writes under ``{outputDataConfig.s3Uri}/{job id}/``."""
+    bucket, prefix = split_s3_uri(job.output_s3_uri)
+    job_id = job_arn.rsplit("/", 1)[-1]
+    return bucket, f"{prefix.rstrip('/')}/{job_id}/"
+
+
+class JobCollector:
+    """Reads one job's output and turns it into warehouse rows, counting as it goes."""
+
+    def __init__(
+        self,
+        *,
+        s3: Any,
+        job: StagedJob,
+        family: ModelFamily,
+        outcome: JobOutcome,
+        record_map: dict[str, tuple[str, int]],
+        owner: dict[str, str],
+    ) -> None:
+        self.s3 = s3
+        self.job = job
+        self.family = family
+        self.outcome = outcome
+        self.record_map = record_map
+        self.owner = owner
+        self.seen: set[str] = set()
+        self.errors: list[ErrorRow] = []
+        self.manifest: Manifest | None = None
+
+    def iter_lines(self, job_arn: str) -> Iterator[ResultLine]:
+        bucket, prefix = output_prefix(self.job, job_arn)
+        for key in list_keys(self.s3, bucket, prefix, owner=self.owner):
+            name = key.rsplit("/", 1)[-1]
+            if name == "manifest.json.out":
+                self.manifest = parse_manifest(
+                    b"".join(iter_lines(self.s3, bucket, key, owner=self.owner, keepends=True)), file=key
+                )
+                continue
+            if not name.endswith(".jsonl.out"):
+                continue
+            for item in iter_output(
+                iter_lines(self.s3, bucket, key, owner=self.owner), file=key, family=self.family
+            ):
+                if isinstance(item, Quarantined):
+                    self.outcome.quarantined += 1
+                    if len(self.outcome.quarantine_samples) < 20:
+                        self.outcome.quarantine_samples.append(f"{item.file}:{item.line_no}: {item.reason}")
+                    log.warning("Quarantined output line %s:%d: %s", item.file, item.line_no, item.reason)
+                    continue
+                yield item
+
+    def summaries(self, job_arn: str) -> Iterator[SummaryRow]:
+        """Successful lines as rows; error lines are kept aside for the same transaction."""
+        for line in self.iter_lines(job_arn):
+            entry = self.record_map.get(line.record_id)
+            if entry is None or line.record_id in self.seen:
+                self.outcome.unexpected += 1
+                continue
+            self.seen.add(line.record_id)
+            key, attempt = entry
+            if line.output is not None:
+                self.outcome.summarized += 1
+                self.outcome.input_tokens += line.output.input_tokens or 0
+                self.outcome.output_tokens += line.output.output_tokens or 0
+                yield SummaryRow(
+                    source_key=key,
+                    summary=line.output.text,
+                    input_tokens=line.output.input_tokens,
+                    output_tokens=line.output.output_tokens,
+                    stop_reason=line.output.stop_reason,
+                )
+            else:
+                self.outcome.model_errors += 1
+                self.errors.append(
+                    ErrorRow(
+                        source_key=key,
+                        stage=MODEL_STAGE,
+                        code=str(line.error_code),
+                        message=line.error_message,
+                        retryable=is_retryable(line.error_code, line.error_message),
+                        attempt=attempt,
+                    )
+                )
+
+    def unprocessed(self, *, code: str, message: str) -> Iterable[ErrorRow]:
+        """Every mapped record the output did not account for: queued for a retry with the reason."""
+        for record_id in reconcile(set(self.record_map), self.seen, None).missing:
+            key, attempt = self.record_map[record_id]
+            self.outcome.not_processed += 1
+            yield ErrorRow(
+                source_key=key, stage=JOB_STAGE, code=code, message=message, retryable=True, attempt=attempt
+            )
+
+
+def collect_job(
+    *,
+    s3: Any,
+    warehouse: Warehouse,
+    job: StagedJob,
+    job_info: dict[str, Any] | None,
+    family: ModelFamily,
+    run_id: str,
+    prompt_version: str,
+    model_id: str,
+    max_attempts: int,
+    owner: dict[str, str],
+) -> JobOutcome:
+    """Load what the job produced and queue the rest; returns the job's counts."""
+    job_arn = job_info.get("jobArn") if job_info else None
+    status = str(job_info.get("status")) if job_info else "NotSubmitted"
+    outcome = JobOutcome(job_name=job.job_name, job_arn=job_arn, status=status, records=job.records)
+    record_map = read_record_map(s3, job.map_s3_uri, owner=owner)
+    collector = JobCollector(
+        s3=s3, job=job, family=family, outcome=outcome, record_map=record_map, owner=owner
+    )
+    reason = str((job_info or {}).get("message") or f"job ended {status}")[:2000]
+
+    def errors() -> Iterator[ErrorRow]:
+        # Evaluated after the summaries are consumed: by then the collector has seen every line.
+        yield from collector.errors
+        yield from collector.unprocessed(code=f"job_{status.lower()}", message=reason)
+
+    counts = warehouse.load_job(
+        collector.summaries(job_arn) if job_arn else iter(()),
+        errors(),
+        run_id=run_id,
+        job_arn=job_arn,
+        prompt_version=prompt_version,
+        model_id=model_id,
+        max_attempts=max_attempts,
+    )
+    outcome.retry = counts["retry"]
+    outcome.dead_lettered = counts["dead_lettered"]
+    if collector.manifest is not None:
+        check = reconcile(set(record_map), collector.seen, collector.manifest)
+        outcome.manifest_problem = check.manifest_mismatch
+        if check.manifest_mismatch:
+            log.warning(
+                "Job %s output does not match its manifest: %s", job.job_name, check.manifest_mismatch
+            )
+    elif job_arn and status in {"Completed", "PartiallyCompleted"}:
+        outcome.manifest_problem = "manifest.json.out is missing"
+        log.warning("Job %s has no manifest.json.out", job.job_name)
+    log.info(
+        "Collected job %s (%s): %d records, %d summarized, %d model errors, %d not processed, "
+        "%d quarantined lines, %d retry, %d dead-lettered",
+        job.job_name,
+        status,
+        outcome.records,
+        outcome.summarized,
+        outcome.model_errors,
+        outcome.not_processed,
+        outcome.quarantined,
+        outcome.retry,
+        outcome.dead_lettered,
+    )
+    return outcome

@@ -1,0 +1,318 @@
+"""Pipeline configs: one YAML file in include/pipelines/ declares one nightly DAG.
+
+A config is validated when the DAG file is parsed, so a mistake shows up as a DAG import error that
+names the file and the field. Values that differ per environment (role ARN, buckets, account) are
+Jinja templates such as ``{{ var.value.bedrock_batch_role_arn }}``: they are rendered by the task that
+uses them and checked then (``check_runtime_values``), never read from code.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bedrock_batch.errors import ConfigError
+
+INCLUDE_DIR = Path(__file__).resolve().parents[2] / "include"
+PIPELINES_DIR = INCLUDE_DIR / "pipelines"
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+BUCKET_NAME = re.compile(r"^(?!xn--)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+KMS_KEY = re.compile(r"^(arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:(key|alias)/.+|alias/.+|[0-9a-f-]{36})$")
+PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
+PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+TAG_KEY = re.compile(r"^[a-zA-Z0-9\s._:/=+@-]{1,128}$")
+
+
+def is_template(value: str) -> bool:
+    """A value rendered by Airflow at run time (checked after rendering, not at parse time)."""
+    return "{{" in value or "{%" in value
+
+
+def _identifier(value: str, what: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(f"{what} {value!r} is not a plain SQL identifier ([A-Za-z_][A-Za-z0-9_]*)")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where the text comes from: one warehouse table, filtered by the run's window."""
+
+    conn_id: str = "warehouse_default"
+    table: str
+    key_column: str
+    text_column: str
+    timestamp_column: str
+    extra_columns: tuple[str, ...] = ()
+
+    @field_validator("table", "key_column", "text_column", "timestamp_column")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        return _identifier(value, "name")
+
+    @field_validator("extra_columns")
+    @classmethod
+    def _plain_identifiers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for column in value:
+            _identifier(column, "column")
+        return value
+
+    @property
+    def prompt_columns(self) -> tuple[str, ...]:
+        """Columns a prompt template may name: the key, the text and the extra columns."""
+        return (self.key_column, self.text_column, *self.extra_columns)
+
+
+class ModelConfig(_Strict):
+    """Which model summarizes, and how its input is built."""
+
+    id: str = Field(min_length=1, max_length=2048)
+    invocation_type: Literal["InvokeModel", "Converse"] = "InvokeModel"
+    params: dict[str, Any] = Field(default_factory=dict)
+    on_too_long: Literal["reject", "truncate"] = "reject"
+
+
+class WarehouseConfig(_Strict):
+    """Tables the results, the errors and the carried-over keys go to."""
+
+    output_table: str
+    error_table: str
+    pending_table: str
+
+    @field_validator("output_table", "error_table", "pending_table")
+    @classmethod
+    def _plain_identifier(cls, value: str) -> str:
+        return _identifier(value, "table")
+
+
+class AwsConfig(_Strict):
+    """The Airflow AWS connection and the role Bedrock assumes to read and write S3."""
+
+    conn_id: str = "aws_default"
+    region: str | None = None
+    role_arn: str
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_arn(cls, value: str) -> str:
+        if not is_template(value) and not ROLE_ARN.match(value):
+            raise ValueError(f"{value!r} is not an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)")
+        return value
+
+
+class StagingConfig(_Strict):
+    """S3 locations of the batch input and output, and how they are protected."""
+
+    input_bucket: str
+    input_prefix: str = "bedrock-batch/input"
+    output_bucket: str
+    output_prefix: str = "bedrock-batch/output"
+    kms_key_id: str | None = None
+    expected_bucket_owner: str | None = None
+
+    @field_validator("input_bucket", "output_bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not is_template(value) and not BUCKET_NAME.match(value):
+            raise ValueError(f"{value!r} is not a valid S3 bucket name")
+        return value
+
+    @field_validator("input_prefix", "output_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not PREFIX.match(value):
+            raise ValueError(f"{value!r} has characters that are unsafe in an S3 key prefix")
+        return value
+
+    @field_validator("kms_key_id")
+    @classmethod
+    def _kms(cls, value: str | None) -> str | None:
+        if value and not is_template(value) and not KMS_KEY.match(value):
+            raise ValueError(f"{value!r} is not a KMS key id, key ARN or alias")
+        return value or None
+
+    @field_validator("expected_bucket_owner")
+    @classmethod
+    def _owner(cls, value: str | None) -> str | None:
+        if value and not is_template(value) and not ACCOUNT_ID.match(value):
+            raise ValueError(f"{value!r} is not a 12-digit AWS account id")
+        return value or None
+
+
+class JobsConfig(_Strict):
+    """How the batch jobs are submitted."""
+
+    timeout_hours: int = Field(default=24, ge=24, le=168)
+    tags: dict[str, str] = Field(default_factory=dict)
+    pool: str = "bedrock_batch_jobs"
+    quota_overrides: dict[str, int] = Field(default_factory=dict)
+    read_live_quotas: bool = True
+    fail_on_partial: bool = False
+    stop_on_kill: bool = True
+    poll_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    max_poll_interval_seconds: int = Field(default=600, ge=1, le=3600)
+    max_active_runs: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not TAG_KEY.match(key) or key.startswith("aws:"):
+                raise ValueError(f"tag key {key!r} is not allowed by Bedrock")
+        return value
+
+
+class SmallBatchConfig(_Strict):
+    """What happens when a run has fewer records than a batch job's minimum."""
+
+    policy: Literal["carry_over", "on_demand", "fail"] = "carry_over"
+    max_age_days: int = Field(default=3, ge=0, le=60)
+    on_demand_concurrency: int = Field(default=4, ge=1, le=64)
+
+
+class PipelineConfig(_Strict):
+    """One pipeline: source, prompt, model, S3, jobs and the tables it writes."""
+
+    name: str
+    description: str
+    owner: str = "data-platform"
+    tags: tuple[str, ...] = ()
+    schedule: str = "@daily"
+    timezone: str = "UTC"
+    start_date: str = "2026-01-01"
+    prompt: str
+    source: SourceConfig
+    model: ModelConfig
+    warehouse: WarehouseConfig
+    aws: AwsConfig
+    staging: StagingConfig
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    small_batch: SmallBatchConfig = Field(default_factory=SmallBatchConfig)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    read_chunk_rows: int = Field(default=5000, ge=1, le=1_000_000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PIPELINE_NAME.match(value):
+            raise ValueError(f"{value!r} must be lower case letters, digits and _ (it becomes the DAG id)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        import pendulum
+
+        try:
+            pendulum.timezone(value)
+        except Exception as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("start_date")
+    @classmethod
+    def _start_date(cls, value: str) -> str:
+        import datetime as dt
+
+        try:
+            dt.date.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a YYYY-MM-DD date") from exc
+        return str(value)
+
+    @model_validator(mode="after")
+    def _distinct_tables(self) -> PipelineConfig:
+        tables = (self.warehouse.output_table, self.warehouse.error_table, self.warehouse.pending_table)
+        if len(set(tables)) != 3 or self.source.table in tables:
+            raise ValueError(
+                "warehouse: output_table, error_table, pending_table and source.table must differ"
+            )
+        return self
+
+    @property
+    def prompt_path(self) -> Path:
+        return INCLUDE_DIR / self.prompt
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def load_pipeline(path: Path | str) -> PipelineConfig:
+    """Read and check one pipeline file; every problem is reported with the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read pipeline config: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a pipeline config must be a mapping of settings")
+    try:
+        config = PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from None
+    if config.name != path.stem:
+        raise ConfigError(f"{path}: name: {config.name!r} must match the file name {path.stem!r}")
+    _check_model_and_prompt(config, path)
+    return config
+
+
+def _check_model_and_prompt(config: PipelineConfig, path: Path) -> None:
+    from bedrock_batch.models import family_for
+    from bedrock_batch.prompts import load_prompt
+
+    try:
+        family = family_for(config.model.id, config.model.invocation_type)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: model.id: {exc}") from None
+    try:
+        family.validate_params(config.model.params)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: model.params: {exc}") from None
+    if not config.prompt_path.is_file():
+        raise ConfigError(f"{path}: prompt: no template file at {config.prompt_path}")
+    try:
+        template = load_prompt(config.prompt_path)
+        template.check_fields(config.source.prompt_columns, source=str(config.prompt_path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: prompt: {exc}") from None
+
+
+def discover_pipelines(directory: Path = PIPELINES_DIR) -> list[Path]:
+    """Every pipeline file, in a stable order (one DAG each)."""
+    return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("_"))
+
+
+def check_runtime_values(values: dict[str, str | None], *, pipeline: str) -> None:
+    """Check environment values after Airflow rendered them, naming the setting at fault."""
+    checks = {
+        "aws.role_arn": ROLE_ARN,
+        "staging.input_bucket": BUCKET_NAME,
+        "staging.output_bucket": BUCKET_NAME,
+        "staging.kms_key_id": KMS_KEY,
+        "staging.expected_bucket_owner": ACCOUNT_ID,
+    }
+    for setting, pattern in checks.items():
+        value = values.get(setting)
+        if setting in {"aws.role_arn", "staging.input_bucket", "staging.output_bucket"} and not value:
+            raise ConfigError(
+                f"pipeline {pipeline}: {setting} rendered empty: set the Airflow Variable it names"
+            )
+        if value and not pattern.match(value):
+            raise ConfigError(f"pipeline {pipeline}: {setting} rendered to {value!r}, which is not valid")

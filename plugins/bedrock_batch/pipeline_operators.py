@@ -1,0 +1,290 @@
+"""The nightly pipeline's own steps as thin operators: prepare, collect, on demand, report.
+
+Each operator reloads its pipeline config by name (a small YAML read), renders the environment
+values it is given as template fields, and calls the library; the work itself lives in prepare.py,
+collect.py, on_demand.py and report.py so it can be tested without Airflow.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+from bedrock_batch.config import PIPELINES_DIR, PipelineConfig, load_pipeline
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from bedrock_batch.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+PREPARE_TASK = "prepare"
+PLAN_KEY = "plan"
+SUBMIT_TASK = "batch_job.submit"
+COLLECT_TASK = "batch_job.collect"
+ON_DEMAND_TASK = "run_on_demand"
+
+
+def collected_outcomes(ti: Any, jobs: int) -> list[dict[str, Any]]:
+    """The outcome of every collected job; a job whose collect failed has none."""
+    if not jobs:
+        return []
+    pulled = ti.xcom_pull(task_ids=COLLECT_TASK, map_indexes=list(range(jobs)), default=None)
+    if isinstance(pulled, dict):
+        pulled = [pulled]
+    return [outcome for outcome in (pulled or []) if outcome]
+
+
+class _PipelineOperator(BaseOperator):
+    """Shared plumbing: the pipeline's config, its warehouse, and AWS clients from the connection."""
+
+    ui_color = "#e8f4fa"
+
+    def __init__(
+        self,
+        *,
+        pipeline: str,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        expected_bucket_owner: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.pipeline = pipeline
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.expected_bucket_owner = expected_bucket_owner
+
+    @cached_property
+    def config(self) -> PipelineConfig:
+        return load_pipeline(PIPELINES_DIR / f"{self.pipeline}.yaml")
+
+    @cached_property
+    def warehouse(self) -> Warehouse:
+        from bedrock_batch.warehouse import Warehouse, WarehouseTables
+
+        tables = WarehouseTables(
+            output_table=self.config.warehouse.output_table,
+            error_table=self.config.warehouse.error_table,
+            pending_table=self.config.warehouse.pending_table,
+        )
+        return Warehouse(self.config.source.conn_id, tables, pipeline=self.config.name)
+
+    def aws_client(self, client_type: str) -> Any:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        hook = AwsBaseHook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type=client_type
+        )
+        return hook.conn
+
+    @property
+    def owner_kwargs(self) -> dict[str, str]:
+        return {"ExpectedBucketOwner": self.expected_bucket_owner} if self.expected_bucket_owner else {}
+
+
+class PrepareBatchOperator(_PipelineOperator):
+    """Read the run's rows, check them, plan jobs within the quotas, and stage the JSONL in S3."""
+
+    template_fields: Sequence[str] = (
+        "role_arn",
+        "input_bucket",
+        "output_bucket",
+        "kms_key_id",
+        "expected_bucket_owner",
+        "region_name",
+    )
+
+    def __init__(
+        self,
+        *,
+        role_arn: str,
+        input_bucket: str,
+        output_bucket: str,
+        kms_key_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.role_arn = role_arn
+        self.input_bucket = input_bucket
+        self.output_bucket = output_bucket
+        self.kms_key_id = kms_key_id
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        """Push the whole plan under the ``plan`` key; return only the jobs, which the job group maps over."""
+        from bedrock_batch.prepare import RunContext, RunPreparer, RuntimeSettings, resolve_quotas
+        from bedrock_batch.windows import window_for_run
+
+        params = context["params"]
+        settings = RuntimeSettings(
+            role_arn=self.role_arn,
+            input_bucket=self.input_bucket,
+            output_bucket=self.output_bucket,
+            kms_key_id=self.kms_key_id or None,
+            expected_bucket_owner=self.expected_bucket_owner or None,
+            model_id=params.get("model_id") or None,
+            record_limit=params.get("record_limit") or None,
+            re_summarize=bool(params.get("re_summarize")),
+            dry_run=bool(params.get("dry_run")),
+        )
+        settings.check(self.pipeline)
+        dag_run = context["dag_run"]
+        window = window_for_run(
+            tz_name=self.config.timezone,
+            data_interval_start=context.get("data_interval_start"),
+            data_interval_end=context.get("data_interval_end"),
+            run_after=getattr(dag_run, "run_after", None),
+            window_start=params.get("window_start"),
+            window_end=params.get("window_end"),
+        )
+        model_id = settings.model_id or self.config.model.id
+        quotas_client = self.aws_client("service-quotas") if self.config.jobs.read_live_quotas else None
+        preparer = RunPreparer(
+            config=self.config,
+            settings=settings,
+            window=window,
+            run=RunContext(dag_id=self.dag_id, run_id=context["run_id"]),
+            warehouse=self.warehouse,
+            s3=self.aws_client("s3"),
+            quotas=resolve_quotas(self.config, model_id, quotas_client),
+        )
+        plan = preparer.prepare()
+        context["ti"].xcom_push(key=PLAN_KEY, value=plan)
+        return plan["jobs"]
+
+
+class CollectResultsOperator(_PipelineOperator):
+    """Load one job's results and queue whatever it did not process; runs whatever happened upstream."""
+
+    template_fields: Sequence[str] = ("job", "expected_bucket_owner", "region_name")
+
+    def __init__(self, *, job: dict[str, Any], **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.job = job
+
+    def _job_info(self, context: Context, job_name: str) -> dict[str, Any] | None:
+        from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
+
+        hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        ti = context["ti"]
+        submitted = ti.xcom_pull(task_ids=SUBMIT_TASK, map_indexes=ti.map_index, default=None)
+        job_arn = (submitted or {}).get("job_arn")
+        if not job_arn:
+            found = hook.find_job(job_name=job_name)
+            job_arn = found.get("jobArn") if found else None
+        if not job_arn:
+            log.warning("Job %s was never submitted: its records are queued for the next run", job_name)
+            return None
+        info = hook.get_job(job_arn)
+        if info["status"] in ACTIVE_STATUSES:
+            raise AirflowException(
+                f"Job {job_arn} is still {info['status']}: its output cannot be collected yet. Clear the "
+                "wait task to keep waiting, or stop the job; its records stay staged until then."
+            )
+        return info
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from bedrock_batch.collect import collect_job
+        from bedrock_batch.models import family_for
+        from bedrock_batch.staging import StagedJob
+
+        job = StagedJob.from_dict(self.job)
+        plan = context["ti"].xcom_pull(task_ids=PREPARE_TASK, key=PLAN_KEY)
+        outcome = collect_job(
+            s3=self.aws_client("s3"),
+            warehouse=self.warehouse,
+            job=job,
+            job_info=self._job_info(context, job.job_name),
+            family=family_for(plan["model_id"], self.config.model.invocation_type),
+            run_id=context["run_id"],
+            prompt_version=plan["prompt_version"],
+            model_id=plan["model_id"],
+            max_attempts=self.config.max_attempts,
+            owner=self.owner_kwargs,
+        )
+        return outcome.to_dict()
+
+
+class OnDemandOperator(_PipelineOperator):
+    """Summarize a small batch through bedrock-runtime; skipped when prepare planned none."""
+
+    template_fields: Sequence[str] = ("expected_bucket_owner", "region_name")
+
+    def execute(self, context: Context) -> dict[str, Any] | None:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from bedrock_batch.models import family_for
+        from bedrock_batch.on_demand import read_records, run_on_demand
+
+        plan = context["ti"].xcom_pull(task_ids=PREPARE_TASK, key=PLAN_KEY)
+        small = plan.get("on_demand") if plan else None
+        if not small or plan.get("dry_run"):
+            raise AirflowSkipException("No small batch to run on demand in this run")
+        records = list(read_records(self.aws_client("s3"), small["records_s3_uri"], self.owner_kwargs))
+        family = family_for(plan["model_id"], self.config.model.invocation_type)
+        summaries, errors = run_on_demand(
+            runtime=self.aws_client("bedrock-runtime"),
+            records=records,
+            family=family,
+            model_id=plan["model_id"],
+            invocation_type=self.config.model.invocation_type,
+            concurrency=self.config.small_batch.on_demand_concurrency,
+        )
+        counts = self.warehouse.load_job(
+            summaries,
+            errors,
+            run_id=context["run_id"],
+            job_arn=None,
+            prompt_version=plan["prompt_version"],
+            model_id=plan["model_id"],
+            max_attempts=self.config.max_attempts,
+        )
+        return {
+            "job_name": "on-demand",
+            "status": "OnDemand",
+            "records": len(records),
+            "summarized": len(summaries),
+            "model_errors": len(errors),
+            "input_tokens": sum(row.input_tokens or 0 for row in summaries),
+            "output_tokens": sum(row.output_tokens or 0 for row in summaries),
+            "retry": counts["retry"],
+            "dead_lettered": counts["dead_lettered"],
+        }
+
+
+class ReportOperator(_PipelineOperator):
+    """Log and return the run summary; fail the run, after accounting, if any job did not succeed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from bedrock_batch.report import format_summary, load_prices, summarize_run
+
+        ti = context["ti"]
+        plan = ti.xcom_pull(task_ids=PREPARE_TASK, key=PLAN_KEY)
+        if not plan:
+            raise AirflowException("prepare produced no plan: nothing was staged or submitted in this run")
+        outcomes = collected_outcomes(ti, len(plan["jobs"]))
+        on_demand = ti.xcom_pull(task_ids=ON_DEMAND_TASK, default=None)
+        summary = summarize_run(plan=plan, outcomes=outcomes, on_demand=on_demand, prices=load_prices())
+        log.info("Run summary of %s:\n%s", self.pipeline, format_summary(summary))
+        failed = {name: status for name, status in summary["job_statuses"].items() if status != "Completed"}
+        if summary["jobs_collected"] < summary["jobs_planned"]:
+            raise AirflowException(
+                f"{summary['jobs_planned'] - summary['jobs_collected']} of {summary['jobs_planned']} jobs "
+                "were not collected: see the batch_job tasks. Their records stay staged for a rerun."
+            )
+        if any(status in {"Failed", "Stopped", "Expired", "NotSubmitted"} for status in failed.values()):
+            raise AirflowException(
+                f"Jobs did not complete: {failed}. Their unprocessed records are queued for the next run."
+            )
+        return summary

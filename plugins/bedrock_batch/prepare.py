@@ -1,0 +1,436 @@
+"""Prepare a run: source rows -> checked records -> quota plan -> JSONL staged in S3.
+
+One pass over the source, streamed: rows are read in chunks, turned into records (bad rows become
+recorded rejections), and written straight to S3 as they come. Only the plan (S3 URIs and counts) is
+returned, so it is all that travels in XCom.
+
+The number of jobs is planned from a COUNT of the same selection, so job sizes are balanced and none
+falls under the service's minimum. Rows that are rejected make the last job shorter; if that pushes it
+under the minimum, its records are carried over to the next run rather than submitted to fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bedrock_batch.config import PipelineConfig, check_runtime_values
+from bedrock_batch.errors import QuotaError
+from bedrock_batch.models import family_for
+from bedrock_batch.prompts import load_prompt
+from bedrock_batch.quotas import BatchQuotas, default_quotas, plan_job_sizes, quotas_from_service
+from bedrock_batch.records import BatchRecord, RecordBuilder, Rejection, SourceRow, run_key
+from bedrock_batch.s3paths import iter_lines, split_s3_uri
+from bedrock_batch.staging import JsonlStager, StagePlan
+from bedrock_batch.warehouse import SourceSpec
+from bedrock_batch.windows import Window
+
+if TYPE_CHECKING:
+    from bedrock_batch.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+SMALL_BATCH_CARRY_OVER = "carry_over"
+SMALL_BATCH_ON_DEMAND = "on_demand"
+SMALL_BATCH_FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Values rendered by Airflow at run time (environment-specific) plus the run's params."""
+
+    role_arn: str
+    input_bucket: str
+    output_bucket: str
+    kms_key_id: str | None = None
+    expected_bucket_owner: str | None = None
+    model_id: str | None = None
+    record_limit: int | None = None
+    re_summarize: bool = False
+    dry_run: bool = False
+
+    def check(self, pipeline: str) -> None:
+        check_runtime_values(
+            {
+                "aws.role_arn": self.role_arn,
+                "staging.input_bucket": self.input_bucket,
+                "staging.output_bucket": self.output_bucket,
+                "staging.kms_key_id": self.kms_key_id,
+                "staging.expected_bucket_owner": self.expected_bucket_owner,
+            },
+            pipeline=pipeline,
+        )
+
+
+@dataclass
+class PrepareCounts:
+    """How the run's source rows were split up; every row lands in exactly one bucket."""
+
+    source_rows: int = 0
+    rejected: int = 0
+    staged: int = 0
+    carried_over: int = 0
+    on_demand: int = 0
+    by_origin: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_rows": self.source_rows,
+            "rejected": self.rejected,
+            "staged": self.staged,
+            "carried_over": self.carried_over,
+            "on_demand": self.on_demand,
+            "by_origin": dict(self.by_origin),
+        }
+
+
+def resolve_quotas(config: PipelineConfig, model_id: str, service_quotas_client: Any | None) -> BatchQuotas:
+    """Documented defaults, then the account's live values if readable, then the config's overrides."""
+    quotas = default_quotas(model_id)
+    if config.jobs.read_live_quotas and service_quotas_client is not None:
+        quotas = quotas_from_service(service_quotas_client, model_id, quotas)
+    return quotas.with_overrides(config.jobs.quota_overrides)
+
+
+class RejectionSink:
+    """Writes rejected rows to the error table in batches, so none is dropped and memory stays flat."""
+
+    def __init__(
+        self, warehouse: Warehouse | None, *, run_id: str, prompt_version: str, batch: int = 1000
+    ) -> None:
+        self._warehouse = warehouse
+        self._run_id = run_id
+        self._prompt_version = prompt_version
+        self._batch = batch
+        self._pending: list[Rejection] = []
+        self.count = 0
+        self.by_code: dict[str, int] = {}
+
+    def add(self, rejection: Rejection) -> None:
+        self.count += 1
+        self.by_code[rejection.code] = self.by_code.get(rejection.code, 0) + 1
+        self._pending.append(rejection)
+        if len(self._pending) >= self._batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending and self._warehouse is not None:
+            self._warehouse.record_rejections(
+                self._pending, run_id=self._run_id, prompt_version=self._prompt_version
+            )
+        self._pending = []
+
+
+def iter_records(
+    rows: Iterable[Mapping[str, Any]],
+    config: PipelineConfig,
+    builder: RecordBuilder,
+    rejections: RejectionSink,
+    counts: PrepareCounts,
+) -> Iterator[BatchRecord]:
+    """Build records from warehouse rows; rejected rows go to the sink, never silently away."""
+    for row in rows:
+        counts.source_rows += 1
+        origin = str(row.get("origin") or "window")
+        counts.by_origin[origin] = counts.by_origin.get(origin, 0) + 1
+        built = builder.build(source_row(row, config))
+        if isinstance(built, Rejection):
+            rejections.add(built)
+        else:
+            yield built
+
+
+def describe_window(window: Window) -> str:
+    return f"{window.label} [{window.start.isoformat()} .. {window.end.isoformat()})"
+
+
+def job_name_prefix(pipeline: str, window: Window, run_key_value: str) -> str:
+    """``<pipeline>-<window day>-<run hash>``: readable, unique per run, and short enough that
+    ``-jNNN`` keeps it within Bedrock's 63-character job names."""
+    stem = pipeline.replace("_", "-")[:24].strip("-")
+    day = "".join(ch for ch in window.label if ch.isdigit())[:8] or "window"
+    return f"{stem}-{day}-{run_key_value.rsplit('-', 1)[-1]}"
+
+
+def source_row(row: Mapping[str, Any], config: PipelineConfig) -> SourceRow:
+    """A warehouse row as the record builder takes it; the key is a prompt field too."""
+    fields = {name: row.get(name) for name in config.source.extra_columns}
+    fields[config.source.key_column] = row["source_key"]
+    return SourceRow(
+        source_key=row["source_key"], text=row["text"], fields=fields, attempt=int(row.get("attempt") or 1)
+    )
+
+
+def _is_overdue(row: Mapping[str, Any], max_age_days: int, now: dt.datetime) -> bool:
+    since = row.get("pending_since")
+    if since is None:
+        return False
+    if isinstance(since, str):
+        since = dt.datetime.fromisoformat(since)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    return now - since >= dt.timedelta(days=max_age_days)
+
+
+@dataclass
+class RunContext:
+    """Who is running: the names the S3 layout, job names and warehouse rows are keyed on."""
+
+    dag_id: str
+    run_id: str
+
+    @property
+    def key(self) -> str:
+        return run_key(self.dag_id, self.run_id)
+
+
+class RunPreparer:
+    """Reads the run's rows once and leaves every one of them accounted for."""
+
+    def __init__(
+        self,
+        *,
+        config: PipelineConfig,
+        settings: RuntimeSettings,
+        window: Window,
+        run: RunContext,
+        warehouse: Warehouse,
+        s3: Any,
+        quotas: BatchQuotas,
+    ) -> None:
+        self.config = config
+        self.settings = settings
+        self.window = window
+        self.run = run
+        self.warehouse = warehouse
+        self.s3 = s3
+        self.quotas = quotas
+        self.model_id = settings.model_id or config.model.id
+        self.family = family_for(self.model_id, config.model.invocation_type)
+        self.prompt = load_prompt(config.prompt_path)
+        self.counts = PrepareCounts()
+        self.writes = not settings.dry_run
+        self.rejections = RejectionSink(
+            warehouse if self.writes else None, run_id=run.run_id, prompt_version=self.prompt.version
+        )
+        self.source = SourceSpec(
+            table=config.source.table,
+            key_column=config.source.key_column,
+            text_column=config.source.text_column,
+            timestamp_column=config.source.timestamp_column,
+            extra_columns=tuple(config.source.extra_columns),
+        )
+        self.input_prefix = f"{config.staging.input_prefix}/{config.name}/{run.key}"
+        self.output_prefix = f"{config.staging.output_prefix}/{config.name}/{run.key}"
+
+    def _builder(self) -> RecordBuilder:
+        return RecordBuilder(
+            self.family,
+            self.prompt,
+            self.config.model.params,
+            on_too_long=self.config.model.on_too_long,
+            text_field=self.config.source.text_column,
+        )
+
+    def _rows(self, limit: int | None) -> Iterator[Mapping[str, Any]]:
+        return self.warehouse.iter_source_rows(
+            self.source,
+            start=self.window.start,
+            end=self.window.end,
+            prompt_version=self.prompt.version,
+            max_attempts=self.config.max_attempts,
+            run_id=self.run.run_id,
+            limit=limit,
+            chunk_size=self.config.read_chunk_rows,
+            include_summarized=self.settings.re_summarize,
+        )
+
+    def _carry_over(self, keys: Iterable[str]) -> int:
+        keys = list(keys)
+        if keys and self.writes:
+            self.warehouse.carry_over(
+                keys, run_id=self.run.run_id, prompt_version=self.prompt.version, reason="carried_over"
+            )
+        self.counts.carried_over += len(keys)
+        return len(keys)
+
+    def prepare(self) -> dict[str, Any]:
+        """Stage the run's input; return the plan for XCom (URIs and counts only)."""
+        if self.writes:
+            self.warehouse.ensure_schema()
+        expected = self.warehouse.count_source_rows(
+            self.source,
+            start=self.window.start,
+            end=self.window.end,
+            prompt_version=self.prompt.version,
+            max_attempts=self.config.max_attempts,
+            run_id=self.run.run_id,
+            limit=self.settings.record_limit,
+            include_summarized=self.settings.re_summarize,
+        )
+        log.info(
+            "Pipeline %s, window %s: %d source rows to consider (model %s, prompt %s %s)",
+            self.config.name,
+            describe_window(self.window),
+            expected,
+            self.model_id,
+            self.prompt.name,
+            self.prompt.version,
+        )
+        if expected < self.quotas.min_records_per_job:
+            plan, on_demand = None, self._small_batch(list(self._rows(self.settings.record_limit)))
+        else:
+            plan, on_demand = self._stage(expected), None
+        self.rejections.flush()
+        self.counts.rejected = self.rejections.count
+        jobs = [job.to_dict() for job in plan.jobs] if plan else []
+        result = {
+            "pipeline": self.config.name,
+            "run_key": self.run.key,
+            "window": self.window.to_dict(),
+            "model_id": self.model_id,
+            "prompt_version": self.prompt.version,
+            "dry_run": self.settings.dry_run,
+            "quotas": self.quotas.to_dict(),
+            "counts": self.counts.to_dict(),
+            "rejected_by_code": dict(self.rejections.by_code),
+            "jobs": [] if self.settings.dry_run else jobs,
+            "planned_jobs": jobs,
+            "on_demand": on_demand,
+            "est_input_tokens": sum(job["est_input_tokens"] for job in jobs),
+        }
+        log.info(
+            "Prepared %s: %d rows -> %d staged in %d jobs, %d rejected, %d carried over, %d on demand%s",
+            self.config.name,
+            self.counts.source_rows,
+            self.counts.staged,
+            len(jobs),
+            self.counts.rejected,
+            self.counts.carried_over,
+            self.counts.on_demand,
+            " (dry run: nothing submitted)" if self.settings.dry_run else "",
+        )
+        return result
+
+    def _stage(self, expected: int) -> StagePlan:
+        sizes = plan_job_sizes(expected, self.quotas)
+        capacity = sum(sizes)
+        overflow: list[str] = []
+        staging = self.config.staging
+        stager = JsonlStager(
+            self.s3,
+            bucket=self.settings.input_bucket,
+            prefix=self.input_prefix,
+            job_sizes=sizes,
+            quotas=self.quotas,
+            job_name_prefix=job_name_prefix(self.config.name, self.window, self.run.key),
+            output_bucket=self.settings.output_bucket,
+            output_prefix=self.output_prefix,
+            kms_key_id=self.settings.kms_key_id,
+            expected_bucket_owner=self.settings.expected_bucket_owner,
+        )
+        del staging
+        with stager:
+            rows = self._rows(self.settings.record_limit)
+            for record in iter_records(rows, self.config, self._builder(), self.rejections, self.counts):
+                if self.counts.staged >= capacity:
+                    # Rows that arrived after the count: the next run takes them.
+                    overflow.append(record.source_key)
+                    continue
+                stager.add(record)
+                self.counts.staged += 1
+        plan = stager.plan
+        assert plan is not None
+        if overflow:
+            log.warning(
+                "%d rows arrived after the run was planned; carried over to the next run", len(overflow)
+            )
+            self._carry_over(overflow)
+        short = [job for job in plan.jobs if job.records < self.quotas.min_records_per_job]
+        if short:
+            for job in short:
+                log.warning(
+                    "Job %s has %d records, under the minimum of %d (rows were rejected): carried over",
+                    job.job_name,
+                    job.records,
+                    self.quotas.min_records_per_job,
+                )
+                self._carry_over(key for key, _ in iter_map(self.s3, job.map_s3_uri, self.settings))
+                self.counts.staged -= job.records
+            plan = StagePlan(plan.bucket, plan.prefix, [job for job in plan.jobs if job not in short])
+        return plan
+
+    def _small_batch(self, rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """Fewer rows than a job's minimum: carry them over, run them on demand, or fail."""
+        records: list[BatchRecord] = list(
+            iter_records(rows, self.config, self._builder(), self.rejections, self.counts)
+        )
+        if not records:
+            return None
+        policy = self.config.small_batch.policy
+        minimum = self.quotas.min_records_per_job
+        if policy == SMALL_BATCH_FAIL:
+            self.rejections.flush()
+            raise QuotaError(
+                f"pipeline {self.config.name}: {len(records)} records is under the minimum of {minimum} "
+                "per batch job and small_batch.policy is 'fail'"
+            )
+        now = dt.datetime.now(dt.UTC)
+        overdue = any(_is_overdue(row, self.config.small_batch.max_age_days, now) for row in rows)
+        if policy == SMALL_BATCH_CARRY_OVER and not overdue:
+            log.info(
+                "%d records is under the batch minimum of %d: carried over to the next run",
+                len(records),
+                minimum,
+            )
+            self._carry_over(record.source_key for record in records)
+            return None
+        log.info(
+            "%d records is under the batch minimum of %d: running them on demand (%s)",
+            len(records),
+            minimum,
+            "policy on_demand" if policy == SMALL_BATCH_ON_DEMAND else "carried too long",
+        )
+        self.counts.on_demand = len(records)
+        return stage_on_demand(
+            self.s3,
+            records,
+            bucket=self.settings.input_bucket,
+            prefix=f"{self.input_prefix}/on_demand",
+            settings=self.settings,
+        )
+
+
+def _owner(settings: RuntimeSettings) -> dict[str, str]:
+    return {"ExpectedBucketOwner": settings.expected_bucket_owner} if settings.expected_bucket_owner else {}
+
+
+def iter_map(s3: Any, map_uri: str, settings: RuntimeSettings) -> Iterator[tuple[str, int]]:
+    """(source key, attempt) of every record in a map file."""
+    import orjson
+
+    bucket, key = split_s3_uri(map_uri)
+    for line in iter_lines(s3, bucket, key, owner=_owner(settings)):
+        if line.strip():
+            entry = orjson.loads(line)
+            yield str(entry["k"]), int(entry["a"])
+
+
+def stage_on_demand(
+    s3: Any, records: list[BatchRecord], *, bucket: str, prefix: str, settings: RuntimeSettings
+) -> dict[str, Any]:
+    """A small batch goes to S3 as one JSONL (records and map), so the on-demand task reads it from there."""
+    import orjson
+
+    body = b"".join(
+        orjson.dumps({**record.input_line(), "map": record.map_line()}) + b"\n" for record in records
+    )
+    extra: dict[str, str] = dict(_owner(settings))
+    if settings.kms_key_id:
+        extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=settings.kms_key_id)
+    key = f"{prefix}/records.jsonl"
+    s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+    return {"records_s3_uri": f"s3://{bucket}/{key}", "records": len(records), "bytes": len(body)}

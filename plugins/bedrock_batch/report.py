@@ -1,0 +1,99 @@
+"""The run summary: where every source row went, tokens used, and what it cost at batch prices."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bedrock_batch.config import INCLUDE_DIR
+
+PRICES_FILE = INCLUDE_DIR / "prices.yaml"
+_REGION_PREFIX = re.compile(r"^(us|eu|apac|ap|ca|sa|me|af|us-gov|global|jp|au)\.")
+
+
+def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def estimate_cost(
+    model_id: str, input_tokens: int, output_tokens: int, prices: Mapping[str, Any]
+) -> float | None:
+    """Batch price in USD, from the longest price-table prefix matching the model id (None if unknown)."""
+    bare = _REGION_PREFIX.sub("", model_id)
+    matches = [prefix for prefix in prices.get("models", {}) if bare.startswith(prefix)]
+    if not matches:
+        return None
+    price = prices["models"][max(matches, key=len)]
+    discount = float(prices.get("batch_discount", 0.5))
+    return round((input_tokens * price["input"] + output_tokens * price["output"]) / 1000 * discount, 6)
+
+
+def summarize_run(
+    *,
+    plan: Mapping[str, Any],
+    outcomes: Iterable[Mapping[str, Any]],
+    on_demand: Mapping[str, Any] | None,
+    prices: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Fold the plan and every job's outcome into one summary (small, JSON-safe)."""
+    counts = plan.get("counts", {})
+    outcomes = list(outcomes)
+    parts = [*outcomes, *([on_demand] if on_demand else [])]
+
+    def total(name: str) -> int:
+        return sum(int(part.get(name) or 0) for part in parts)
+
+    input_tokens, output_tokens = total("input_tokens"), total("output_tokens")
+    summary = {
+        "pipeline": plan.get("pipeline"),
+        "window": plan.get("window", {}).get("label"),
+        "model_id": plan.get("model_id"),
+        "prompt_version": plan.get("prompt_version"),
+        "dry_run": bool(plan.get("dry_run")),
+        "source_rows": int(counts.get("source_rows", 0)),
+        "rejected": int(counts.get("rejected", 0)),
+        "carried_over": int(counts.get("carried_over", 0)),
+        "submitted": sum(int(job.get("records", 0)) for job in plan.get("jobs", [])),
+        "on_demand": int(counts.get("on_demand", 0)),
+        "jobs_planned": len(plan.get("jobs", [])),
+        "jobs_collected": len(outcomes),
+        "job_statuses": {o.get("job_name"): o.get("status") for o in outcomes},
+        "summarized": total("summarized"),
+        "model_errors": total("model_errors"),
+        "not_processed": total("not_processed"),
+        "quarantined_lines": total("quarantined"),
+        "retry": total("retry"),
+        "dead_lettered": total("dead_lettered"),
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "estimated_cost_usd": estimate_cost(str(plan.get("model_id")), input_tokens, output_tokens, prices),
+    }
+    summary["errored"] = summary["rejected"] + summary["model_errors"] + summary["not_processed"]
+    return summary
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A few aligned lines for the task log and the demo's output."""
+    cost = summary.get("estimated_cost_usd")
+    rows = [
+        ("window", summary.get("window")),
+        ("model", summary.get("model_id")),
+        ("source rows", summary.get("source_rows")),
+        ("submitted (batch)", summary.get("submitted")),
+        ("on demand", summary.get("on_demand")),
+        ("summarized", summary.get("summarized")),
+        ("rejected before submit", summary.get("rejected")),
+        ("model errors", summary.get("model_errors")),
+        ("not processed by the job", summary.get("not_processed")),
+        ("carried over", summary.get("carried_over")),
+        ("queued for retry", summary.get("retry")),
+        ("dead-lettered", summary.get("dead_lettered")),
+        ("input / output tokens", f"{summary.get('input_tokens')} / {summary.get('output_tokens')}"),
+        ("estimated cost (batch)", "unknown model price" if cost is None else f"${cost:.4f}"),
+        ("jobs", f"{summary.get('jobs_collected')}/{summary.get('jobs_planned')} collected"),
+    ]
+    return "\n".join(f"  {name:<26} {value}" for name, value in rows)

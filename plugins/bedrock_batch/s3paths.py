@@ -1,0 +1,54 @@
+"""Small S3 reading helpers: URIs, bounded listings, streamed lines (never a whole object in memory)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from bedrock_batch.errors import ConfigError
+
+MAX_LIST_PAGES = 10_000
+READ_CHUNK = 1024 * 1024
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> (bucket, key)."""
+    if not uri.startswith("s3://") or "/" not in uri[5:]:
+        raise ConfigError(f"{uri!r} is not an s3://bucket/key URI")
+    bucket, key = uri[5:].split("/", 1)
+    return bucket, key
+
+
+def list_keys(s3: Any, bucket: str, prefix: str, *, owner: dict[str, str] | None = None) -> Iterator[str]:
+    """Every key under ``prefix``, in S3's (lexical) order, page by page."""
+    token: str | None = None
+    for _ in range(MAX_LIST_PAGES):
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, **(owner or {})}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = s3.list_objects_v2(**kwargs)
+        for item in page.get("Contents", []):
+            yield item["Key"]
+        if not page.get("IsTruncated"):
+            return
+        token = page["NextContinuationToken"]
+    raise RuntimeError(f"s3://{bucket}/{prefix}: more than {MAX_LIST_PAGES} pages of keys")
+
+
+def iter_lines(
+    s3: Any, bucket: str, key: str, *, owner: dict[str, str] | None = None, keepends: bool = False
+) -> Iterator[bytes]:
+    """Stream an object's lines; a last line without a newline is still returned."""
+    body = s3.get_object(Bucket=bucket, Key=key, **(owner or {}))["Body"]
+    pending = b""
+    try:
+        while chunk := body.read(READ_CHUNK):
+            pending += chunk
+            lines = pending.split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                yield line + b"\n" if keepends else line
+        if pending:
+            yield pending
+    finally:
+        body.close()

@@ -1,0 +1,134 @@
+"""Pipeline configs: the shipped one loads; every kind of mistake names the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bedrock_batch.config import PIPELINES_DIR, check_runtime_values, load_pipeline
+from bedrock_batch.errors import ConfigError
+
+SHIPPED = PIPELINES_DIR / "summarize_calls.yaml"
+
+
+def write_variant(tmp_path: Path, change, name: str = "summarize_calls") -> Path:
+    raw = yaml.safe_load(SHIPPED.read_text())
+    change(raw)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def set_in(path: str, value):
+    def change(raw):
+        *parents, leaf = path.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+
+    return change
+
+
+def test_shipped_pipeline_loads():
+    config = load_pipeline(SHIPPED)
+    assert config.name == "summarize_calls"
+    assert config.model.id.startswith("anthropic.claude")
+    assert config.small_batch.policy == "carry_over"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("model.id", "acme.unknown-model-v1", "model.id"),
+        ("aws.role_arn", "arn:aws:iam::12:role/x", "aws.role_arn"),
+        ("staging.input_bucket", "Not_A_Bucket", "staging.input_bucket"),
+        ("staging.output_bucket", "a", "staging.output_bucket"),
+        ("source.table", "call transcripts; drop table x", "source.table"),
+        ("timezone", "Mars/Olympus_Mons", "timezone"),
+        ("jobs.timeout_hours", 3, "jobs.timeout_hours"),
+        ("small_batch.policy", "maybe", "small_batch.policy"),
+        ("staging.kms_key_id", "not a key", "staging.kms_key_id"),
+        ("staging.expected_bucket_owner", "12345", "staging.expected_bucket_owner"),
+        ("warehouse.error_table", "call_summaries", "warehouse"),
+    ],
+)
+def test_mistake_names_the_file_and_the_field(tmp_path, field, value, expected):
+    path = write_variant(tmp_path, set_in(field, value))
+    with pytest.raises(ConfigError) as raised:
+        load_pipeline(path)
+    assert str(path) in str(raised.value)
+    assert expected in str(raised.value)
+
+
+def test_unknown_setting_is_reported_by_its_path(tmp_path):
+    path = write_variant(tmp_path, set_in("source.text_colum", "transcript"))
+    with pytest.raises(ConfigError, match=r"source\.text_colum"):
+        load_pipeline(path)
+
+
+def test_missing_required_setting_is_reported(tmp_path):
+    path = write_variant(tmp_path, lambda raw: raw["source"].pop("key_column"))
+    with pytest.raises(ConfigError, match=r"source\.key_column"):
+        load_pipeline(path)
+
+
+def test_prompt_naming_an_unselected_column_fails_naming_the_placeholder(tmp_path):
+    prompt = tmp_path / "prompt.yaml"
+    prompt.write_text("version: '9'\nuser: 'Summarize {{ transcript }} for {{ region }}'\n")
+    path = write_variant(tmp_path, set_in("prompt", str(prompt)))
+    with pytest.raises(ConfigError) as raised:
+        load_pipeline(path)
+    assert "prompt" in str(raised.value)
+    assert "region" in str(raised.value)
+
+
+def test_missing_prompt_file_is_reported(tmp_path):
+    path = write_variant(tmp_path, set_in("prompt", "prompts/nope.yaml"))
+    with pytest.raises(ConfigError, match="prompt: no template file"):
+        load_pipeline(path)
+
+
+def test_model_param_the_family_lacks_is_reported(tmp_path):
+    path = write_variant(tmp_path, set_in("model.params", {"max_tokens": 100, "response_format": "json"}))
+    with pytest.raises(ConfigError, match=r"model\.params"):
+        load_pipeline(path)
+
+
+def test_name_must_match_the_file_name(tmp_path):
+    path = write_variant(tmp_path, lambda raw: None, name="other_name")
+    with pytest.raises(ConfigError, match="must match the file name"):
+        load_pipeline(path)
+
+
+def test_file_that_is_not_a_mapping_is_rejected(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_pipeline(path)
+
+
+def test_templated_values_are_left_for_run_time(tmp_path):
+    path = write_variant(tmp_path, set_in("aws.role_arn", "{{ var.value.some_role }}"))
+    assert load_pipeline(path).aws.role_arn == "{{ var.value.some_role }}"
+
+
+def test_rendered_empty_role_names_the_setting():
+    with pytest.raises(ConfigError, match=r"aws\.role_arn rendered empty"):
+        check_runtime_values(
+            {"aws.role_arn": "", "staging.input_bucket": "b-1", "staging.output_bucket": "b-2"}, pipeline="p"
+        )
+
+
+def test_rendered_invalid_bucket_names_the_setting():
+    with pytest.raises(ConfigError, match=r"staging\.output_bucket"):
+        check_runtime_values(
+            {
+                "aws.role_arn": "arn:aws:iam::123456789012:role/r",
+                "staging.input_bucket": "good-bucket",
+                "staging.output_bucket": "BAD_bucket",
+            },
+            pipeline="p",
+        )
