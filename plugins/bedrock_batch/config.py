@@ -8,6 +8,7 @@ uses them and checked then (``check_runtime_values``), never read from code.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bedrock_batch.errors import ConfigError
 
 INCLUDE_DIR = Path(__file__).resolve().parents[2] / "include"
-PIPELINES_DIR = INCLUDE_DIR / "pipelines"
+#: Where pipeline configs live; BEDROCK_BATCH_PIPELINES_DIR points elsewhere (e.g. a deployment's own repo).
+PIPELINES_DIR = Path(os.environ.get("BEDROCK_BATCH_PIPELINES_DIR") or INCLUDE_DIR / "pipelines")
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 ROLE_ARN = re.compile(r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
