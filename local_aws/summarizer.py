@@ -26,7 +26,8 @@ def count_tokens(text: str) -> int:
 
 def summarize(text: str, *, max_sentences: int = 2) -> str:
     """The ``max_sentences`` most informative sentences of ``text``, in text order."""
-    sentences = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    # A sentence said twice (agents repeat themselves) is summarized once.
+    sentences = list(dict.fromkeys(s.strip() for s in _SENTENCE.split(text) if s.strip()))
     if not sentences:
         return "Nothing to summarize."
     freq = Counter(w.lower() for w in _WORD.findall(text) if w.lower() not in _STOP)

@@ -16,7 +16,7 @@ from typing import Any
 from bedrock_batch.models import ModelFamily
 from bedrock_batch.results import Manifest, Quarantined, ResultLine, iter_output, parse_manifest, reconcile
 from bedrock_batch.s3paths import iter_lines, list_keys, split_s3_uri
-from bedrock_batch.staging import StagedJob
+from bedrock_batch.staging import StagedJob, iter_record_map
 from bedrock_batch.warehouse import ErrorRow, SummaryRow, Warehouse
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,9 @@ class JobOutcome:
 
 def read_record_map(s3: Any, map_uri: str, *, owner: dict[str, str]) -> dict[str, tuple[str, int]]:
     """The job's record_id -> (source key, attempt), as written by the stager."""
-    import orjson
-
-    bucket, key = split_s3_uri(map_uri)
-    mapping: dict[str, tuple[str, int]] = {}
-    for line in iter_lines(s3, bucket, key, owner=owner):
-        if line.strip():
-            entry = orjson.loads(line)
-            mapping[str(entry["r"])] = (str(entry["k"]), int(entry["a"]))
-    return mapping
+    return {
+        record_id: (key, attempt) for record_id, key, attempt in iter_record_map(s3, map_uri, owner=owner)
+    }
 
 
 def output_prefix(job: StagedJob, job_arn: str) -> tuple[str, str]:

@@ -23,8 +23,7 @@ from bedrock_batch.models import family_for
 from bedrock_batch.prompts import load_prompt
 from bedrock_batch.quotas import BatchQuotas, default_quotas, plan_job_sizes, quotas_from_service
 from bedrock_batch.records import BatchRecord, RecordBuilder, Rejection, SourceRow, run_key
-from bedrock_batch.s3paths import iter_lines, split_s3_uri
-from bedrock_batch.staging import JsonlStager, StagePlan
+from bedrock_batch.staging import JsonlStager, StagePlan, iter_record_map
 from bedrock_batch.warehouse import SourceSpec
 from bedrock_batch.windows import Window
 
@@ -259,8 +258,7 @@ class RunPreparer:
 
     def prepare(self) -> dict[str, Any]:
         """Stage the run's input; return the plan for XCom (URIs and counts only)."""
-        if self.writes:
-            self.warehouse.ensure_schema()
+        self.warehouse.ensure_schema()
         expected = self.warehouse.count_source_rows(
             self.source,
             start=self.window.start,
@@ -319,7 +317,6 @@ class RunPreparer:
         sizes = plan_job_sizes(expected, self.quotas)
         capacity = sum(sizes)
         overflow: list[str] = []
-        staging = self.config.staging
         stager = JsonlStager(
             self.s3,
             bucket=self.settings.input_bucket,
@@ -332,7 +329,6 @@ class RunPreparer:
             kms_key_id=self.settings.kms_key_id,
             expected_bucket_owner=self.settings.expected_bucket_owner,
         )
-        del staging
         with stager:
             rows = self._rows(self.settings.record_limit)
             for record in iter_records(rows, self.config, self._builder(), self.rejections, self.counts):
@@ -358,7 +354,8 @@ class RunPreparer:
                     job.records,
                     self.quotas.min_records_per_job,
                 )
-                self._carry_over(key for key, _ in iter_map(self.s3, job.map_s3_uri, self.settings))
+                entries = iter_record_map(self.s3, job.map_s3_uri, owner=_owner(self.settings))
+                self._carry_over(key for _, key, _ in entries)
                 self.counts.staged -= job.records
             plan = StagePlan(plan.bucket, plan.prefix, [job for job in plan.jobs if job not in short])
         return plan
@@ -406,17 +403,6 @@ class RunPreparer:
 
 def _owner(settings: RuntimeSettings) -> dict[str, str]:
     return {"ExpectedBucketOwner": settings.expected_bucket_owner} if settings.expected_bucket_owner else {}
-
-
-def iter_map(s3: Any, map_uri: str, settings: RuntimeSettings) -> Iterator[tuple[str, int]]:
-    """(source key, attempt) of every record in a map file."""
-    import orjson
-
-    bucket, key = split_s3_uri(map_uri)
-    for line in iter_lines(s3, bucket, key, owner=_owner(settings)):
-        if line.strip():
-            entry = orjson.loads(line)
-            yield str(entry["k"]), int(entry["a"])
 
 
 def stage_on_demand(

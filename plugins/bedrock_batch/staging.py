@@ -583,3 +583,16 @@ class JsonlStager:
             self.abort_upload(key, upload_id)
         self._job = None
         self._closed = True
+
+
+def iter_record_map(
+    s3: Any, map_uri: str, *, owner: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, str, int]]:
+    """Read a job's record map back: (record id, source key, attempt) per staged record."""
+    from bedrock_batch.s3paths import iter_lines, split_s3_uri
+
+    bucket, key = split_s3_uri(map_uri)
+    for line in iter_lines(s3, bucket, key, owner=dict(owner or {})):
+        if line.strip():
+            entry = orjson.loads(line)
+            yield str(entry["r"]), str(entry["k"]), int(entry["a"])
