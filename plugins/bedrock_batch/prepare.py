@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.config import PipelineConfig, check_runtime_values
@@ -106,9 +106,15 @@ class RejectionSink:
         self._batch = batch
         self._pending: list[Rejection] = []
         self.count = 0
+        self.keyless = 0
         self.by_code: dict[str, int] = {}
 
     def add(self, rejection: Rejection) -> None:
+        if rejection.source_key is None:
+            # A row without a key still gets an error row: keyed by its place among this run's keyless
+            # rows (the read order is deterministic, so a rerun writes the same rows).
+            self.keyless += 1
+            rejection = replace(rejection, source_key=f"(null key #{self.keyless})")
         self.count += 1
         self.by_code[rejection.code] = self.by_code.get(rejection.code, 0) + 1
         self._pending.append(rejection)
