@@ -186,11 +186,15 @@ def collect_job(
         s3=s3, job=job, family=family, outcome=outcome, record_map=record_map, owner=owner
     )
     reason = str((job_info or {}).get("message") or f"job ended {status}")[:2000]
+    code = f"job_{status.lower()}"
+    if status == "Completed":
+        # A completed job processed every record: one missing here had an unreadable or no output line.
+        code, reason = "output_missing", "the job completed but no readable output line has this record"
 
     def errors() -> Iterator[ErrorRow]:
         # Evaluated after the summaries are consumed: by then the collector has seen every line.
         yield from collector.errors
-        yield from collector.unprocessed(code=f"job_{status.lower()}", message=reason)
+        yield from collector.unprocessed(code=code, message=reason)
 
     counts = warehouse.load_job(
         collector.summaries(job_arn) if job_arn else iter(()),

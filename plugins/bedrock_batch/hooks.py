@@ -266,6 +266,11 @@ class BedrockBatchHook(AwsBaseHook):
             return summary
         return None
 
+    def get_job_tags(self, job_arn: str) -> dict[str, str]:
+        """ListTagsForResource of a job (the summaries of ListModelInvocationJobs carry no tags)."""
+        response = self.conn.list_tags_for_resource(resourceARN=job_arn)
+        return {item["key"]: item["value"] for item in response.get("tags", [])}
+
     def find_job_by_name(
         self, job_name: str, client_request_token: str | None = None
     ) -> dict[str, Any] | None:

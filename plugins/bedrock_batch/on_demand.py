@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_batch.collect import MODEL_STAGE, is_retryable
-from bedrock_batch.models import ModelFamily
+from bedrock_batch.models import ModelFamily, ModelOutput
 from bedrock_batch.s3paths import iter_lines, split_s3_uri
 from bedrock_batch.warehouse import ErrorRow, SummaryRow
 
@@ -95,20 +95,17 @@ def run_on_demand(
     summaries: list[SummaryRow] = []
     errors: list[ErrorRow] = []
 
-    def call(record: OnDemandRecord) -> tuple[OnDemandRecord, dict[str, Any] | None, Exception | None]:
+    def call(record: OnDemandRecord) -> tuple[OnDemandRecord, ModelOutput | None, Exception | None]:
         try:
-            return (
-                record,
-                invoke_one(runtime, record, model_id=model_id, invocation_type=invocation_type),
-                None,
-            )
+            body = invoke_one(runtime, record, model_id=model_id, invocation_type=invocation_type)
+            # Parsed here: a body that does not parse is this record's error, not the whole batch's.
+            return record, family.parse_output(body), None
         except Exception as exc:
             return record, None, exc
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for done, (record, body, exc) in enumerate(pool.map(call, records), start=1):
-            if body is not None:
-                output = family.parse_output(body)
+        for done, (record, output, exc) in enumerate(pool.map(call, records), start=1):
+            if output is not None:
                 summaries.append(
                     SummaryRow(
                         record.source_key,

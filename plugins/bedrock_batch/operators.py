@@ -49,6 +49,15 @@ def derive_client_request_token(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def bedrock_job_name(planned_name: str, token: str) -> str:
+    """The planned job name plus 8 characters of the input's token.
+
+    A cleared and rerun DAG run re-stages what is still to do; with the fingerprint in the name its
+    job gets a new name instead of colliding with the job of the first try.
+    """
+    return f"{planned_name}-{token[:8]}"
+
+
 class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
     """
     Submit one planned batch job and return at once; ``BedrockBatchJobSensor`` does the waiting.
@@ -76,7 +85,16 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
     it again on purpose, pass a new ``client_request_token`` (and job name).
     """
 
-    template_fields: Sequence[str] = ("job", "role_arn", "model_id", "tags", "client_request_token")
+    # kms_key_id and bucket_owner may be config templates ({{ var.value... }}): render them too.
+    template_fields: Sequence[str] = (
+        "job",
+        "role_arn",
+        "model_id",
+        "tags",
+        "client_request_token",
+        "kms_key_id",
+        "bucket_owner",
+    )
     template_fields_renderers = {"job": "json", "tags": "json"}
     external_id_key = "bedrock_job_arn"
 
@@ -116,6 +134,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         return BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def execute(self, context: Context) -> dict[str, Any]:
+        self._forget_job_of_other_input(context)
         result = self.execute_resumable(context)
         if result is None:
             # The mixin returns poll_until_complete()'s value (None) when it re-attaches to a
@@ -129,7 +148,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         """Create the job, or adopt the one a previous try or a failed create call left behind."""
         job = self._checked_job()
         token = self._token(context, job)
-        job_name = job["job_name"]
+        job_name = bedrock_job_name(job["job_name"], token)
         if context.get("task_state_store") is None:
             # No state store (e.g. an old runner): the token still makes create idempotent, but a
             # job whose token Bedrock has forgotten would be duplicated, so look for it first.
@@ -145,10 +164,11 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
                 input_s3_uri=job["input_s3_uri"],
                 output_s3_uri=job["output_s3_uri"],
                 client_request_token=token,
-                tags=dict(self.tags or {}),
+                tags=self._job_tags(context),
                 timeout_hours=self.timeout_hours,
-                kms_key_id=self.kms_key_id,
-                bucket_owner=self.bucket_owner,
+                kms_key_id=str(self.kms_key_id) if self.kms_key_id else None,
+                # Native rendering turns an all-digit account id into an int.
+                bucket_owner=str(self.bucket_owner) if self.bucket_owner else None,
                 invocation_type=self.invocation_type,
                 vpc_config=self.vpc_config,
             )
@@ -201,6 +221,20 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         }
 
     # -- helpers --------------------------------------------------------------------------------
+    def _forget_job_of_other_input(self, context: Context) -> None:
+        """A cleared run may have re-staged different input: the job a previous try stored is not ours."""
+        store = context.get("task_state_store")
+        stored = store.get(self.external_id_key) if store is not None else None
+        if not stored:
+            return
+        expected = bedrock_job_name(
+            self._checked_job()["job_name"], self._token(context, self._checked_job())
+        )
+        name = self.hook.get_job(str(stored)).get("jobName")
+        if name != expected:
+            self.log.info("Stored job %s (%s) was for other input; submitting %s", stored, name, expected)
+            store.set(self.external_id_key, "")
+
     def _checked_job(self) -> Mapping[str, Any]:
         job = self.job
         if not isinstance(job, Mapping):
@@ -223,6 +257,14 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
             records=job.get("records"),
             size_bytes=job.get("bytes"),
         )
+
+    def _job_tags(self, context: Context) -> dict[str, str]:
+        """The configured tags plus the DAG run's (``job_tags``), which the ops DAG and UI page read."""
+        from bedrock_batch.job_tags import run_tags
+
+        ti = context.get("ti")
+        dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
+        return {**dict(self.tags or {}), **run_tags(dag_id=dag_id, run_id=context["run_id"])}
 
     def _adopt(self, job_name: str, token: str) -> str | None:
         for attempt in range(_ADOPT_ATTEMPTS):

@@ -13,13 +13,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from bedrock_batch.config import PIPELINES_DIR, PipelineConfig, load_pipeline
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from bedrock_batch.staging import StagedJob
     from bedrock_batch.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ PLAN_KEY = "plan"
 SUBMIT_TASK = "batch_job.submit"
 COLLECT_TASK = "batch_job.collect"
 ON_DEMAND_TASK = "run_on_demand"
+
+
+def rendered_text(value: Any) -> str | None:
+    """A rendered setting as text: native rendering turns an all-digit value (an account id) into an int."""
+    return None if value is None or value == "" else str(value)
 
 
 def collected_outcomes(ti: Any, jobs: int) -> list[dict[str, Any]]:
@@ -86,7 +92,8 @@ class _PipelineOperator(BaseOperator):
 
     @property
     def owner_kwargs(self) -> dict[str, str]:
-        return {"ExpectedBucketOwner": self.expected_bucket_owner} if self.expected_bucket_owner else {}
+        owner = rendered_text(self.expected_bucket_owner)
+        return {"ExpectedBucketOwner": owner} if owner else {}
 
 
 class PrepareBatchOperator(_PipelineOperator):
@@ -123,11 +130,11 @@ class PrepareBatchOperator(_PipelineOperator):
 
         params = context["params"]
         settings = RuntimeSettings(
-            role_arn=self.role_arn,
-            input_bucket=self.input_bucket,
-            output_bucket=self.output_bucket,
-            kms_key_id=self.kms_key_id or None,
-            expected_bucket_owner=self.expected_bucket_owner or None,
+            role_arn=rendered_text(self.role_arn) or "",
+            input_bucket=rendered_text(self.input_bucket) or "",
+            output_bucket=rendered_text(self.output_bucket) or "",
+            kms_key_id=rendered_text(self.kms_key_id),
+            expected_bucket_owner=rendered_text(self.expected_bucket_owner),
             model_id=params.get("model_id") or None,
             record_limit=params.get("record_limit") or None,
             re_summarize=bool(params.get("re_summarize")),
@@ -169,15 +176,26 @@ class CollectResultsOperator(_PipelineOperator):
         super().__init__(**kwargs)
         self.job = job
 
-    def _job_info(self, context: Context, job_name: str) -> dict[str, Any] | None:
+    def _job_info(self, context: Context, job: StagedJob) -> dict[str, Any] | None:
+        """The Bedrock job of this planned job: from submit's XCom, else found by its exact name."""
         from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
+        from bedrock_batch.operators import bedrock_job_name, derive_client_request_token
 
         hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        token = derive_client_request_token(
+            dag_id=self.dag_id,
+            run_id=context["run_id"],
+            job_name=job.job_name,
+            input_s3_uri=job.input_s3_uri,
+            records=job.records,
+            size_bytes=job.bytes,
+        )
+        job_name = bedrock_job_name(job.job_name, token)
         ti = context["ti"]
-        submitted = ti.xcom_pull(task_ids=SUBMIT_TASK, map_indexes=ti.map_index, default=None)
-        job_arn = (submitted or {}).get("job_arn")
+        submitted = ti.xcom_pull(task_ids=SUBMIT_TASK, map_indexes=ti.map_index, default=None) or {}
+        job_arn = submitted.get("job_arn") if submitted.get("job_name") == job_name else None
         if not job_arn:
-            found = hook.find_job(job_name=job_name)
+            found = hook.find_job(job_name=job_name, client_request_token=token)
             job_arn = found.get("jobArn") if found else None
         if not job_arn:
             log.warning("Job %s was never submitted: its records are queued for the next run", job_name)
@@ -201,7 +219,7 @@ class CollectResultsOperator(_PipelineOperator):
             s3=self.aws_client("s3"),
             warehouse=self.warehouse,
             job=job,
-            job_info=self._job_info(context, job.job_name),
+            job_info=self._job_info(context, job),
             family=family_for(plan["model_id"], self.config.model.invocation_type),
             run_id=context["run_id"],
             prompt_version=plan["prompt_version"],
@@ -284,7 +302,8 @@ class ReportOperator(_PipelineOperator):
                 "were not collected: see the batch_job tasks. Their records stay staged for a rerun."
             )
         if any(status in {"Failed", "Stopped", "Expired", "NotSubmitted"} for status in failed.values()):
-            raise AirflowException(
+            # Final: a retry of the report cannot change how the jobs ended.
+            raise AirflowFailException(
                 f"Jobs did not complete: {failed}. Their unprocessed records are queued for the next run."
             )
         return summary

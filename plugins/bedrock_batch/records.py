@@ -50,6 +50,11 @@ _MAX_SLUG = 48
 _TRUNCATE_ROUNDS = 5
 
 
+_B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+_B32_PAIRS = tuple(first + second for first in _B32_ALPHABET for second in _B32_ALPHABET)
+"""Two base32 characters per 10 bits: a record id is 6 lookups (``base64.b32encode`` is pure Python)."""
+
+
 def _b32(digest: bytes) -> str:
     return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
 
@@ -62,7 +67,19 @@ def record_id_for(source_key: str) -> str:
     back to the key without trusting the order of the lines.
     """
     digest = hashlib.blake2b(source_key.encode("utf-8"), digest_size=8).digest()
-    return "R" + _b32(digest)[:12]
+    bits = int.from_bytes(digest, "big") >> 4  # the 60 bits of the first 12 base32 characters
+    pairs = _B32_PAIRS
+    return "".join(
+        (
+            "R",
+            pairs[bits >> 50],
+            pairs[(bits >> 40) & 1023],
+            pairs[(bits >> 30) & 1023],
+            pairs[(bits >> 20) & 1023],
+            pairs[(bits >> 10) & 1023],
+            pairs[bits & 1023],
+        )
+    )
 
 
 def run_key(dag_id: str, run_id: str) -> str:
@@ -277,7 +294,7 @@ def _clean_text(raw: str | bytes | bytearray | None) -> tuple[str, tuple[str, st
             return "", (INVALID_UTF8, f"text is not valid UTF-8 (lone surrogate at character {exc.start})")
     else:
         return "", (INVALID_UTF8, f"text is a {type(raw).__name__}, not a string")
-    if not text.strip():
+    if not text or text.isspace():  # as ``not text.strip()``, without copying the text
         return "", (EMPTY_TEXT, "text is empty or whitespace only")
     controls = _CONTROL.findall(text)
     if controls:

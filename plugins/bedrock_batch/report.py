@@ -32,6 +32,31 @@ def estimate_cost(
     return round((input_tokens * price["input"] + output_tokens * price["output"]) / 1000 * discount, 6)
 
 
+def run_cost(
+    model_id: str,
+    outcomes: Iterable[Mapping[str, Any]],
+    on_demand: Mapping[str, Any] | None,
+    prices: Mapping[str, Any],
+) -> float | None:
+    """Batch jobs' tokens at the batch discount; on-demand tokens at the full (on-demand) price."""
+
+    def tokens(parts: Iterable[Mapping[str, Any]], name: str) -> int:
+        return sum(int(part.get(name) or 0) for part in parts)
+
+    outcomes = list(outcomes)
+    batch_in, batch_out = tokens(outcomes, "input_tokens"), tokens(outcomes, "output_tokens")
+    batch = estimate_cost(model_id, batch_in, batch_out, prices)
+    if batch is None or not on_demand:
+        return batch
+    full = estimate_cost(
+        model_id,
+        tokens([on_demand], "input_tokens"),
+        tokens([on_demand], "output_tokens"),
+        {**prices, "batch_discount": 1.0},
+    )
+    return round(batch + (full or 0.0), 6)
+
+
 def summarize_run(
     *,
     plan: Mapping[str, Any],
@@ -70,7 +95,7 @@ def summarize_run(
         "dead_lettered": total("dead_lettered"),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
-        "estimated_cost_usd": estimate_cost(str(plan.get("model_id")), input_tokens, output_tokens, prices),
+        "estimated_cost_usd": run_cost(str(plan.get("model_id")), outcomes, on_demand, prices),
     }
     summary["errored"] = summary["rejected"] + summary["model_errors"] + summary["not_processed"]
     return summary

@@ -14,11 +14,13 @@ Multimodal records: Bedrock requires every S3 object a record references
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import re
 from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 """S3's smallest multipart part (all parts but the last)."""
+MAX_PARTS_IN_FLIGHT = 2
+"""Parts handed to the upload thread and not yet sent: bounds memory at about 3 parts per stager."""
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 RECORD_ID_PATTERN = re.compile(r"^[A-Za-z0-9]{1,256}$")
 _MAX_LIST_PAGES = 1000
@@ -173,6 +177,7 @@ class _S3StreamWriter:
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._md5s: list[bytes] = []
+        self._in_flight: deque[Future[tuple[dict[str, Any], bytes]]] = deque()
 
     @property
     def is_multipart(self) -> bool:
@@ -186,6 +191,7 @@ class _S3StreamWriter:
             self._flush_part()
 
     def _flush_part(self) -> None:
+        """Hand the buffer to the stager's upload thread; wait only when too many parts are in flight."""
         client = self._stager.s3
         if self._upload_id is None:
             response = client.create_multipart_upload(
@@ -197,20 +203,31 @@ class _S3StreamWriter:
             self._upload_id = response["UploadId"]
             self._stager.open_uploads[self.key] = self._upload_id
         body = bytes(self._buffer)
-        digest = hashlib.md5(body, usedforsecurity=False)
-        number = len(self._parts) + 1
-        response = client.upload_part(
+        self._buffer = bytearray()
+        number = len(self._parts) + len(self._in_flight) + 1
+        upload = self._stager.uploader().submit(self._upload_part, self._upload_id, number, body)
+        self._in_flight.append(upload)
+        while len(self._in_flight) > MAX_PARTS_IN_FLIGHT:
+            self._collect_part()
+
+    def _upload_part(self, upload_id: str, number: int, body: bytes) -> tuple[dict[str, Any], bytes]:
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        response = self._stager.s3.upload_part(
             Bucket=self._stager.bucket,
             Key=self.key,
-            UploadId=self._upload_id,
+            UploadId=upload_id,
             PartNumber=number,
             Body=body,
-            ContentMD5=base64.b64encode(digest.digest()).decode(),
+            ContentMD5=base64.b64encode(digest).decode(),
             **self._stager.owner_kwargs,
         )
-        self._parts.append({"ETag": response["ETag"], "PartNumber": number})
-        self._md5s.append(digest.digest())
-        self._buffer = bytearray()
+        return {"ETag": response["ETag"], "PartNumber": number}, digest
+
+    def _collect_part(self) -> None:
+        """Wait for the oldest part in flight (parts finish in order: one upload thread)."""
+        part, digest = self._in_flight.popleft().result()
+        self._parts.append(part)
+        self._md5s.append(digest)
 
     def close(self) -> None:
         """Finish the object and check S3 holds exactly the bytes written."""
@@ -230,6 +247,8 @@ class _S3StreamWriter:
         else:
             if self._buffer:
                 self._flush_part()
+            while self._in_flight:
+                self._collect_part()
             response = stager.s3.complete_multipart_upload(
                 Bucket=stager.bucket,
                 Key=self.key,
@@ -259,6 +278,9 @@ class _S3StreamWriter:
             raise StagingError(f"{where} has ETag {head_etag}, the bytes written give {expected_md5}")
 
     def abort(self) -> None:
+        while self._in_flight:  # let parts in flight finish (or fail) before the upload is aborted
+            with contextlib.suppress(Exception):
+                self._in_flight.popleft().result()
         if self._upload_id is not None:
             self._stager.abort_upload(self.key, self._upload_id)
             self._upload_id = None
@@ -325,6 +347,7 @@ class JsonlStager:
         if kms_key_id:
             self.put_kwargs.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_id)
         self.open_uploads: dict[str, str] = {}
+        self._uploader: ThreadPoolExecutor | None = None
         self._pending: deque[int] = deque(job_sizes)
         self._job: _OpenJob | None = None
         self._done: list[StagedJob] = []
@@ -377,7 +400,8 @@ class JsonlStager:
                 f"{limit}-byte file/job limit (quotas max_file_bytes / max_job_bytes)"
             )
         job = self._job_for(size)
-        self._check_s3_references(record, job)
+        if b'"s3Location"' in line:  # the walk is needed only when the line names one
+            self._check_s3_references(record, job)
         if record.record_id in job.record_ids:
             raise DuplicateRecordIdError(record.record_id, record.source_key, job.job_name)
         data = job.data
@@ -521,6 +545,7 @@ class JsonlStager:
         except BaseException:
             self.abort()
             raise
+        self._stop_uploader()
         self._closed = True
         self.plan = StagePlan(bucket=self.bucket, prefix=self.prefix, jobs=list(self._done))
         return self.plan
@@ -579,10 +604,22 @@ class JsonlStager:
             for writer in (job.data, job.map):
                 if writer is not None:
                     writer.abort()
+        self._stop_uploader()
         for key, upload_id in list(self.open_uploads.items()):
             self.abort_upload(key, upload_id)
         self._job = None
         self._closed = True
+
+    def uploader(self) -> ThreadPoolExecutor:
+        """The one thread that sends parts, so building the next part overlaps sending this one."""
+        if self._uploader is None:
+            self._uploader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jsonl-stager-upload")
+        return self._uploader
+
+    def _stop_uploader(self) -> None:
+        if self._uploader is not None:
+            self._uploader.shutdown(wait=True)
+            self._uploader = None
 
 
 def iter_record_map(

@@ -67,7 +67,7 @@ def creates(local_aws) -> int:
 
 
 def jobs_named(local_aws, name: str) -> int:
-    return sum(1 for job in local_aws.admin.jobs() if job["job_name"] == name)
+    return sum(1 for job in local_aws.admin.jobs() if job["job_name"].startswith(f"{name}-"))
 
 
 def test_derived_token_is_64_hex_valid_and_stable():
@@ -89,7 +89,7 @@ def test_derived_token_is_64_hex_valid_and_stable():
 
 def test_submit_returns_a_small_result_without_waiting(plan_job, local_aws):
     result = submit(plan_job).execute(context(DictStateStore()))
-    assert result["job_name"] == plan_job["job_name"]
+    assert result["job_name"] == f"{plan_job['job_name']}-{result['client_request_token'][:8]}"
     assert result["records"] == RECORDS
     assert result["job_arn"].endswith("/" + result["job_id"])
     assert result["status"] in ("Submitted", "Validating", "Scheduled", "InProgress", "Completed")
@@ -148,7 +148,9 @@ def test_a_create_that_raises_after_bedrock_accepted_is_adopted(plan_job, local_
     result = task.execute(context(DictStateStore()))
     assert jobs_named(local_aws, plan_job["job_name"]) == 1
     assert result["job_arn"] == next(
-        job["job_arn"] for job in local_aws.admin.jobs() if job["job_name"] == plan_job["job_name"]
+        job["job_arn"]
+        for job in local_aws.admin.jobs()
+        if job["job_name"].startswith(f"{plan_job['job_name']}-")
     )
 
 

@@ -1,0 +1,226 @@
+"""Airflow DAG: on-call operations on Bedrock batch jobs (list, stop, reconcile orphans).
+
+Manual only; the trigger form's ``action`` picks one branch, the others are skipped. The work is in
+plugins/bedrock_batch/ops.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+from airflow.sdk import DAG, Param, task
+
+from bedrock_batch.ops import ANY_STATUS, JOB_STATUSES, MAX_RESULTS, RECONCILE_MODES, SORT_ORDERS
+
+log = logging.getLogger(__name__)
+
+AWS_CONN_ID = "aws_default"
+SUBMIT_TASK = "batch_job.submit"
+"""The pipeline DAGs' submit task (dag_factory); its return value names the job it submitted."""
+
+DOC = """
+### Bedrock batch job operations
+
+Trigger with the form; `action` picks what runs:
+
+* **list**: jobs by `status` (or `any`), `name_contains` and a submit-time window, newest first by
+  default, up to `max_results` (pages of ListModelInvocationJobs are followed). The task log shows
+  a table; the return value (XCom) is one small dict per job.
+* **stop**: stop the job `job_arn`. A job that already ended is reported, not an error.
+* **reconcile**: among the jobs matching the same filters, find the ones tagged by this project's
+  pipelines (`bedrock-batch:dag-id`, `bedrock-batch:run-id`) that no DAG run tracks (the run is
+  gone, or it finished without recording the job) and, per `reconcile_mode`:
+  `report` them, `adopt` them (load their output into the pipeline's warehouse under the run that
+  submitted them; ended jobs only), or `stop` them.
+
+Runs use the `aws_default` connection. Nothing runs on a schedule.
+"""
+
+with DAG(
+    dag_id="bedrock_batch_ops",
+    description="List, stop and reconcile Bedrock batch jobs (manual).",
+    doc_md=DOC,
+    schedule=None,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["bedrock-batch", "ops"],
+    default_args={
+        "owner": "data-platform",
+        "retries": 2,
+        "retry_delay": dt.timedelta(seconds=30),
+        "retry_exponential_backoff": 2.0,
+    },
+    params={
+        "action": Param(
+            "list",
+            type="string",
+            enum=["list", "stop", "reconcile"],
+            title="Action",
+            description="list jobs, stop one job, or reconcile jobs no DAG run tracks.",
+        ),
+        "status": Param(
+            ANY_STATUS,
+            type="string",
+            enum=[ANY_STATUS, *JOB_STATUSES],
+            title="Status",
+            description="list / reconcile: only jobs in this status.",
+        ),
+        "name_contains": Param(
+            None,
+            type=["null", "string"],
+            title="Name contains",
+            description="list / reconcile: only jobs whose name contains this text.",
+        ),
+        "submitted_after": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Submitted after",
+            description="list / reconcile: only jobs submitted after this time (ISO 8601).",
+        ),
+        "submitted_before": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Submitted before",
+            description="list / reconcile: only jobs submitted before this time (ISO 8601).",
+        ),
+        "sort_order": Param(
+            "Descending",
+            type="string",
+            enum=list(SORT_ORDERS),
+            title="Sort order",
+            description="By submit time; Descending lists the newest first.",
+        ),
+        "max_results": Param(
+            100,
+            type="integer",
+            minimum=1,
+            maximum=MAX_RESULTS,
+            title="Max results",
+            description="list / reconcile: look at no more than this many jobs.",
+        ),
+        "job_arn": Param(
+            None,
+            type=["null", "string"],
+            title="Job ARN",
+            description="stop: arn:aws:bedrock:<region>:<account>:model-invocation-job/<id>",
+        ),
+        "reconcile_mode": Param(
+            "report",
+            type="string",
+            enum=list(RECONCILE_MODES),
+            title="Reconcile mode",
+            description="reconcile: report orphans, adopt their output into the warehouse, or stop them.",
+        ),
+    },
+) as dag:
+
+    @task.branch
+    def choose(params: dict[str, Any]) -> str:
+        """Run only the branch the ``action`` param names."""
+        action = params["action"]
+        log.info("Action: %s", action)
+        return {"list": "list_jobs", "stop": "stop_job", "reconcile": "reconcile"}[action]
+
+    def _filters(params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "status": params["status"],
+            "name_contains": params.get("name_contains"),
+            "submitted_after": params.get("submitted_after"),
+            "submitted_before": params.get("submitted_before"),
+            "max_results": params["max_results"],
+        }
+
+    def _hook() -> Any:
+        from bedrock_batch.hooks import BedrockBatchHook
+
+        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID)
+
+    @task
+    def list_jobs(params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Log a table of the matching jobs; return them as small dicts."""
+        from bedrock_batch import ops
+
+        filters = _filters(params)
+        log.info("Listing Bedrock batch jobs: %s, sort %s", filters, params["sort_order"])
+        rows = ops.list_jobs(_hook(), sort_order=params["sort_order"], **filters)
+        log.info("%d jobs\n%s", len(rows), ops.format_table(rows))
+        return rows
+
+    @task(multiple_outputs=False)
+    def stop_job(params: dict[str, Any]) -> dict[str, Any]:
+        """Stop the job ``job_arn`` names."""
+        from bedrock_batch import ops
+
+        job_arn = ops.check_job_arn(params.get("job_arn"))
+        log.info("Stopping Bedrock batch job %s", job_arn)
+        result = ops.stop_job(_hook(), job_arn)
+        log.info("Job %s: %s -> %s", job_arn, result["status_before"], result["status"])
+        return result
+
+    @task
+    def reconcile(params: dict[str, Any], ti: Any = None) -> list[dict[str, Any]]:
+        """Find orphans and report, adopt or stop them; fail after all were tried if any failed."""
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowException
+
+        from bedrock_batch import ops
+
+        mode = params["reconcile_mode"]
+        filters = _filters(params)
+        log.info("Reconciling Bedrock batch jobs (%s): %s", mode, filters)
+        adopter = None
+        if mode == "adopt":
+            s3 = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="s3").conn
+            context = get_current_context()
+
+            def render(value: str) -> str:
+                return context["task"].render_template(value, context)
+
+            adopter = ops.JobAdopter(
+                s3=s3, pipeline_for=lambda dag_id: ops.pipeline_target(dag_id, render=render)
+            )
+        results = ops.reconcile(_hook(), is_tracked=_tracker(ti), mode=mode, adopter=adopter, **filters)
+        columns = ("submit_time", "status", "dag_id", "run_id", "action", "job_arn")
+        log.info("%d orphans\n%s", len(results), ops.format_table(results, columns))
+        failed = [result for result in results if result["action"] == "failed"]
+        if failed:
+            raise AirflowException(
+                f"{len(failed)} of {len(results)} orphans could not be handled: "
+                + "; ".join(f"{item['job_arn']}: {item['error']}" for item in failed)
+            )
+        return results
+
+    def _tracker(ti: Any) -> Any:
+        """Whether a DAG run tracks a job, asked through the Task SDK (one lookup per run)."""
+        from bedrock_batch.ops import run_tracks_job
+
+        runs: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
+
+        def is_tracked(ref: Any, job_arn: str) -> bool:
+            key = (ref.dag_id, ref.run_id)
+            if key not in runs:
+                if not ti.get_dr_count(dag_id=ref.dag_id, run_ids=[ref.run_id]):
+                    runs[key] = (None, [])
+                else:
+                    state = ti.get_dagrun_state(dag_id=ref.dag_id, run_id=ref.run_id)
+                    pulled = ti.xcom_pull(task_ids=SUBMIT_TASK, dag_id=ref.dag_id, run_id=ref.run_id)
+                    values = pulled if isinstance(pulled, list) else [pulled]
+                    arns = [
+                        value["job_arn"]
+                        for value in values
+                        if isinstance(value, dict) and value.get("job_arn")
+                    ]
+                    # The Task SDK answers with an enum; compare its value ("success", "failed", ...).
+                    runs[key] = (str(getattr(state, "value", state)), arns)
+            state, arns = runs[key]
+            return run_tracks_job(run_state=state, submitted_arns=arns, job_arn=job_arn)
+
+        return is_tracked
+
+    choose() >> [list_jobs(), stop_job(), reconcile()]

@@ -1,0 +1,415 @@
+"""Operations on Bedrock batch jobs for the on-call engineer: list, stop, reconcile orphans.
+
+The ``bedrock_batch_ops`` DAG and the batch-jobs page call these; they take a hook (and, for
+reconcile, plain callables) so they run and test without an Airflow task around them.
+
+An *orphan* is a job tagged by this project (``job_tags``) that no DAG run tracks: the run named by
+its tags does not exist, or it has finished without recording the job in its submit XCom (e.g. a
+submit whose create call raised after Bedrock had accepted it, then the run was marked done).
+Reconcile reports orphans, stops them, or adopts them: loads their output into the warehouse with
+``collect_job`` as the run that submitted them would have, under that run's id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from bedrock_batch.errors import ConfigError
+from bedrock_batch.job_tags import RunRef, run_ref
+
+if TYPE_CHECKING:
+    from bedrock_batch.config import PipelineConfig
+    from bedrock_batch.hooks import BedrockBatchHook
+    from bedrock_batch.staging import StagedJob
+    from bedrock_batch.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
+
+#: Every status ListModelInvocationJobs filters on, in life-cycle order.
+JOB_STATUSES = (
+    "Submitted",
+    "Validating",
+    "Scheduled",
+    "InProgress",
+    "Stopping",
+    "Completed",
+    "PartiallyCompleted",
+    "Failed",
+    "Stopped",
+    "Expired",
+)
+ANY_STATUS = "any"
+SORT_ORDERS = ("Descending", "Ascending")
+RECONCILE_MODES = ("report", "adopt", "stop")
+MAX_RESULTS = 1000
+"""Upper bound of one listing: ops answers questions about recent jobs, not the whole history."""
+
+_MESSAGE_CHARS = 200
+
+Tracker = Callable[[RunRef, str], bool]
+"""``(run named by the job's tags, job ARN) -> whether a DAG run tracks the job``."""
+
+
+# -- list -----------------------------------------------------------------------------------------
+
+
+def parse_time(value: datetime | str | None, setting: str) -> datetime | None:
+    """An optional ISO 8601 timestamp (a date alone means its midnight, UTC when no offset is given)."""
+    from datetime import UTC
+
+    if value is None or value == "":
+        return None
+    if not isinstance(value, datetime):
+        try:
+            value = datetime.fromisoformat(str(value).strip())
+        except ValueError as error:
+            raise ConfigError(
+                f"{setting} must be an ISO 8601 date or timestamp such as 2026-01-31T00:00:00Z, got {value!r}"
+            ) from error
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def check_status(status: str | None) -> str | None:
+    """A status filter: one of ``JOB_STATUSES``; None or ``any`` for no filter."""
+    if status in (None, "", ANY_STATUS):
+        return None
+    if status not in JOB_STATUSES:
+        raise ConfigError(
+            f"status must be one of {', '.join(JOB_STATUSES)} or {ANY_STATUS!r}, got {status!r}"
+        )
+    return status
+
+
+def job_row(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A job as a small JSON-friendly dict (XCom, the UI): no input or output payloads."""
+    from bedrock_batch.hooks import job_progress
+
+    progress = job_progress(summary)
+    total, processed = progress["total_records"], progress["processed_records"]
+    message = summary.get("message")
+    return {
+        "job_arn": summary["jobArn"],
+        "job_name": summary.get("jobName"),
+        "status": summary.get("status"),
+        "model_id": summary.get("modelId"),
+        "submit_time": _iso(summary.get("submitTime")),
+        "end_time": _iso(summary.get("endTime")),
+        "message": message[:_MESSAGE_CHARS] if message else None,
+        **progress,
+        "percent": round(100 * processed / total) if total and processed is not None else None,
+    }
+
+
+def list_jobs(
+    hook: BedrockBatchHook,
+    *,
+    status: str | None = None,
+    name_contains: str | None = None,
+    submitted_after: datetime | str | None = None,
+    submitted_before: datetime | str | None = None,
+    sort_order: str = "Descending",
+    max_results: int = 100,
+) -> list[dict[str, Any]]:
+    """Jobs matching the filters as ``job_row`` dicts, following ``nextToken`` up to ``max_results``."""
+    if sort_order not in SORT_ORDERS:
+        raise ConfigError(f"sort_order must be one of {', '.join(SORT_ORDERS)}, got {sort_order!r}")
+    if not 1 <= int(max_results) <= MAX_RESULTS:
+        raise ConfigError(f"max_results must be between 1 and {MAX_RESULTS}, got {max_results!r}")
+    status = check_status(status)
+    after = parse_time(submitted_after, "submitted_after")
+    before = parse_time(submitted_before, "submitted_before")
+    if after and before and after >= before:
+        raise ConfigError(f"submitted_after ({after.isoformat()}) must be before submitted_before")
+    return [
+        job_row(summary)
+        for summary in hook.iter_jobs(
+            status=status,
+            name_contains=name_contains or None,
+            submitted_after=after,
+            submitted_before=before,
+            sort_order=sort_order,
+            max_items=int(max_results),
+        )
+    ]
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A fixed-width text table for the task log."""
+    columns = list(
+        columns or ("submit_time", "status", "processed_records", "total_records", "job_name", "job_arn")
+    )
+    if not rows:
+        return "(no jobs)"
+    cells = [[("" if row.get(col) is None else str(row.get(col))) for col in columns] for row in rows]
+    widths = [max(len(col), *(len(line[i]) for line in cells)) for i, col in enumerate(columns)]
+    lines = ["  ".join(col.ljust(width) for col, width in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) for line in cells
+    ]
+    return "\n".join(lines)
+
+
+# -- stop -----------------------------------------------------------------------------------------
+
+
+def check_job_arn(job_arn: str | None) -> str:
+    """``job_arn`` when it is a model-invocation-job ARN, else a ConfigError that shows the format."""
+    from bedrock_batch.hooks import BedrockBatchHook
+
+    job_arn = (job_arn or "").strip()
+    try:
+        BedrockBatchHook.job_id_from_arn(job_arn)
+    except ConfigError:
+        raise ConfigError(
+            f"{job_arn!r} is not a Bedrock batch job ARN; expected "
+            "arn:aws:bedrock:<region>:<account>:model-invocation-job/<job id>"
+        ) from None
+    return job_arn
+
+
+def stop_job(hook: BedrockBatchHook, job_arn: str) -> dict[str, Any]:
+    """Stop a job; a job that already finished is reported, not an error."""
+    from bedrock_batch.hooks import ACTIVE_STATUSES
+
+    job_arn = check_job_arn(job_arn)
+    before = hook.get_job(job_arn)["status"]
+    after = hook.stop_job(job_arn)
+    return {
+        "job_arn": job_arn,
+        "status_before": before,
+        "status": after,
+        "stopped": before in ACTIVE_STATUSES,
+    }
+
+
+# -- reconcile ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A project job no DAG run tracks: its summary and the run its tags name."""
+
+    job: Mapping[str, Any]
+    ref: RunRef
+
+    @property
+    def job_arn(self) -> str:
+        return str(self.job["jobArn"])
+
+
+def run_tracks_job(*, run_state: str | None, submitted_arns: Sequence[str], job_arn: str) -> bool:
+    """
+    Whether a DAG run tracks ``job_arn``, given the run's state (None: no such run) and the ARNs
+    its submit tasks returned.
+
+    A run that has not finished counts as tracking every job tagged with it: its submit task may
+    have created the job and not yet returned, and stopping or loading that job would race it.
+    """
+    if run_state is None:
+        return False
+    return job_arn in submitted_arns or run_state not in ("success", "failed")
+
+
+def find_orphans(
+    hook: BedrockBatchHook,
+    *,
+    is_tracked: Tracker,
+    status: str | None = None,
+    name_contains: str | None = None,
+    submitted_after: datetime | str | None = None,
+    submitted_before: datetime | str | None = None,
+    max_results: int = 100,
+) -> Iterator[Orphan]:
+    """Project-tagged jobs among the newest ``max_results`` matching jobs that no run tracks."""
+    for row in list_jobs(
+        hook,
+        status=status,
+        name_contains=name_contains,
+        submitted_after=submitted_after,
+        submitted_before=submitted_before,
+        max_results=max_results,
+    ):
+        ref = run_ref(hook.get_job_tags(row["job_arn"]))
+        if ref is None or is_tracked(ref, row["job_arn"]):
+            continue
+        yield Orphan(job=hook.get_job(row["job_arn"]), ref=ref)
+
+
+class AdoptError(Exception):
+    """A job cannot be adopted (no pipeline for its DAG, input not laid out by the stager, ...)."""
+
+
+@dataclass(frozen=True)
+class AdoptTarget:
+    """Where an adopted job's output goes: its pipeline's config and warehouse, and the bucket owner."""
+
+    config: PipelineConfig
+    warehouse: Warehouse
+    owner: Mapping[str, str]
+
+
+def pipeline_target(dag_id: str, *, render: Callable[[str], str] = str) -> AdoptTarget | None:
+    """
+    The pipeline whose DAG is ``dag_id`` (the factory names each DAG after its config), or None.
+
+    ``render`` renders templated config values (the expected bucket owner) at run time.
+    """
+    from bedrock_batch.config import PIPELINES_DIR, is_template, load_pipeline
+    from bedrock_batch.warehouse import Warehouse, WarehouseTables
+
+    path = PIPELINES_DIR / f"{dag_id}.yaml"
+    if dag_id.startswith("_") or "/" in dag_id or not path.is_file():
+        return None
+    config = load_pipeline(path)
+    tables = WarehouseTables(
+        output_table=config.warehouse.output_table,
+        error_table=config.warehouse.error_table,
+        pending_table=config.warehouse.pending_table,
+    )
+    owner = config.staging.expected_bucket_owner
+    if owner and is_template(owner):
+        owner = render(owner)
+    return AdoptTarget(
+        config=config,
+        warehouse=Warehouse(config.source.conn_id, tables, pipeline=config.name),
+        owner={"ExpectedBucketOwner": owner} if owner else {},
+    )
+
+
+def staged_job_from(job: Mapping[str, Any]) -> StagedJob:
+    """
+    The staged job behind a Bedrock job, from its input and output URIs.
+
+    The stager writes a job's input under ``{run_prefix}/jobs/{job_name}/`` and its record map at
+    ``{run_prefix}/maps/{job_name}.jsonl``; any other layout was not staged by this project.
+    """
+    from bedrock_batch.staging import StagedJob
+
+    name = str(job["jobName"])
+    try:
+        input_uri = job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"]
+        output_uri = job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
+    except (KeyError, TypeError):
+        raise AdoptError(f"job {name} has no S3 input or output configuration") from None
+    suffix = f"/jobs/{name}/"
+    if not input_uri.endswith(suffix):
+        raise AdoptError(f"job {name}: input {input_uri} is not a folder staged by this project (*{suffix})")
+    run_prefix = input_uri[: -len(suffix)]
+    return StagedJob(
+        index=0,
+        job_name=name,
+        input_s3_uri=input_uri,
+        output_s3_uri=output_uri,
+        map_s3_uri=f"{run_prefix}/maps/{name}.jsonl",
+        files=[],
+        records=int(job.get("totalRecordCount") or 0),
+        bytes=0,
+        est_input_tokens=0,
+    )
+
+
+class JobAdopter:
+    """
+    Collect an orphan's output into its pipeline's warehouse, under the run id its tags name.
+
+    The load is the collect task's own (idempotent per run), so adopting twice gives the same rows.
+    The current prompt version of the pipeline is recorded: adopt soon after a job ends.
+    """
+
+    def __init__(
+        self, *, s3: Any, pipeline_for: Callable[[str], AdoptTarget | None] = pipeline_target
+    ) -> None:
+        self.s3 = s3
+        self.pipeline_for = pipeline_for
+
+    def __call__(self, orphan: Orphan) -> dict[str, Any]:
+        from bedrock_batch.collect import collect_job
+        from bedrock_batch.models import family_for
+        from bedrock_batch.prompts import load_prompt
+
+        target = self.pipeline_for(orphan.ref.dag_id)
+        if target is None:
+            raise AdoptError(
+                f"no pipeline config named {orphan.ref.dag_id!r} to load job {orphan.job_arn} into"
+            )
+        staged = staged_job_from(orphan.job)
+        model_id = str(orphan.job.get("modelId") or target.config.model.id)
+        outcome = collect_job(
+            s3=self.s3,
+            warehouse=target.warehouse,
+            job=staged,
+            job_info=dict(orphan.job),
+            family=family_for(model_id, target.config.model.invocation_type),
+            run_id=orphan.ref.run_id,
+            prompt_version=load_prompt(target.config.prompt_path).version,
+            model_id=model_id,
+            max_attempts=target.config.max_attempts,
+            owner=dict(target.owner),
+        )
+        return outcome.to_dict()
+
+
+def reconcile(
+    hook: BedrockBatchHook,
+    *,
+    is_tracked: Tracker,
+    mode: str = "report",
+    adopter: Callable[[Orphan], dict[str, Any]] | None = None,
+    **filters: Any,
+) -> list[dict[str, Any]]:
+    """
+    Find orphans (``find_orphans`` with ``filters``) and report, adopt or stop each one.
+
+    Returns one dict per orphan with the ``action`` taken; an orphan that could not be handled has
+    ``action == "failed"`` and an ``error``, and the others are still handled. Adopting needs a job
+    that has ended (its output is complete); a running orphan is left alone in adopt mode.
+    """
+    from bedrock_batch.hooks import TERMINAL_STATUSES
+
+    if mode not in RECONCILE_MODES:
+        raise ConfigError(f"reconcile mode must be one of {', '.join(RECONCILE_MODES)}, got {mode!r}")
+    if mode == "adopt" and adopter is None:
+        raise ConfigError("reconcile mode 'adopt' needs an adopter")
+    results = []
+    for orphan in find_orphans(hook, is_tracked=is_tracked, **filters):
+        result = {**job_row(orphan.job), "dag_id": orphan.ref.dag_id, "run_id": orphan.ref.run_id}
+        status = orphan.job.get("status")
+        try:
+            if mode == "report":
+                result["action"] = "reported"
+            elif mode == "stop":
+                if status in TERMINAL_STATUSES:
+                    result["action"] = f"none: already {status}"
+                else:
+                    result["status"] = hook.stop_job(orphan.job_arn)
+                    result["action"] = "stopped"
+            elif status not in TERMINAL_STATUSES:
+                result["action"] = f"none: still {status}; adopt once it ends, or stop it"
+            else:
+                result["outcome"] = adopter(orphan)  # type: ignore[misc]
+                result["action"] = "adopted"
+        except Exception as error:  # one bad orphan must not hide the others
+            log.exception("Reconciling job %s failed", orphan.job_arn)
+            result["action"] = "failed"
+            result["error"] = f"{type(error).__name__}: {error}"[:500]
+        log.info(
+            "Orphan %s (%s) of %s / %s: %s",
+            orphan.job_arn,
+            status,
+            orphan.ref.dag_id,
+            orphan.ref.run_id,
+            result["action"],
+        )
+        results.append(result)
+    return results
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return value.isoformat()

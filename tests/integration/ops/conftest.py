@@ -1,0 +1,69 @@
+"""Fixtures of the ops tests: jobs on the stand-in, some tagged as a pipeline's DAG run would tag them."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
+from bedrock_batch.job_tags import run_tags
+from tests.integration.bedrock.support import BUCKET, MODEL_ID, RECORDS, ROLE_ARN, claude_line
+
+JobMaker = Callable[..., str]
+
+
+@pytest.fixture
+def hook(aws_env) -> BedrockBatchHook:
+    return BedrockBatchHook(aws_conn_id="aws_default")
+
+
+@pytest.fixture
+def marker() -> str:
+    """A unique piece of job name, so that a test lists only its own jobs on the shared stand-in."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
+    """
+    Create a job over a fresh folder of RECORDS records.
+
+    ``run=(dag_id, run_id)`` tags it as that DAG run's submit task would; ``fault`` becomes its
+    ``local-aws:fault`` tag (``stick`` keeps it InProgress). Jobs still active at the end are stopped.
+    """
+    s3 = local_aws_clean.client("s3")
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=BUCKET)
+    created: list[str] = []
+
+    def _make(name: str, *, run: tuple[str, str] | None = None, fault: str | None = None) -> str:
+        prefix = f"ops/{uuid.uuid4().hex}"
+        s3.put_object(
+            Bucket=BUCKET,
+            Key=f"{prefix}/part-00001.jsonl",
+            Body=b"\n".join(claude_line(i) for i in range(RECORDS)) + b"\n",
+        )
+        tags = {"team": "ops-it"}
+        if run:
+            tags.update(run_tags(dag_id=run[0], run_id=run[1]))
+        if fault:
+            tags["local-aws:fault"] = fault
+        job_arn = hook.create_job(
+            job_name=name,
+            role_arn=ROLE_ARN,
+            model_id=MODEL_ID,
+            input_s3_uri=f"s3://{BUCKET}/{prefix}/",
+            output_s3_uri=f"s3://{BUCKET}/{prefix}-out/",
+            client_request_token=uuid.uuid4().hex,
+            tags=tags,
+        )
+        created.append(job_arn)
+        return job_arn
+
+    yield _make
+    for job_arn in created:
+        if hook.get_job(job_arn)["status"] in ACTIVE_STATUSES - {"Stopping"}:
+            hook.stop_job(job_arn)

@@ -1,0 +1,62 @@
+"""The bedrock_batch_ops DAG: its form, and one real `airflow dags test` run of reconcile."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bedrock_batch.job_tags import RunRef, run_ref
+from bedrock_batch.ops import JOB_STATUSES
+
+DAGS = Path(__file__).resolve().parents[3] / "dags"
+DAG_ID = "bedrock_batch_ops"
+PIPELINE = "summarize_calls"
+DAY = dt.date(2026, 10, 20)
+
+
+@pytest.fixture(scope="module")
+def ops_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(DAGS / "bedrock_batch_ops.py"))
+    assert bag.import_errors == {}
+    return bag.dags[DAG_ID]
+
+
+def test_ops_dag_is_manual_with_one_branch_per_action(ops_dag):
+    assert type(ops_dag.timetable).__name__ == "NullTimetable"
+    assert ops_dag.get_task("choose").downstream_task_ids == {"list_jobs", "stop_job", "reconcile"}
+
+
+def test_ops_dag_form_offers_every_status_action_and_mode(ops_dag):
+    params = ops_dag.params
+    assert params.get_param("status").schema["enum"] == ["any", *JOB_STATUSES]
+    assert params.get_param("action").schema["enum"] == ["list", "stop", "reconcile"]
+    assert params.get_param("reconcile_mode").schema["enum"] == ["report", "adopt", "stop"]
+    assert all(params.get_param(name).description for name in params)
+
+
+def test_reconcile_reports_orphans_and_leaves_the_jobs_a_run_recorded(
+    run_pipeline, sqlite_warehouse, airflow_db, hook, make_job
+):
+    """The real chain: the submit operator tags jobs, the ops DAG asks the Task SDK about the runs."""
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
+    nightly = run_pipeline(sqlite_warehouse, DAY, seed_count=120)
+    assert nightly.returncode == 0, nightly.output[-3000:]
+    ((run_id,),) = nightly.query("SELECT DISTINCT run_id FROM call_summaries")
+    recorded = {arn for (arn,) in nightly.query("SELECT DISTINCT job_arn FROM call_summaries")}
+    assert recorded and all(run_ref(hook.get_job_tags(arn)) == RunRef(PIPELINE, run_id) for arn in recorded)
+    gone = make_job(f"gone-{uuid.uuid4().hex[:8]}", run=(PIPELINE, "manual__long-gone"))
+    unrecorded = make_job(f"unrec-{uuid.uuid4().hex[:8]}", run=(PIPELINE, run_id))
+
+    conf = {"action": "reconcile", "reconcile_mode": "report", "submitted_after": since}
+    done = airflow_db("dags", "test", DAG_ID, "-c", json.dumps(conf), timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    reported = set(re.findall(r"Orphan (arn:\S+) \(\w+\) of .+?: reported", output))
+    assert reported == {gone, unrecorded}

@@ -1,0 +1,187 @@
+"""collect_job on every way a job can end, with real stand-in output and a SQLite or Postgres warehouse."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bedrock_batch.s3paths import list_keys, split_s3_uri
+from bedrock_batch.staging import iter_record_map
+from tests.integration.pipeline.support import BUCKET, tiny_quotas
+
+RECORDS = 10
+LLAMA = "meta.llama3-1-8b-instruct-v1:0"
+
+
+def one_job(harness, *, tags=None, model_id=None):
+    """Prepare RECORDS calls into one job, submit it with ``tags`` and wait until it ends."""
+    keys = harness.add_calls(RECORDS)
+    prepared = harness.prepare(tiny_quotas())
+    (job,) = prepared.jobs
+    info = harness.wait(harness.submit(job, run_id=prepared.run_id, tags=tags, model_id=model_id))
+    return keys, prepared, job, info
+
+
+def output_keys(harness, job, info) -> list[str]:
+    bucket, prefix = split_s3_uri(job.output_s3_uri)
+    job_id = info["jobArn"].rsplit("/", 1)[-1]
+    return list(list_keys(harness.s3, bucket, f"{prefix.rstrip('/')}/{job_id}/"))
+
+
+def pending(harness) -> dict[str, str]:
+    return dict(harness.query("SELECT source_key, reason FROM call_summary_pending"))
+
+
+def errors(harness, stage: str) -> list[tuple]:
+    return harness.query(
+        "SELECT source_key, code, message, retryable, dead_lettered FROM call_summary_errors WHERE stage = ?",
+        (stage,),
+    )
+
+
+def state(harness) -> list[list[tuple]]:
+    """Every warehouse row of the pipeline, without the load timestamps."""
+    return [
+        harness.table(
+            "call_summaries",
+            "source_key, prompt_version, model_id, summary, input_tokens, output_tokens, stop_reason,"
+            " job_arn, run_id",
+        ),
+        harness.table(
+            "call_summary_errors",
+            "source_key, prompt_version, run_id, stage, code, message, attempt, retryable, dead_lettered,"
+            " job_arn",
+        ),
+        harness.table("call_summary_pending", "source_key, prompt_version, reason, attempts, last_run_id"),
+    ]
+
+
+def test_a_completed_job_loads_every_record(harness):
+    keys, prepared, job, info = one_job(harness)
+    assert info["status"] == "Completed"
+    outcome = harness.collect(prepared, job, info)
+    assert (outcome.summarized, outcome.retry, outcome.quarantined, outcome.manifest_problem) == (
+        RECORDS,
+        0,
+        0,
+        None,
+    )
+    assert outcome.input_tokens > 0 and outcome.output_tokens > 0
+    rows = harness.query("SELECT source_key, job_arn, run_id FROM call_summaries")
+    assert sorted(rows) == sorted((key, info["jobArn"], prepared.run_id) for key in keys)
+    assert pending(harness) == {}
+
+
+def test_a_partially_completed_job_loads_what_was_processed_and_queues_the_rest(harness):
+    keys, prepared, job, info = one_job(harness, tags={"local-aws:fault": "partial=4"})
+    assert info["status"] == "PartiallyCompleted"
+    outcome = harness.collect(prepared, job, info)
+    assert (outcome.summarized, outcome.not_processed, outcome.retry) == (4, 6, 6)
+    summarized = {key for (key,) in harness.query("SELECT source_key FROM call_summaries")}
+    queued = pending(harness)
+    assert set(queued.values()) == {"retry"}
+    assert summarized.isdisjoint(queued) and summarized | set(queued) == set(keys)
+    assert {(code, message) for _, code, message, _, _ in errors(harness, "batch_job")} == {
+        ("job_partiallycompleted", info["message"])
+    }
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"), [("fail", "Failed"), ("expire", "Expired"), ("stick", "Stopped")]
+)
+def test_a_job_that_did_not_run_queues_every_record_with_the_job_message(harness, fault, status):
+    keys = harness.add_calls(RECORDS)
+    prepared = harness.prepare(tiny_quotas())
+    (job,) = prepared.jobs
+    job_arn = harness.submit(job, run_id=prepared.run_id, tags={"local-aws:fault": fault})
+    if fault == "stick":
+        harness.wait(job_arn, until=frozenset({"Scheduled"}))
+        harness.hook.stop_job(job_arn)
+    info = harness.wait(job_arn)
+    assert info["status"] == status
+    outcome = harness.collect(prepared, job, info)
+    assert (outcome.summarized, outcome.not_processed, outcome.retry) == (0, RECORDS, RECORDS)
+    assert pending(harness) == dict.fromkeys(keys, "retry")
+    reason = info.get("message") or f"job ended {status}"
+    assert {row[1:] for row in errors(harness, "batch_job")} == {(f"job_{status.lower()}", reason, 1, 0)}
+    assert harness.query("SELECT COUNT(*) FROM call_summaries") == [(0,)]
+
+
+def test_throttled_records_are_model_errors_queued_for_retry(harness):
+    _, prepared, job, info = one_job(harness, tags={"local-aws:record-error-rate": "0.5"})
+    outcome = harness.collect(prepared, job, info)
+    assert 0 < outcome.model_errors < RECORDS
+    assert outcome.summarized + outcome.model_errors == RECORDS
+    model_errors = errors(harness, "model")
+    assert {(code, retryable) for _, code, _, retryable, _ in model_errors} == {("500", 1)}
+    assert pending(harness) == {key: "retry" for key, *_ in model_errors}
+
+
+def test_input_errors_are_recorded_as_final_not_retried(harness):
+    # Claude-shaped input sent to a Llama model: every record fails with 400 (malformed input).
+    keys, prepared, job, info = one_job(harness, model_id=LLAMA)
+    outcome = harness.collect(prepared, job, info)
+    assert (outcome.model_errors, outcome.retry) == (RECORDS, 0)
+    model_errors = errors(harness, "model")
+    assert {(code, retryable) for _, code, _, retryable, _ in model_errors} == {("400", 0)}
+    assert sorted(key for key, *_ in model_errors) == sorted(keys)
+    assert pending(harness) == {}
+
+
+def test_a_garbled_output_line_is_quarantined_with_file_and_line_and_its_record_queued(harness):
+    _, prepared, job, info = one_job(harness)
+    (out_key,) = [key for key in output_keys(harness, job, info) if key.endswith(".jsonl.out")]
+    lines = harness.s3.get_object(Bucket=BUCKET, Key=out_key)["Body"].read().splitlines(keepends=True)
+    garbled_id = orjson.loads(lines[2])["recordId"]
+    lines[2] = lines[2][: len(lines[2]) // 2] + b"\n"  # a truncated write
+    harness.s3.put_object(Bucket=BUCKET, Key=out_key, Body=b"".join(lines))
+    outcome = harness.collect(prepared, job, info)
+    assert (outcome.quarantined, outcome.summarized, outcome.not_processed) == (1, RECORDS - 1, 1)
+    assert outcome.quarantine_samples[0].startswith(f"{out_key}:3:")
+    assert "processedRecordCount" in outcome.manifest_problem
+    garbled_key = {rid: key for rid, key, _ in iter_record_map(harness.s3, job.map_s3_uri)}[garbled_id]
+    assert pending(harness) == {garbled_key: "retry"}
+    ((code, retryable),) = harness.query(
+        "SELECT code, retryable FROM call_summary_errors WHERE source_key = ?", (garbled_key,)
+    )
+    assert (code, retryable) == ("output_missing", 1)
+
+
+def test_a_missing_manifest_is_reported_and_the_records_still_load(harness):
+    _, prepared, job, info = one_job(harness)
+    (manifest,) = [key for key in output_keys(harness, job, info) if key.endswith("manifest.json.out")]
+    harness.s3.delete_object(Bucket=BUCKET, Key=manifest)
+    outcome = harness.collect(prepared, job, info)
+    assert outcome.manifest_problem == "manifest.json.out is missing"
+    assert outcome.summarized == RECORDS
+
+
+def test_a_job_never_submitted_queues_every_record(harness):
+    keys = harness.add_calls(RECORDS)
+    prepared = harness.prepare(tiny_quotas())
+    outcome = harness.collect(prepared, prepared.jobs[0], None)
+    assert (outcome.status, outcome.retry) == ("NotSubmitted", RECORDS)
+    assert pending(harness) == dict.fromkeys(keys, "retry")
+
+
+def test_collecting_the_same_job_twice_gives_the_same_rows(harness):
+    _, prepared, job, info = one_job(
+        harness, tags={"local-aws:fault": "partial=6", "local-aws:record-error-rate": "0.3"}
+    )
+    harness.collect(prepared, job, info)
+    first = state(harness)
+    assert first[0] and first[1] and first[2]  # summaries, errors and retries all present
+    harness.collect(prepared, job, info)
+    assert state(harness) == first
+
+
+@pytest.mark.postgres
+def test_collecting_the_same_job_twice_gives_the_same_rows_on_postgres(pg_harness):
+    _, prepared, job, info = one_job(
+        pg_harness, tags={"local-aws:fault": "partial=6", "local-aws:record-error-rate": "0.3"}
+    )
+    pg_harness.collect(prepared, job, info)
+    first = state(pg_harness)
+    assert first[0] and first[1] and first[2]
+    pg_harness.collect(prepared, job, info)
+    assert state(pg_harness) == first

@@ -1,0 +1,91 @@
+"""The whole nightly DAG (`airflow dags test`) when a job fails, on a rerun, and on a small-batch day.
+
+Each run costs ~20 s, so these few cover what only the DAG can show: the run's state, the task
+wiring (collect and report after a failure, on demand instead of a job) and reruns of the same run.
+Days differ from the other DAG tests': the stand-in remembers job names for the whole session.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from types import SimpleNamespace
+
+FAILED_DAY = dt.date(2026, 12, 1)
+SMALL_DAY = dt.date(2026, 12, 5)
+DAG_ID = "summarize_calls"
+
+
+def jobs_of(local_aws, day: dt.date) -> list[dict]:
+    stem = f"summarize-calls-{day:%Y%m%d}-"
+    return [job for job in local_aws.admin.jobs() if job["job_name"].startswith(stem)]
+
+
+def submit_again(local_aws, job: dict, run_id: str) -> dict:
+    """The submit task of ``run_id`` retried on a worker that lost its state: same plan job, same run."""
+    from bedrock_batch.operators import BedrockBatchSubmitOperator
+    from bedrock_batch.s3paths import iter_lines, list_keys, split_s3_uri
+
+    s3 = local_aws.client("s3")
+    input_uri = job["input_data_config"]["s3InputDataConfig"]["s3Uri"]
+    bucket, prefix = split_s3_uri(input_uri)
+    sizes = [s3.head_object(Bucket=bucket, Key=key)["ContentLength"] for key in list_keys(s3, bucket, prefix)]
+    map_key = prefix.replace("/jobs/", "/maps/").rstrip("/") + ".jsonl"
+    plan_job = {
+        # The Bedrock job name is the planned name plus 8 characters of the input's token.
+        "job_name": job["job_name"].rsplit("-", 1)[0],
+        "input_s3_uri": input_uri,
+        "output_s3_uri": job["output_data_config"]["s3OutputDataConfig"]["s3Uri"],
+        "records": sum(1 for line in iter_lines(s3, bucket, map_key) if line.strip()),
+        "bytes": sum(sizes),
+    }
+    task = BedrockBatchSubmitOperator(
+        task_id="submit", job=plan_job, role_arn=job["role_arn"], model_id=job["model_id"]
+    )
+    return task.execute({"ti": SimpleNamespace(dag_id=DAG_ID, stats_tags={}), "run_id": run_id})
+
+
+def test_a_failed_job_fails_the_run_but_queues_every_row_and_a_rerun_picks_them_up(
+    run_pipeline, sqlite_warehouse, local_aws_clean
+):
+    failed = run_pipeline(
+        sqlite_warehouse, FAILED_DAY, seed_count=150, config_changes={"jobs.tags.local-aws:fault": "fail"}
+    )
+    assert failed.returncode != 0, failed.output[-4000:]
+    counts = failed.account()
+    assert (counts["source_rows"], counts["unaccounted"], counts["duplicated"]) == (150, 0, 0)
+    assert counts["summarized"] == 0 and counts["pending"] > 100
+    (job,) = jobs_of(local_aws_clean, FAILED_DAY)
+    assert job["status"] == "Failed"
+
+    # The submit task retried for the same run (it died after CreateModelInvocationJob): no second job.
+    ((run_id,),) = failed.query("SELECT DISTINCT run_id FROM call_summary_errors WHERE stage = 'batch_job'")
+    local_aws_clean.admin.clear_calls()
+    assert submit_again(local_aws_clean, job, run_id)["job_arn"] == job["job_arn"]
+    assert [j["job_arn"] for j in jobs_of(local_aws_clean, FAILED_DAY)] == [job["job_arn"]]
+    assert "bedrock:CreateModelInvocationJob" not in local_aws_clean.calls()
+
+    # A new run of the same day (no fault now) takes every queued row.
+    rerun = run_pipeline(sqlite_warehouse, FAILED_DAY, seed_count=0)
+    assert rerun.returncode == 0, rerun.output[-4000:]
+    after = rerun.account()
+    assert (after["unaccounted"], after["duplicated"], after["pending"]) == (0, 0, 0)
+    assert after["summarized"] == counts["pending"]
+    assert after["errored"] == counts["errored"]
+    assert len(jobs_of(local_aws_clean, FAILED_DAY)) == 2
+
+
+def test_a_small_batch_day_with_policy_on_demand_is_summarized_without_a_batch_job(
+    run_pipeline, sqlite_warehouse, local_aws_clean
+):
+    run = run_pipeline(
+        sqlite_warehouse, SMALL_DAY, seed_count=30, config_changes={"small_batch.policy": "on_demand"}
+    )
+    assert run.returncode == 0, run.output[-4000:]
+    counts = run.account()
+    assert (counts["source_rows"], counts["unaccounted"], counts["pending"]) == (30, 0, 0)
+    assert counts["summarized"] + counts["errored"] == 30 and counts["summarized"] > 20
+    calls = Counter(local_aws_clean.calls())
+    assert calls["bedrock:CreateModelInvocationJob"] == 0
+    assert calls["bedrock:InvokeModel"] == counts["summarized"]
+    assert jobs_of(local_aws_clean, SMALL_DAY) == []

@@ -1,0 +1,188 @@
+"""RunPreparer on the stand-in's S3 and a SQLite warehouse: splits at every limit, and no row lost."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from bedrock_batch.errors import QuotaError
+from bedrock_batch.prepare import resolve_quotas
+from tests.integration.pipeline.support import tiny_quotas
+
+
+def line_size(harness) -> int:
+    """Bytes of one input line of ``add_calls`` (all are the same size)."""
+    harness.add_calls(1, tag="probe")
+    prepared = harness.prepare(tiny_quotas(min_records_per_job=1), dry_run=True)
+    harness.execute(["DELETE FROM call_transcripts"])
+    return prepared.plan["planned_jobs"][0]["bytes"]
+
+
+def assert_each_row_in_one_place(harness, prepared, keys) -> Counter[str]:
+    where = harness.placements(prepared)
+    assert set(where) == set(keys)
+    assert all(sum(places.values()) == 1 for places in where.values()), {
+        key: places for key, places in where.items() if sum(places.values()) != 1
+    }
+    return Counter(next(iter(places)) for places in where.values())
+
+
+@pytest.mark.parametrize(("records", "files"), [(7, [4, 3]), (8, [4, 4]), (9, [4, 4, 1])])
+def test_files_roll_at_max_records_per_file(harness, records, files):
+    harness.add_calls(records)
+    prepared = harness.prepare(tiny_quotas(max_records_per_file=4))
+    (job,) = prepared.jobs
+    assert [f.records for f in job.files] == files
+    assert [len(lines) for lines in harness.input_lines(job)] == files
+
+
+@pytest.mark.parametrize(("slack", "per_file"), [(-1, 2), (0, 3), (1, 3)])
+def test_files_roll_at_max_file_bytes(harness, slack, per_file):
+    size = line_size(harness)
+    harness.add_calls(7)
+    prepared = harness.prepare(tiny_quotas(max_file_bytes=3 * size + slack))
+    (job,) = prepared.jobs
+    assert all(f.records <= per_file and f.bytes <= 3 * size + slack for f in job.files)
+    assert job.files[0].records == per_file
+    assert sum(f.records for f in job.files) == 7
+
+
+@pytest.mark.parametrize(
+    ("records", "jobs"), [(6, [6]), (7, None), (11, [6, 5]), (12, [6, 6]), (13, [5, 4, 4])]
+)
+def test_jobs_split_at_max_records_per_job_and_never_under_the_minimum(harness, records, jobs):
+    harness.add_calls(records)
+    quotas = tiny_quotas(min_records_per_job=4, max_records_per_job=6)
+    if jobs is None:  # 7 = 4 + 3: no split keeps both jobs at the minimum
+        with pytest.raises(QuotaError, match="min_records_per_job"):
+            harness.prepare(quotas)
+        return
+    prepared = harness.prepare(quotas)
+    assert [job.records for job in prepared.jobs] == jobs
+    assert prepared.counts["staged"] == records
+
+
+def test_a_job_ends_early_at_max_job_bytes_and_its_records_move_on(harness):
+    size = line_size(harness)
+    harness.add_calls(12)
+    prepared = harness.prepare(tiny_quotas(min_records_per_job=2, max_job_bytes=5 * size))
+    assert [job.records for job in prepared.jobs] == [5, 5, 2]
+    assert all(job.bytes <= 5 * size for job in prepared.jobs)
+    assert sorted(harness.staged_keys(prepared)) == sorted(f"c-20261110-{n:04d}" for n in range(12))
+
+
+def test_a_last_job_under_the_minimum_after_rejections_is_carried_over(harness):
+    keys = harness.add_calls(10)
+    harness.insert([("empty-1", ""), ("empty-2", "   ")])
+    prepared = harness.prepare(tiny_quotas(min_records_per_job=5, max_records_per_job=6))
+    # 12 rows counted -> jobs of 6 + 6; two are rejected, so the second job would have 4 < 5.
+    assert [job.records for job in prepared.jobs] == [6]
+    counts = prepared.counts
+    assert (counts["staged"], counts["rejected"], counts["carried_over"]) == (6, 2, 4)
+    assert assert_each_row_in_one_place(harness, prepared, [*keys, "empty-1", "empty-2"]) == {
+        "staged": 6,
+        "rejected": 2,
+        "carried_over": 4,
+    }
+
+
+def test_record_limit_reads_only_that_many_rows_and_leaves_the_rest_for_later(harness):
+    keys = harness.add_calls(20)
+    prepared = harness.prepare(tiny_quotas(), record_limit=7)
+    assert prepared.counts["source_rows"] == 7
+    assert harness.staged_keys(prepared) == keys[:7]
+    assert harness.query("SELECT COUNT(*) FROM call_summary_pending") == [(0,)]
+    later = harness.prepare(tiny_quotas())
+    assert harness.staged_keys(later) == keys  # nothing was summarized yet: all 20 again
+
+
+def test_dry_run_stages_but_writes_nothing_to_the_warehouse_and_plans_no_jobs(harness):
+    keys = harness.add_calls(8)
+    harness.insert([("empty-1", "")])
+    prepared = harness.prepare(tiny_quotas(), dry_run=True)
+    assert prepared.plan["jobs"] == []
+    assert [job["records"] for job in prepared.plan["planned_jobs"]] == [8]
+    assert harness.staged_keys(prepared) == keys
+    assert prepared.plan["rejected_by_code"] == {"empty_text": 1}
+    for table in ("call_summaries", "call_summary_errors", "call_summary_pending"):
+        assert harness.query(f"SELECT COUNT(*) FROM {table}") == [(0,)]
+
+
+def test_re_summarize_reads_rows_already_summarized(harness):
+    keys = harness.add_calls(6)
+    first = harness.prepare(tiny_quotas())
+    (outcome,) = harness.run_jobs(first)
+    assert outcome.summarized == 6
+    assert harness.prepare(tiny_quotas()).counts["source_rows"] == 0
+    again = harness.prepare(tiny_quotas(), re_summarize=True)
+    assert harness.staged_keys(again) == keys
+
+
+def test_every_bad_row_kind_goes_to_the_error_table_with_its_code(aws_env, local_aws_clean, sqlite_warehouse):
+    from tests.integration.pipeline.support import PipelineHarness
+
+    harness = PipelineHarness(sqlite_warehouse, local_aws_clean).configure()
+    harness.create_source(loose=True)  # no primary key: NULL and duplicate keys can be stored
+    good = harness.add_calls(6)
+    harness.insert(
+        [
+            (None, "Agent: hello. Customer: hi."),
+            (good[0], "Agent: the same call again."),
+            ("empty", ""),
+            ("blank", " \n\t "),
+            ("null-text", None),
+            ("bad-utf8", b"Agent: \xff\xfe caf\xe9"),
+            ("control", "Agent: hello\x07 there"),
+            ("too-long", "word " * 200_000),
+        ]
+    )
+    prepared = harness.prepare(tiny_quotas())
+    assert prepared.plan["rejected_by_code"] == {
+        "null_key": 1,
+        "duplicate_key": 1,
+        "empty_text": 3,
+        "invalid_utf8": 1,
+        "control_characters": 1,
+        "too_long": 1,
+    }
+    assert prepared.counts["source_rows"] == 14
+    assert prepared.counts["rejected"] == 8
+    errors = dict(
+        harness.query(
+            "SELECT source_key, code FROM call_summary_errors WHERE run_id = ? AND stage = 'build'"
+            " AND source_key <> ?",
+            (prepared.run_id, good[0]),
+        )
+    )
+    assert errors == {
+        "(null key #1)": "null_key",
+        "empty": "empty_text",
+        "blank": "empty_text",
+        "null-text": "empty_text",
+        "bad-utf8": "invalid_utf8",
+        "control": "control_characters",
+        "too-long": "too_long",
+    }
+    duplicate = harness.query(
+        "SELECT code, retryable FROM call_summary_errors WHERE source_key = ?", (good[0],)
+    )
+    assert duplicate == [("duplicate_key", 0)]
+    assert sorted(harness.staged_keys(prepared)) == sorted(good)  # the first copy of the key is staged
+
+
+def test_quotas_read_live_from_service_quotas_drive_the_split(harness, local_aws_clean):
+    local_aws_clean.admin.set_quotas(min_records_per_job=2, max_records_per_job=4, max_records_per_file=3)
+    quotas = resolve_quotas(harness.config, harness.config.model.id, local_aws_clean.client("service-quotas"))
+    assert (quotas.min_records_per_job, quotas.max_records_per_job, quotas.max_records_per_file) == (2, 4, 3)
+    harness.add_calls(10)
+    prepared = harness.prepare(quotas)
+    assert [job.records for job in prepared.jobs] == [4, 3, 3]
+    assert [[f.records for f in job.files] for job in prepared.jobs] == [[3, 1], [3], [3]]
+
+
+def test_quota_overrides_of_the_config_win_over_live_values(harness, local_aws_clean):
+    local_aws_clean.admin.set_quotas(min_records_per_job=2, max_records_per_job=4)
+    harness.configure(jobs__quota_overrides={"max_records_per_job": 9})
+    quotas = resolve_quotas(harness.config, harness.config.model.id, local_aws_clean.client("service-quotas"))
+    assert quotas.max_records_per_job == 9

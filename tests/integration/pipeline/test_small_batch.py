@@ -1,0 +1,91 @@
+"""Runs with fewer records than a batch job's minimum, under each small-batch policy."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bedrock_batch.errors import QuotaError
+from tests.integration.pipeline.support import DAY, tiny_quotas
+
+QUOTAS = tiny_quotas(min_records_per_job=10)
+
+
+def pending(harness) -> dict[str, str]:
+    return dict(harness.query("SELECT source_key, reason FROM call_summary_pending"))
+
+
+def test_carry_over_queues_the_records_and_submits_nothing(harness):
+    keys = harness.add_calls(4)
+    prepared = harness.prepare(QUOTAS)
+    assert prepared.plan["jobs"] == [] and prepared.plan["on_demand"] is None
+    assert prepared.counts["carried_over"] == 4
+    assert pending(harness) == dict.fromkeys(keys, "carried_over")
+
+
+def test_carried_over_records_are_read_by_the_next_run_and_carried_again_while_young(harness):
+    keys = harness.add_calls(4)
+    harness.prepare(QUOTAS)
+    first_seen = harness.query("SELECT source_key, first_seen_at FROM call_summary_pending")
+    later = harness.prepare(QUOTAS, day=DAY + dt.timedelta(days=1))
+    assert later.counts["by_origin"] == {"carried_over": 4}
+    assert later.counts["carried_over"] == 4
+    assert pending(harness) == dict.fromkeys(keys, "carried_over")
+    assert harness.query("SELECT source_key, first_seen_at FROM call_summary_pending") == first_seen
+
+
+def test_records_carried_past_max_age_days_go_on_demand_and_are_loaded(harness):
+    keys = harness.add_calls(4)
+    harness.prepare(QUOTAS)
+    old = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=4)
+    stamp = old.strftime("%Y-%m-%d %H:%M:%S") if harness.db.dialect == "sqlite" else old
+    harness.execute(["UPDATE call_summary_pending SET first_seen_at = ?"], (stamp,))
+    later = harness.prepare(QUOTAS, day=DAY + dt.timedelta(days=1))
+    assert later.counts["on_demand"] == 4 and later.counts["carried_over"] == 0
+    assert sorted(harness.on_demand_keys(later)) == sorted(keys)
+    counts = harness.run_on_demand(later)
+    assert counts["summarized"] == 4
+    assert pending(harness) == {}
+    loaded = harness.query("SELECT source_key, run_id, summary FROM call_summaries")
+    assert sorted(key for key, _, _ in loaded) == sorted(keys)
+    assert all(run_id == later.run_id and summary.startswith("Summary") for _, run_id, summary in loaded)
+
+
+def test_policy_on_demand_summarizes_through_bedrock_runtime(harness, local_aws_clean):
+    harness.configure(small_batch__policy="on_demand")
+    keys = harness.add_calls(3)
+    harness.insert([("empty", "")])
+    local_aws_clean.admin.clear_calls()
+    prepared = harness.prepare(QUOTAS)
+    assert prepared.plan["jobs"] == []
+    assert (prepared.counts["on_demand"], prepared.counts["rejected"]) == (3, 1)
+    counts = harness.run_on_demand(prepared)
+    assert (counts["summarized"], counts["errored"]) == (3, 0)
+    assert sorted(key for (key,) in harness.query("SELECT source_key FROM call_summaries")) == sorted(keys)
+    assert local_aws_clean.calls().count("bedrock:InvokeModel") == 3
+    assert "bedrock:CreateModelInvocationJob" not in local_aws_clean.calls()
+
+
+def test_policy_fail_raises_naming_the_count_and_the_minimum(harness):
+    harness.configure(small_batch__policy="fail")
+    harness.add_calls(4)
+    harness.insert([("empty", "")])
+    with pytest.raises(QuotaError, match=r"4 records is under the minimum of 10") as raised:
+        harness.prepare(QUOTAS)
+    assert "small_batch.policy is 'fail'" in str(raised.value)
+    # The rejected row was still recorded before the run failed.
+    assert harness.query("SELECT source_key, code FROM call_summary_errors") == [("empty", "empty_text")]
+    assert pending(harness) == {}
+
+
+@pytest.mark.postgres
+def test_carry_over_then_on_demand_on_postgres(pg_harness):
+    keys = pg_harness.add_calls(4)
+    pg_harness.prepare(QUOTAS)
+    assert pending(pg_harness) == dict.fromkeys(keys, "carried_over")
+    pg_harness.configure(small_batch__policy="on_demand")
+    later = pg_harness.prepare(QUOTAS, day=DAY + dt.timedelta(days=1))
+    assert pg_harness.run_on_demand(later)["summarized"] == 4
+    assert pending(pg_harness) == {}
+    assert pg_harness.query("SELECT COUNT(*) FROM call_summaries") == [(4,)]
