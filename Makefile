@@ -47,6 +47,9 @@ test: lint ## lint, then the whole test suite (starts its own servers)
 demo: $(STAMP) ## one nightly run end to end on the local AWS stand-in and a SQLite warehouse
 	$(BIN)/python -m scripts.demo
 
+up: $(STAMP) ## the full stack: local AWS + Airflow UI/REST API on 127.0.0.1:8080 (Ctrl-C stops it)
+	$(BIN)/python -m scripts.up
+
 lock: ## re-resolve requirements.in into the fully pinned requirements*.txt
 	$(if $(UV),$(UV),$(BIN)/uv) pip compile --quiet --python-version 3.11 --upgrade requirements.in -o requirements.txt
 	$(if $(UV),$(UV),$(BIN)/uv) pip compile --quiet --python-version 3.11 --upgrade requirements-dev.in -o requirements-dev.txt

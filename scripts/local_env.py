@@ -114,11 +114,17 @@ def warehouse_connection(sqlite_path: Path) -> str:
     return json.dumps({"conn_type": "sqlite", "host": str(sqlite_path)})
 
 
-def airflow_env(endpoint_url: str, sqlite_path: Path, *, poll_seconds: float = 2.0) -> dict[str, str]:
+def airflow_env(
+    endpoint_url: str,
+    sqlite_path: Path,
+    *,
+    poll_seconds: float = 2.0,
+    airflow_home: Path = AIRFLOW_HOME,
+) -> dict[str, str]:
     """Environment for Airflow commands run against the embedded default."""
     return {
         **os.environ,
-        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW_HOME": str(airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -164,7 +170,7 @@ def airflow(*args: str, env: dict[str, str], timeout: float = 900, check: bool =
 
 def prepare_airflow(env: dict[str, str]) -> None:
     """Metadata DB migrated (idempotent) and the jobs pool sized to the concurrent-job quota."""
-    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+    Path(env.get("AIRFLOW_HOME", AIRFLOW_HOME)).mkdir(parents=True, exist_ok=True)
     airflow("db", "migrate", env=env)
     airflow(
         "pools",

@@ -1,0 +1,118 @@
+"""The Airflow UI on the full stack, in headless Chromium: login, the DAG grid, the batch-jobs page.
+
+Screenshots go to tests/e2e/screenshots/ (git-ignored); the grid's is also copied to
+docs/images/ui-dag-grid.png for the README. Needs Debian's chromium: skipped without it, except in
+CI (CI=true), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from tests.e2e.conftest import DAG_ID
+
+pytestmark = [pytest.mark.browser, pytest.mark.airflow_stack, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+README_IMAGE = REPO / "docs" / "images" / "ui-dag-grid.png"
+PLUGIN = REPO / "plugins" / "bedrock_batch" / "plugin.py"
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium); CI must run the browser tests")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, airflow_stack, backfill):
+    """A page logged in through the UI's login form, which then lands on the DAG asked for."""
+    context = browser.new_context(viewport={"width": 1600, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{airflow_stack.base_url}/dags/{DAG_ID}", wait_until="domcontentloaded")
+    page.wait_for_url("**/auth/login**")
+    page.fill("input[name=username]", airflow_stack.username)
+    page.fill("input[name=password]", airflow_stack.password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/dags/{DAG_ID}")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def test_login_form_leads_back_to_the_dag_page(page):
+    page.get_by_text(DAG_ID, exact=True).first.wait_for()
+    assert page.url.endswith(f"/dags/{DAG_ID}")
+
+
+def test_dag_grid_shows_every_backfill_run(page, airflow_stack, backfill):
+    page.goto(f"{airflow_stack.base_url}/dags/{DAG_ID}", wait_until="networkidle")
+    for run in backfill.runs:
+        for task_id in ("prepare", "batch_job", "report"):
+            cell = page.get_by_test_id(f"grid-{run['dag_run_id']}-{task_id}")
+            cell.wait_for()
+            assert cell.is_visible(), (run["dag_run_id"], task_id)
+    page.get_by_test_id("expand-all-button").click()  # show submit / wait / collect of each job
+    page.get_by_test_id(f"grid-{backfill.runs[0]['dag_run_id']}-batch_job.wait").wait_for()
+    page.screenshot(path=SCREENSHOTS / "dag-grid.png")
+    README_IMAGE.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SCREENSHOTS / "dag-grid.png", README_IMAGE)
+
+
+def test_runs_tab_lists_the_backfill_runs_as_succeeded(page, airflow_stack, backfill):
+    page.goto(f"{airflow_stack.base_url}/dags/{DAG_ID}/runs", wait_until="networkidle")
+    for run in backfill.runs:
+        row = page.locator("tr", has_text=run["dag_run_id"])
+        row.wait_for()
+        assert "Success" in row.inner_text()
+        assert "Backfill" in row.inner_text()
+    page.screenshot(path=SCREENSHOTS / "dag-runs.png")
+
+
+@pytest.mark.skipif(
+    not PLUGIN.exists(), reason="the batch-jobs page (plugins/bedrock_batch/plugin.py) is not built"
+)
+def test_batch_jobs_page_lists_each_backfill_job_with_its_run(page, airflow_stack, backfill):
+    page.goto(f"{airflow_stack.base_url}/bedrock-batch/", wait_until="networkidle")
+    page.get_by_role("heading", name="Bedrock batch jobs").wait_for()
+    backfill_runs = {run["dag_run_id"] for run in backfill.runs}
+    linked_runs = set()
+    for job in airflow_stack.aws_admin.jobs()[backfill.jobs_before :]:  # the backfill submitted these
+        row = page.locator(f'table#jobs tr[data-job-arn="{job["job_arn"]}"]')
+        row.wait_for()
+        assert row.get_attribute("data-status") == "Completed"
+        assert job["job_name"] in row.inner_text()
+        href = unquote(row.locator("a").first.get_attribute("href") or "")
+        linked_runs |= {run_id for run_id in backfill_runs if run_id in href}
+    page.screenshot(path=SCREENSHOTS / "batch-jobs.png", full_page=True)
+    assert linked_runs == backfill_runs
