@@ -255,6 +255,9 @@ class RunPreparer:
 
     def _carry_over(self, keys: Iterable[str]) -> int:
         keys = list(keys)
+        # Rejections first: writing one takes its key off the pending queue, which would drop a key
+        # carried over here whose duplicate row was rejected (the valid row then never runs).
+        self.rejections.flush()
         if keys and self.writes:
             self.warehouse.carry_over(
                 keys, run_id=self.run.run_id, prompt_version=self.prompt.version, reason="carried_over"

@@ -1,0 +1,78 @@
+"""S3 lifecycle rules that expire a pipeline's staged input and Bedrock's raw output.
+
+Staged JSONL and ``*.jsonl.out`` files hold transcript text; once a run is loaded they are only
+needed for a rerun of that run, which restages from the warehouse anyway. Expiring them by a
+lifecycle rule (rather than deleting in a task) keeps the DAG free of destructive S3 calls and the
+Airflow role free of lifecycle permissions: whoever deploys a pipeline applies the rules once, e.g.::
+
+    from bedrock_batch.config import load_pipeline
+    from bedrock_batch.lifecycle import apply_lifecycle_rules, lifecycle_rules
+
+    config = load_pipeline("include/pipelines/summarize_calls.yaml")
+    apply_lifecycle_rules(boto3.client("s3"), "my-input-bucket", lifecycle_rules(config)["input"])
+    apply_lifecycle_rules(boto3.client("s3"), "my-output-bucket", lifecycle_rules(config)["output"])
+
+``include/s3-lifecycle.json`` shows the rules of the shipped config with the default ages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bedrock_batch.config import PipelineConfig
+
+RULE_ID_PREFIX = "bedrock-batch-"
+DEFAULT_INPUT_DAYS = 14
+"""Longer than a job can live (168 h timeout plus queueing) so input never vanishes under a job."""
+DEFAULT_OUTPUT_DAYS = 14
+"""Collect reads the output right after the job ends; two weeks leaves room to rerun a failed load."""
+ABORT_MULTIPART_DAYS = 1
+
+
+def _rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
+    return {
+        "ID": rule_id,
+        "Filter": {"Prefix": f"{prefix.strip('/')}/"},
+        "Status": "Enabled",
+        "Expiration": {"Days": days},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS},
+    }
+
+
+def lifecycle_rules(
+    config: PipelineConfig, *, input_days: int = DEFAULT_INPUT_DAYS, output_days: int = DEFAULT_OUTPUT_DAYS
+) -> dict[str, list[dict[str, Any]]]:
+    """The rules for the pipeline's input bucket and its output bucket (one rule each)."""
+    if input_days < 8:
+        raise ValueError(f"input_days must be at least 8 (a job may run 7 days), got {input_days}")
+    if output_days < 1:
+        raise ValueError(f"output_days must be at least 1, got {output_days}")
+    staging, name = config.staging, config.name
+    # Scoped to the pipeline's own folder ({prefix}/{pipeline}/{run_key}/...): pipelines sharing
+    # a bucket keep their own ages.
+    return {
+        "input": [_rule(f"{RULE_ID_PREFIX}{name}-input", f"{staging.input_prefix}/{name}", input_days)],
+        "output": [_rule(f"{RULE_ID_PREFIX}{name}-output", f"{staging.output_prefix}/{name}", output_days)],
+    }
+
+
+def apply_lifecycle_rules(s3: Any, bucket: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """
+    Put ``rules`` on ``bucket``, replacing rules with the same IDs and keeping every other rule.
+
+    PutBucketLifecycleConfiguration replaces the whole configuration, so the existing rules are read
+    first. Returns the configuration now in force.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        existing = s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
+            raise
+        existing = []
+    ours = {rule["ID"] for rule in rules}
+    merged = [rule for rule in existing if rule.get("ID") not in ours] + list(rules)
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": merged})
+    return merged

@@ -1,0 +1,65 @@
+"""Staged input and raw output expire by an S3 lifecycle rule (include/s3-lifecycle.json)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bedrock_batch.config import load_pipeline
+from bedrock_batch.lifecycle import apply_lifecycle_rules, lifecycle_rules
+from tests.fixtures.pipeline_run import SHIPPED_CONFIG
+
+DOC = Path(__file__).resolve().parents[2] / "include" / "s3-lifecycle.json"
+
+
+@pytest.fixture
+def bucket(local_aws):
+    name = f"lifecycle-{uuid.uuid4().hex[:12]}"
+    local_aws.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def test_the_documented_rules_are_the_ones_the_helper_builds():
+    rules = lifecycle_rules(load_pipeline(SHIPPED_CONFIG))
+    documented = json.loads(DOC.read_text())
+    assert documented["input"]["Rules"] == rules["input"]
+    assert documented["output"]["Rules"] == rules["output"]
+
+
+def test_the_rules_cover_exactly_the_pipeline_folders_the_run_writes():
+    config = load_pipeline(SHIPPED_CONFIG)
+    rules = lifecycle_rules(config)
+    (input_rule,) = rules["input"]
+    (output_rule,) = rules["output"]
+    assert input_rule["Filter"]["Prefix"] == f"{config.staging.input_prefix}/{config.name}/"
+    assert output_rule["Filter"]["Prefix"] == f"{config.staging.output_prefix}/{config.name}/"
+    assert input_rule["Expiration"]["Days"] > 7  # a job may live 168 h: its input must outlive it
+    assert input_rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+
+
+def test_applying_the_rules_on_the_stand_in_keeps_other_rules(local_aws, bucket):
+    s3 = local_aws.client("s3")
+    other = {"ID": "keep-me", "Filter": {"Prefix": "other/"}, "Status": "Enabled", "Expiration": {"Days": 3}}
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [other]})
+    rules = lifecycle_rules(load_pipeline(SHIPPED_CONFIG))["input"]
+    apply_lifecycle_rules(s3, bucket, rules)
+    apply_lifecycle_rules(s3, bucket, rules)  # idempotent: replaced, not added twice
+    stored = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert sorted(rule["ID"] for rule in stored) == ["bedrock-batch-summarize_calls-input", "keep-me"]
+    ours = next(rule for rule in stored if rule["ID"] != "keep-me")
+    assert ours["Expiration"] == {"Days": 14}
+    assert ours["Filter"] == {"Prefix": "bedrock-batch/input/summarize_calls/"}
+
+
+def test_a_bucket_without_rules_gets_just_ours(local_aws, bucket):
+    s3 = local_aws.client("s3")
+    rules = lifecycle_rules(load_pipeline(SHIPPED_CONFIG))["output"]
+    assert apply_lifecycle_rules(s3, bucket, rules) == rules
+
+
+def test_an_input_age_shorter_than_a_job_can_live_is_refused():
+    with pytest.raises(ValueError, match="input_days"):
+        lifecycle_rules(load_pipeline(SHIPPED_CONFIG), input_days=3)
