@@ -16,7 +16,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: help venv lint format test demo up lock clean
+.PHONY: help venv lint format test demo up bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,14 +41,17 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint ## lint, then the whole test suite (starts its own servers)
-	$(BIN)/python -m pytest
+test: lint ## lint, then the whole test suite (starts its own servers; two workers)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 demo: $(STAMP) ## one nightly run end to end on the local AWS stand-in and a SQLite warehouse
 	$(BIN)/python -m scripts.demo
 
 up: $(STAMP) ## the full stack: local AWS + Airflow UI/REST API on 127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/python -m scripts.up
+
+bench: $(STAMP) ## benchmarks next to naive baselines at 10k/100k/1M records (~25 min; see docs/performance.md)
+	$(BIN)/python -m bench
 
 lock: ## re-resolve requirements.in into the fully pinned requirements*.txt
 	$(if $(UV),$(UV),$(BIN)/uv) pip compile --quiet --python-version 3.11 --upgrade requirements.in -o requirements.txt

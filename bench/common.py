@@ -1,0 +1,160 @@
+"""What every benchmark shares: a stopwatch, the summarize_calls pipeline objects, S3 clients."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bedrock_batch.config import PipelineConfig
+    from bedrock_batch.models import ModelFamily
+    from bedrock_batch.prompts import PromptTemplate
+    from bedrock_batch.quotas import BatchQuotas
+    from bedrock_batch.records import RecordBuilder
+
+BUCKET = "bench"
+PIPELINE = "summarize_calls"
+ENDPOINT_ENV = "BENCH_AWS_ENDPOINT"
+
+
+class Stopwatch:
+    """Adds up the time spent inside ``with stopwatch:`` blocks (generation stays outside)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The summarize_calls pipeline as prepare.py sees it."""
+
+    config: PipelineConfig
+    family: ModelFamily
+    prompt: PromptTemplate
+    quotas: BatchQuotas
+
+    def builder(self) -> RecordBuilder:
+        from bedrock_batch.records import RecordBuilder
+
+        return RecordBuilder(
+            self.family,
+            self.prompt,
+            self.config.model.params,
+            on_too_long=self.config.model.on_too_long,
+            text_field=self.config.source.text_column,
+        )
+
+
+@lru_cache(maxsize=1)
+def pipeline() -> Pipeline:
+    from bedrock_batch.config import PIPELINES_DIR, load_pipeline
+    from bedrock_batch.models import family_for
+    from bedrock_batch.prompts import load_prompt
+    from bedrock_batch.quotas import default_quotas
+
+    config = load_pipeline(PIPELINES_DIR / f"{PIPELINE}.yaml")
+    return Pipeline(
+        config=config,
+        family=family_for(config.model.id, config.model.invocation_type),
+        prompt=load_prompt(config.prompt_path),
+        quotas=default_quotas(config.model.id),
+    )
+
+
+def s3_client(endpoint_url: str | None = None) -> Any:
+    """A boto3 S3 client on the stand-in (path-style, test credentials)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or os.environ[ENDPOINT_ENV],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 3}),
+    )
+
+
+def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
+    """Delete every object under ``prefix`` (the stand-in holds S3 in memory: free it between runs)."""
+    deleted = 0
+    for _ in range(10_000):
+        page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if not keys:
+            break
+        s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        deleted += len(keys)
+    return deleted
+
+
+@dataclass
+class NullS3:
+    """An S3 client that discards every body; answers what JsonlStager asks, ETags from Content-MD5.
+
+    The ETags are computed from the ``ContentMD5`` the caller sends (no hashing here), so the
+    stager's own checks run unchanged and this sink costs next to nothing.
+    """
+
+    objects: dict[str, tuple[int, str]] = field(default_factory=dict)
+    uploads: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+    received_bytes: int = 0
+
+    @staticmethod
+    def _digest(content_md5: str) -> bytes:
+        return base64.b64decode(content_md5)
+
+    def put_object(self, *, Key: str, Body: bytes, ContentMD5: str, **_: Any) -> dict[str, str]:
+        etag = self._digest(ContentMD5).hex()
+        self.objects[Key] = (len(Body), etag)
+        self.received_bytes += len(Body)
+        return {"ETag": f'"{etag}"'}
+
+    def create_multipart_upload(self, *, Key: str, **_: Any) -> dict[str, str]:
+        upload_id = f"u{len(self.uploads) + 1}"
+        self.uploads[upload_id] = []
+        return {"UploadId": upload_id}
+
+    def upload_part(self, *, UploadId: str, Body: bytes, ContentMD5: str, **_: Any) -> dict[str, str]:
+        digest = self._digest(ContentMD5)
+        self.uploads[UploadId].append((len(Body), digest))
+        self.received_bytes += len(Body)
+        return {"ETag": f'"{digest.hex()}"'}
+
+    def complete_multipart_upload(self, *, Key: str, UploadId: str, **_: Any) -> dict[str, str]:
+        parts = self.uploads.pop(UploadId)
+        combined = hashlib.md5(b"".join(d for _, d in parts), usedforsecurity=False).hexdigest()
+        etag = f"{combined}-{len(parts)}"
+        self.objects[Key] = (sum(n for n, _ in parts), etag)
+        return {"ETag": f'"{etag}"'}
+
+    def abort_multipart_upload(self, *, UploadId: str, **_: Any) -> dict[str, Any]:
+        self.uploads.pop(UploadId, None)
+        return {}
+
+    def head_object(self, *, Key: str, **_: Any) -> dict[str, Any]:
+        size, etag = self.objects[Key]
+        return {"ContentLength": size, "ETag": f'"{etag}"'}
+
+    def list_objects_v2(self, *, Prefix: str, **_: Any) -> dict[str, Any]:
+        return {"Contents": [{"Key": k} for k in self.objects if k.startswith(Prefix)], "IsTruncated": False}
+
+    def delete_objects(self, **_: Any) -> dict[str, Any]:
+        return {}
