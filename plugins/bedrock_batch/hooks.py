@@ -8,93 +8,54 @@ that connection at a stand-in is the whole difference between a test and product
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 from bedrock_batch.errors import ConfigError
+from bedrock_batch.job_status import (
+    ACTIVE_STATUSES,
+    DEFAULT_TIMEOUT_HOURS,
+    FAILED_STATUSES,
+    PARTIAL_STATUSES,
+    SUCCESS_STATUSES,
+    TERMINAL_STATUSES,
+    is_transient_error,
+    job_deadline,
+    job_progress,
+)
 
 if TYPE_CHECKING:
     from botocore.config import Config
 
-ACTIVE_STATUSES = frozenset({"Submitted", "Validating", "Scheduled", "InProgress", "Stopping"})
-SUCCESS_STATUSES = frozenset({"Completed"})
-PARTIAL_STATUSES = frozenset({"PartiallyCompleted"})
-FAILED_STATUSES = frozenset({"Failed", "Stopped", "Expired"})
-TERMINAL_STATUSES = SUCCESS_STATUSES | PARTIAL_STATUSES | FAILED_STATUSES
-
 DEFAULT_RETRIES: dict[str, Any] = {"mode": "adaptive", "max_attempts": 10}
 """Client-side retries; the connection's ``config_kwargs`` may override them."""
-
-DEFAULT_TIMEOUT_HOURS = 168
-"""Used for a deadline only when the service reports neither an expiration time nor a timeout."""
 
 JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}")
 TOKEN_PATTERN = re.compile(r"[a-zA-Z0-9]{1,256}(-*[a-zA-Z0-9]){0,256}")
 _ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:bedrock:[^:]*:[^:]*:model-invocation-job/([a-zA-Z0-9]+)$")
 
-_TRANSIENT_CODES = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "InternalServerException",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "RequestTimeout",
-        "RequestTimeoutException",
-    }
-)
 _STOP_REFUSED_CODES = frozenset({"ValidationException", "ConflictException"})
 """What Bedrock answers when asked to stop a job that is no longer running."""
 _MAX_LIST_PAGES = 1000
 """Upper bound of ListModelInvocationJobs pages one call reads, whatever nextToken says."""
 
 
-def is_transient_error(error: BaseException) -> bool:
-    """Whether ``error`` is worth retrying later: throttling, a 5xx, or a connection problem."""
-    from botocore.exceptions import ClientError, HTTPClientError
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-
-    if isinstance(error, ClientError):
-        code = error.response.get("Error", {}).get("Code", "")
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        return code in _TRANSIENT_CODES or status == 429 or status >= 500
-    return isinstance(error, BotoConnectionError | HTTPClientError | asyncio.TimeoutError | ConnectionError)
-
-
-def job_progress(job: Mapping[str, Any]) -> dict[str, int | None]:
-    """The record counts of a job (None where the service has not reported one yet)."""
-    return {
-        "total_records": job.get("totalRecordCount"),
-        "processed_records": job.get("processedRecordCount"),
-        "success_records": job.get("successRecordCount"),
-        "error_records": job.get("errorRecordCount"),
-    }
-
-
-def job_deadline(job: Mapping[str, Any], *, margin: timedelta = timedelta(hours=1)) -> datetime:
-    """
-    The moment after which waiting for ``job`` is pointless.
-
-    ``jobExpirationTime`` when the service gives it, else ``submitTime`` plus the job's timeout
-    (``timeoutDurationInHours``); ``margin`` covers the time Bedrock needs to move a job that ran out
-    of time into its terminal status.
-    """
-    expires = job.get("jobExpirationTime")
-    if expires is None:
-        submitted = job.get("submitTime") or datetime.now(UTC)
-        hours = job.get("timeoutDurationInHours") or DEFAULT_TIMEOUT_HOURS
-        expires = submitted + timedelta(hours=hours)
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
-    return expires + margin
+__all__ = [
+    "ACTIVE_STATUSES",
+    "DEFAULT_TIMEOUT_HOURS",
+    "FAILED_STATUSES",
+    "PARTIAL_STATUSES",
+    "SUCCESS_STATUSES",
+    "TERMINAL_STATUSES",
+    "BedrockBatchHook",
+    "is_transient_error",
+    "job_deadline",
+    "job_progress",
+]
 
 
 class BedrockBatchHook(AwsBaseHook):

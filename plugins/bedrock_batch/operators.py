@@ -18,16 +18,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ResumableJobMixin
 
 from bedrock_batch.errors import ConfigError
-from bedrock_batch.hooks import (
-    ACTIVE_STATUSES,
-    PARTIAL_STATUSES,
-    SUCCESS_STATUSES,
-    BedrockBatchHook,
-    job_progress,
-)
+from bedrock_batch.job_status import ACTIVE_STATUSES, PARTIAL_STATUSES, SUCCESS_STATUSES, job_progress
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from bedrock_batch.hooks import BedrockBatchHook
 
 _ADOPT_ATTEMPTS = 3
 _ADOPT_PAUSE = 2.0
@@ -131,6 +127,8 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
 
     @cached_property
     def hook(self) -> BedrockBatchHook:
+        from bedrock_batch.hooks import BedrockBatchHook
+
         return BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -210,7 +208,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         status = self.hook.get_job(job_arn)
         return {
             "job_arn": job_arn,
-            "job_id": BedrockBatchHook.job_id_from_arn(job_arn),
+            "job_id": self.hook.job_id_from_arn(job_arn),
             "job_name": status.get("jobName", job["job_name"]),
             "status": status.get("status"),
             "records": job.get("records"),
@@ -303,6 +301,8 @@ class BedrockBatchStopJobOperator(BaseOperator):
         self.region_name = region_name
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from bedrock_batch.hooks import BedrockBatchHook
+
         hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         return {"job_arn": self.job_arn, "status": hook.stop_job(self.job_arn)}
 
@@ -340,6 +340,8 @@ class BedrockBatchListJobsOperator(BaseOperator):
         self.region_name = region_name
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from bedrock_batch.hooks import BedrockBatchHook
+
         hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
         jobs = [
             {

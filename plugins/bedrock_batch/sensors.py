@@ -17,11 +17,13 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from bedrock_batch.errors import JobFailedError
-from bedrock_batch.hooks import TERMINAL_STATUSES, BedrockBatchHook, job_deadline, job_progress
+from bedrock_batch.job_status import TERMINAL_STATUSES, job_deadline, job_progress
 from bedrock_batch.triggers import BedrockBatchJobTrigger, job_event
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from bedrock_batch.hooks import BedrockBatchHook
 
 _DEFER_GRACE = timedelta(minutes=10)
 """Extra time the task's defer timeout gives the trigger to report the deadline itself."""
@@ -86,6 +88,8 @@ class BedrockBatchJobSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> BedrockBatchHook:
+        from bedrock_batch.hooks import BedrockBatchHook
+
         return BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def execute(self, context: Context) -> Any:

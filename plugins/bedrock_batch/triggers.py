@@ -14,19 +14,21 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from bedrock_batch.hooks import (
+from bedrock_batch.job_status import (
     FAILED_STATUSES,
     PARTIAL_STATUSES,
     SUCCESS_STATUSES,
     TERMINAL_STATUSES,
-    BedrockBatchHook,
     is_transient_error,
     job_progress,
 )
+
+if TYPE_CHECKING:
+    from bedrock_batch.hooks import BedrockBatchHook
 
 _ON_KILL_TIMEOUT = 30.0
 """Seconds on_kill() may spend asking Bedrock to stop the job."""
@@ -137,6 +139,8 @@ class BedrockBatchJobTrigger(BaseTrigger):
         )
 
     def hook(self) -> BedrockBatchHook:
+        from bedrock_batch.hooks import BedrockBatchHook
+
         return BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
