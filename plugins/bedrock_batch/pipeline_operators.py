@@ -7,6 +7,7 @@ collect.py, on_demand.py and report.py so it can be tested without Airflow.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from functools import cached_property
@@ -80,7 +81,9 @@ class _PipelineOperator(BaseOperator):
             error_table=self.config.warehouse.error_table,
             pending_table=self.config.warehouse.pending_table,
         )
-        return Warehouse(self.config.source.conn_id, tables, pipeline=self.config.name)
+        # Claims on pending keys outlive the longest job this pipeline can submit, plus a day.
+        claim_ttl = dt.timedelta(hours=self.config.jobs.timeout_hours + 24)
+        return Warehouse(self.config.source.conn_id, tables, pipeline=self.config.name, claim_ttl=claim_ttl)
 
     def aws_client(self, client_type: str) -> Any:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook

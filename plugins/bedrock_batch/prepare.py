@@ -268,6 +268,10 @@ class RunPreparer:
     def prepare(self) -> dict[str, Any]:
         """Stage the run's input; return the plan for XCom (URIs and counts only)."""
         self.warehouse.ensure_schema()
+        if self.writes:
+            claimed = self.warehouse.claim_pending(run_id=self.run.run_id, prompt_version=self.prompt.version)
+            if claimed:
+                log.info("Claimed %d carried-over or retried keys for this run", claimed)
         expected = self.warehouse.count_source_rows(
             self.source,
             start=self.window.start,

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -155,6 +155,10 @@ def split_statements(sql: str) -> list[str]:
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
+DEFAULT_CLAIM_TTL = timedelta(hours=168 + 24)
+"""How long a run's claim on pending rows holds: the longest a batch job may run, plus a day."""
+
+
 def migration_files(sql_dir: Path) -> list[tuple[int, Path]]:
     """``NNNN_name.sql`` files of ``sql_dir`` as (version, path), in version order."""
     found: dict[int, Path] = {}
@@ -192,8 +196,10 @@ class Warehouse:
         *,
         pipeline: str,
         sql_dir: str | Path | None = None,
+        claim_ttl: timedelta = DEFAULT_CLAIM_TTL,
     ) -> None:
         self.conn_id = conn_id
+        self.claim_ttl = claim_ttl
         self.tables = tables
         self.pipeline = pipeline
         self.sql_dir = Path(sql_dir) if sql_dir else default_sql_dir()
@@ -458,13 +464,39 @@ class Warehouse:
             f" FROM {t.pending_table} p WHERE p.prompt_version = {ph}"
             f" AND NOT EXISTS (SELECT 1 FROM {t.error_table} d WHERE d.source_key = p.source_key"
             f"  AND d.prompt_version = p.prompt_version AND d.dead_lettered = {ph})"
+            f" AND (p.claimed_by IS NULL OR p.claimed_by = {ph} OR p.claimed_at < {ph})"
         )
         if not include_summarized:
             sql += (
                 f" AND NOT EXISTS (SELECT 1 FROM {t.output_table} o"
                 f"  WHERE o.source_key = p.source_key AND o.prompt_version = p.prompt_version)"
             )
-        return sql, (prompt_version, *attempts_params, prompt_version, self._bool(True))
+        stale_before = self._ts(datetime.now(UTC) - self.claim_ttl)
+        return sql, (
+            prompt_version,
+            *attempts_params,
+            prompt_version,
+            self._bool(True),
+            run_id or "",
+            stale_before,
+        )
+
+    def claim_pending(self, *, run_id: str, prompt_version: str) -> int:
+        """Claim for ``run_id`` every pending key no other live run holds; returns how many it holds.
+
+        One UPDATE, so two runs claiming at once split the queue between them, each key to one run.
+        """
+        t, ph = self.tables, self._ph
+        now = datetime.now(UTC)
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            cur.execute(
+                f"UPDATE {t.pending_table} SET claimed_by = {ph}, claimed_at = {ph}"
+                f" WHERE prompt_version = {ph}"
+                f" AND (claimed_by IS NULL OR claimed_by = {ph} OR claimed_at < {ph})",
+                (run_id, self._ts(now), prompt_version, run_id, self._ts(now - self.claim_ttl)),
+            )
+            return max(cur.rowcount, 0)
 
     def _iter_window_rows(
         self,
@@ -629,7 +661,7 @@ class Warehouse:
                     )
                     if item.retryable and not dead:
                         retry_rows.append(
-                            (item.source_key, prompt_version, "retry", now, item.attempt, run_id)
+                            (item.source_key, prompt_version, "retry", now, item.attempt, run_id, *_UNCLAIMED)
                         )
                     else:
                         done_keys.append(item.source_key)
@@ -706,7 +738,7 @@ class Warehouse:
         queued = 0
         with self._transaction() as conn:
             for batch in _batches(keys, _WRITE_BATCH):
-                rows = [(str(key), prompt_version, reason, now, 0, run_id) for key in batch]
+                rows = [(str(key), prompt_version, reason, now, 0, run_id, *_UNCLAIMED) for key in batch]
                 self._upsert_pending(conn, rows, keep_reason=True)
                 queued += len(rows)
         return queued
@@ -885,7 +917,18 @@ _ERROR_COLUMNS = (
     "job_arn",
     "recorded_at",
 )
-_PENDING_COLUMNS = ("source_key", "prompt_version", "reason", "first_seen_at", "attempts", "last_run_id")
+_PENDING_COLUMNS = (
+    "source_key",
+    "prompt_version",
+    "reason",
+    "first_seen_at",
+    "attempts",
+    "last_run_id",
+    "claimed_by",
+    "claimed_at",
+)
+#: Queuing a key (again) releases any claim on it: the next run may take it.
+_UNCLAIMED = (None, None)
 
 
 def _copy_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:

@@ -69,11 +69,11 @@ def without_timestamps(rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
 def test_ensure_schema_applies_each_version_once(warehouse_db):
     wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls")
 
-    assert wh.ensure_schema() == [1]
+    assert wh.ensure_schema() == [1, 2]
     assert wh.ensure_schema() == []
-    assert query(warehouse_db, "SELECT pipeline, version FROM bedrock_batch_schema_migrations") == [
-        ("summarize_calls", 1)
-    ]
+    assert query(
+        warehouse_db, "SELECT pipeline, version FROM bedrock_batch_schema_migrations ORDER BY version"
+    ) == [("summarize_calls", 1), ("summarize_calls", 2)]
     assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(0,)]
 
 
@@ -81,7 +81,7 @@ def test_ensure_schema_creates_each_pipelines_own_tables(warehouse_db):
     Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls").ensure_schema()
     other = WarehouseTables("ticket_summaries", "ticket_summary_errors", "ticket_summary_pending")
 
-    assert Warehouse(warehouse_db.conn_id, other, pipeline="summarize_tickets").ensure_schema() == [1]
+    assert Warehouse(warehouse_db.conn_id, other, pipeline="summarize_tickets").ensure_schema() == [1, 2]
     assert query(warehouse_db, "SELECT COUNT(*) FROM ticket_summary_pending") == [(0,)]
 
 
@@ -453,3 +453,34 @@ def test_sample_summaries_returns_at_most_n(warehouse):
         "output_tokens",
         "stop_reason",
     }
+
+
+def test_a_pending_key_claimed_by_a_run_in_flight_is_not_read_by_another_run(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
+    warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
+
+    assert warehouse.claim_pending(run_id="backfill-a", prompt_version=PROMPT) == 1
+    assert warehouse.claim_pending(run_id="nightly-b", prompt_version=PROMPT) == 0
+
+    assert keys(read(warehouse, run_id="backfill-a")) == ["old"]
+    assert keys(read(warehouse, run_id="nightly-b")) == []
+
+
+def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
+    wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls", claim_ttl=timedelta(0))
+    insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
+    wh.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
+    wh.claim_pending(run_id="died", prompt_version=PROMPT)
+
+    assert wh.claim_pending(run_id="next", prompt_version=PROMPT) == 1
+    assert keys(read(wh, run_id="next")) == ["old"]
+
+
+def test_queuing_a_key_again_releases_its_claim(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
+    warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
+    warehouse.claim_pending(run_id="run-2", prompt_version=PROMPT)
+
+    load(warehouse, errors=[throttled("old", 1)], run_id="run-2")
+
+    assert warehouse.claim_pending(run_id="run-3", prompt_version=PROMPT) == 1
