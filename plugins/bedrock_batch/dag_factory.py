@@ -32,6 +32,11 @@ def _poll_interval(config: PipelineConfig) -> float:
     return float(override) if override else float(config.jobs.poll_interval_seconds)
 
 
+def output_asset_name(config: PipelineConfig) -> str:
+    """The Asset the report task updates after a successful run: ``<pipeline>.<output table>``."""
+    return f"{config.name}.{config.warehouse.output_table}"
+
+
 def _doc(config: PipelineConfig) -> str:
     return dedent(
         f"""
@@ -50,6 +55,7 @@ def _doc(config: PipelineConfig) -> str:
         * **Small batches** (under the job minimum): `{config.small_batch.policy}`.
 
         Trigger with params to override the window, the model, or to re-summarize or dry-run.
+        A successful run updates the Asset `{output_asset_name(config)}` for downstream DAGs.
         Config: `include/pipelines/{config.name}.yaml`.
         """
     )
@@ -109,10 +115,9 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
     )
     from bedrock_batch.sensors import BedrockBatchJobSensor
 
-    output_asset = Asset(
-        name=f"{config.name}.{config.warehouse.output_table}",
-        uri=f"warehouse://{config.source.conn_id}/{config.warehouse.output_table}",
-    )
+    # Named, not URI-addressed: a URI with a scheme makes Airflow load every provider's URI handlers
+    # (boto3 included) while the DAG file is parsed. Downstream DAGs schedule on this name.
+    output_asset = Asset(name=output_asset_name(config))
     default_args = {
         "owner": config.owner,
         "retries": 2,
