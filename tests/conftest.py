@@ -34,6 +34,7 @@ pytest_plugins = sorted(
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks to group the node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Keep each shared-resource suite on one worker under `pytest -n N --dist loadgroup`."""
     tests_dir = Path(__file__).parent
