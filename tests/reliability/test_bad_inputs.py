@@ -36,8 +36,8 @@ BAD_ROWS: list[tuple[Any, Any, str]] = [
     ("ctrl-1", "hello\x00world\x07", "control_characters"),
     ("long-1", "word " * 200_000, "too_long"),
 ]
-# duplicate_record_id needs two keys whose 64-bit blake2b digests collide: not reproducible with real
-# data, so it is covered by the record builder's unit tests only.
+# A record-id collision (rejected as duplicate_key) needs two keys whose 64-bit blake2b digests
+# collide: not reproducible with real data, so the record builder's unit tests cover it.
 
 
 @pytest.fixture

@@ -182,8 +182,8 @@ def test_record_id_collision_is_rejected(builder, monkeypatch):
     monkeypatch.setattr(records, "record_id_for", lambda key: "Rsame")
     assert isinstance(builder.build(row("C1")), BatchRecord)
     result = builder.build(row("C2"))
-    assert_rejected(result, "duplicate_record_id", "C2")
-    assert "'C1'" in result.message
+    assert_rejected(result, "duplicate_key", "C2")
+    assert "record id Rsame" in result.message
 
 
 @pytest.mark.parametrize("text", [None, "", "   \n\t  "])
