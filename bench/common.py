@@ -50,15 +50,9 @@ class Pipeline:
     quotas: BatchQuotas
 
     def builder(self) -> RecordBuilder:
-        from bedrock_batch.records import RecordBuilder
+        from bedrock_batch.prepare import record_builder
 
-        return RecordBuilder(
-            self.family,
-            self.prompt,
-            self.config.model.params,
-            on_too_long=self.config.model.on_too_long,
-            text_field=self.config.source.text_column,
-        )
+        return record_builder(self.config, self.family, self.prompt)
 
 
 @lru_cache(maxsize=1)

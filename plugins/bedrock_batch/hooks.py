@@ -207,10 +207,6 @@ class BedrockBatchHook(AwsBaseHook):
             request["nextToken"] = token
         self.log.warning("Stopped listing Bedrock batch jobs after %d pages", _MAX_LIST_PAGES)
 
-    def list_jobs(self, **filters: Any) -> list[dict[str, Any]]:
-        """``iter_jobs`` as a list (the name docs/design.md gives); same filters and bounds."""
-        return list(self.iter_jobs(**filters))
-
     def find_job(self, *, job_name: str, client_request_token: str | None = None) -> dict[str, Any] | None:
         """
         The newest job named exactly ``job_name`` (and created with ``client_request_token``).
@@ -231,12 +227,6 @@ class BedrockBatchHook(AwsBaseHook):
         """ListTagsForResource of a job (the summaries of ListModelInvocationJobs carry no tags)."""
         response = self.conn.list_tags_for_resource(resourceARN=job_arn)
         return {item["key"]: item["value"] for item in response.get("tags", [])}
-
-    def find_job_by_name(
-        self, job_name: str, client_request_token: str | None = None
-    ) -> dict[str, Any] | None:
-        """Alias of ``find_job`` under the name docs/design.md gives."""
-        return self.find_job(job_name=job_name, client_request_token=client_request_token)
 
     # -- stop -----------------------------------------------------------------------------------
     def stop_job(self, job_arn: str) -> str:

@@ -28,6 +28,8 @@ from bedrock_batch.warehouse import SourceSpec
 from bedrock_batch.windows import Window
 
 if TYPE_CHECKING:
+    from bedrock_batch.models import ModelFamily
+    from bedrock_batch.prompts import PromptTemplate
     from bedrock_batch.warehouse import Warehouse
 
 log = logging.getLogger(__name__)
@@ -160,6 +162,17 @@ def job_name_prefix(pipeline: str, window: Window, run_key_value: str) -> str:
     return f"{stem}-{day}-{run_key_value.rsplit('-', 1)[-1]}"
 
 
+def record_builder(config: PipelineConfig, family: ModelFamily, prompt: PromptTemplate) -> RecordBuilder:
+    """The record builder of one run of ``config`` (one per run: it remembers the keys it saw)."""
+    return RecordBuilder(
+        family,
+        prompt,
+        config.model.params,
+        on_too_long=config.model.on_too_long,
+        text_field=config.source.text_column,
+    )
+
+
 def source_row(row: Mapping[str, Any], config: PipelineConfig) -> SourceRow:
     """A warehouse row as the record builder takes it; the key is a prompt field too."""
     fields = {name: row.get(name) for name in config.source.extra_columns}
@@ -232,13 +245,7 @@ class RunPreparer:
         self.output_prefix = f"{config.staging.output_prefix}/{config.name}/{run.key}"
 
     def _builder(self) -> RecordBuilder:
-        return RecordBuilder(
-            self.family,
-            self.prompt,
-            self.config.model.params,
-            on_too_long=self.config.model.on_too_long,
-            text_field=self.config.source.text_column,
-        )
+        return record_builder(self.config, self.family, self.prompt)
 
     def _rows(self, limit: int | None) -> Iterator[Mapping[str, Any]]:
         return self.warehouse.iter_source_rows(

@@ -179,10 +179,6 @@ class _S3StreamWriter:
         self._md5s: list[bytes] = []
         self._in_flight: deque[Future[tuple[dict[str, Any], bytes]]] = deque()
 
-    @property
-    def is_multipart(self) -> bool:
-        return self._upload_id is not None
-
     def write(self, line: bytes) -> None:
         self._buffer += line
         self.records += 1

@@ -27,7 +27,9 @@ def test_every_dag_file_imports_without_errors(dagbag):
 
 
 def test_every_pipeline_config_has_a_dag(dagbag):
-    names = {path.stem for path in PIPELINES.glob("*.yaml") if not path.name.startswith("_")}
+    from bedrock_batch.config import discover_pipelines
+
+    names = {path.stem for path in discover_pipelines(PIPELINES)}
     assert names, "no pipeline configs found"
     assert names <= set(dagbag.dag_ids)
 
