@@ -6,6 +6,7 @@ the rows are generated chunk by chunk outside the stopwatch, so only the path's 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from bench.common import BUCKET, NullS3, Stopwatch, delete_prefix, pipeline, s3_client
@@ -78,84 +79,110 @@ def baseline(size: int) -> dict[str, Any]:
     return {"records": records, "bytes": written, "seconds": watch.seconds}
 
 
-def _records(chunk: list[dict[str, Any]], builder: Any) -> list[Any]:
-    from bedrock_batch.prepare import source_row
+def _records(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The JSONL objects of the chunk's records, built without serialising them.
 
-    config = pipeline().config
-    return [builder.build(source_row(row, config)) for row in chunk]
+    The builder serialises every record (that is its check), and CPython keeps the UTF-8 form of a
+    non-ASCII string once it has been asked for it: a limit timed on the builder's records would
+    encode warm strings and overstate the raw rate. These are the same objects, never serialised.
+    """
+    from bedrock_batch.records import record_id_for
+
+    p = pipeline()
+    source = p.config.source
+    params = p.config.model.params
+    objects = []
+    for row in chunk:
+        values = {name: row.get(name) for name in source.extra_columns}
+        values[source.key_column] = row["source_key"]
+        values[source.text_column] = row["text"]
+        system, user = p.prompt.render(values)
+        model_input = p.family.build_input(system=system, prompt=user, params=params)
+        objects.append({"recordId": record_id_for(row["source_key"]), "modelInput": model_input})
+    return objects
 
 
 def serialize_limit(size: int) -> dict[str, Any]:
     """Raw orjson rate: the same records' JSONL lines into a null sink, nothing else timed."""
     import orjson
 
-    builder = pipeline().builder()
     watch = Stopwatch()
     written = 0
     for chunk in iter_chunks(size):
-        records = _records(chunk, builder)
+        objects = _records(chunk)
         with watch:
-            for record in records:
-                written += len(orjson.dumps({"recordId": record.record_id, "modelInput": record.model_input}))
-                written += 1
+            for obj in objects:
+                written += len(orjson.dumps(obj)) + 1
     return {"records": size, "bytes": written, "seconds": watch.seconds}
 
 
-def upload_limit(size: int) -> dict[str, Any]:
-    """Raw multipart rate of the same bytes: 8 MiB parts, one object per file the stager would write."""
+def _file_parts(size: int, per_file: int) -> Iterator[list[bytes]]:
+    """The bytes the stager would write, as one list of ``PART_SIZE`` parts per input file."""
     import orjson
+
+    parts: list[bytes] = []
+    buffer = bytearray()
+    in_file = 0
+    for chunk in iter_chunks(size):
+        for obj in _records(chunk):
+            buffer += orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+            in_file += 1
+            if len(buffer) >= PART_SIZE:
+                parts.append(bytes(buffer))
+                buffer = bytearray()
+            if in_file >= per_file:
+                yield [*parts, bytes(buffer)] if buffer else parts
+                parts, buffer, in_file = [], bytearray(), 0
+    if buffer or parts:
+        yield [*parts, bytes(buffer)] if buffer else parts
+
+
+def upload_limit(size: int) -> dict[str, Any]:
+    """Raw multipart rate of the same bytes, sent as the stager sends them and nothing else.
+
+    Same part size, CRC32 checksums and number of upload threads, one object per input file; the
+    parts of a file are serialised before its upload starts, so only S3 calls are timed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bedrock_batch.staging import CHECKSUM_ALGORITHM, CHECKSUM_FIELD, UPLOAD_THREADS
 
     p = pipeline()
     s3 = s3_client()
     prefix = f"stage/upload-limit-{size}"
-    per_file = p.quotas.max_records_per_file
-    builder = p.builder()
     watch = Stopwatch()
-    state: dict[str, Any] = {"upload": None, "parts": [], "key": None, "in_file": 0, "files": 0}
-    buffer = bytearray()
-    written = 0
+    written = files = 0
 
-    def flush_part() -> None:
-        nonlocal buffer
-        with watch:
-            if state["upload"] is None:
-                state["files"] += 1
-                state["key"] = f"{prefix}/part-{state['files']:05d}.jsonl"
-                state["upload"] = s3.create_multipart_upload(Bucket=BUCKET, Key=state["key"])["UploadId"]
-            number = len(state["parts"]) + 1
-            etag = s3.upload_part(
-                Bucket=BUCKET,
-                Key=state["key"],
-                UploadId=state["upload"],
-                PartNumber=number,
-                Body=bytes(buffer),
-            )["ETag"]
-            state["parts"].append({"ETag": etag, "PartNumber": number})
-        buffer = bytearray()
+    def send(key: str, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+        response = s3.upload_part(
+            Bucket=BUCKET,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+        )
+        return {"ETag": response["ETag"], "PartNumber": number, CHECKSUM_FIELD: response[CHECKSUM_FIELD]}
 
-    def finish_file() -> None:
-        if buffer:
-            flush_part()
-        if state["upload"] is not None:
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        for parts in _file_parts(size, p.quotas.max_records_per_file):
+            files += 1
+            written += sum(len(part) for part in parts)
+            key = f"{prefix}/part-{files:05d}.jsonl"
             with watch:
+                upload_id = s3.create_multipart_upload(
+                    Bucket=BUCKET, Key=key, ChecksumAlgorithm=CHECKSUM_ALGORITHM
+                )["UploadId"]
+                sent = [
+                    pool.submit(send, key, upload_id, number, body)
+                    for number, body in enumerate(parts, start=1)
+                ]
                 s3.complete_multipart_upload(
                     Bucket=BUCKET,
-                    Key=state["key"],
-                    UploadId=state["upload"],
-                    MultipartUpload={"Parts": state["parts"]},
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [future.result() for future in sent]},
                 )
-        state.update(upload=None, parts=[], in_file=0)
-
-    for chunk in iter_chunks(size):
-        for record in _records(chunk, builder):
-            line = orjson.dumps({"recordId": record.record_id, "modelInput": record.model_input}) + b"\n"
-            buffer += line
-            written += len(line)
-            state["in_file"] += 1
-            if len(buffer) >= PART_SIZE:
-                flush_part()
-            if state["in_file"] >= per_file:
-                finish_file()
-    finish_file()
+            del parts, sent
     delete_prefix(s3, BUCKET, prefix)
-    return {"records": size, "bytes": written, "seconds": watch.seconds, "files": state["files"]}
+    return {"records": size, "bytes": written, "seconds": watch.seconds, "files": files}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from local_aws.quotas import GB, Quotas
@@ -49,12 +50,20 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )
 
 
+#: moto spools an S3 object to a temporary file past this size (5 MB by default, so every 8 MiB part
+#: of a staging run went to disk and back). Held in memory, uploads run ~1.6x faster here.
+S3_KEY_BUFFER_BYTES = 1 << 30
+
+
 def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(S3_KEY_BUFFER_BYTES))
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import run_simple
 
+    from local_aws import s3_speedups
     from local_aws.server import LocalAws
 
+    s3_speedups.install()
     settings = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

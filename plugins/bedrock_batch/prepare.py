@@ -139,12 +139,19 @@ def iter_records(
     counts: PrepareCounts,
 ) -> Iterator[BatchRecord]:
     """Build records from warehouse rows; rejected rows go to the sink, never silently away."""
+    extra_columns = tuple(config.source.extra_columns)
+    key_column = config.source.key_column
+    by_origin = counts.by_origin
+    build = builder.build_from
     for row in rows:
         counts.source_rows += 1
         origin = str(row.get("origin") or "window")
-        counts.by_origin[origin] = counts.by_origin.get(origin, 0) + 1
-        built = builder.build(source_row(row, config))
-        if isinstance(built, Rejection):
+        by_origin[origin] = by_origin.get(origin, 0) + 1
+        key = row["source_key"]
+        fields = {name: row.get(name) for name in extra_columns}
+        fields[key_column] = key
+        built = build(key, row["text"], fields, int(row.get("attempt") or 1))
+        if type(built) is Rejection:
             rejections.add(built)
         else:
             yield built

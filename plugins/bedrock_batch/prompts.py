@@ -43,7 +43,7 @@ def _parse(template: str, *, part: str, source: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _text(value: Any) -> str:
+def prompt_text(value: Any) -> str:
     """How a column value appears in a prompt: NULL as empty, bytes as UTF-8, else ``str``."""
     if value is None:
         return ""
@@ -64,6 +64,9 @@ class PromptTemplate:
     user: str
     path: str | None = None
     fields: tuple[str, ...] = field(init=False)
+    # Each template split once into literal text and placeholder names, so rendering is a join.
+    _system_parts: tuple[tuple[str, ...], tuple[str, ...]] | None = field(init=False, repr=False)
+    _user_parts: tuple[tuple[str, ...], tuple[str, ...]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         source = self.source
@@ -74,6 +77,18 @@ class PromptTemplate:
         names = list(_parse(self.system or "", part="system", source=source))
         names += [n for n in _parse(self.user, part="user", source=source) if n not in names]
         object.__setattr__(self, "fields", tuple(names))
+        object.__setattr__(self, "_system_parts", _split(self.system) if self.system else None)
+        object.__setattr__(self, "_user_parts", _split(self.user))
+
+    @property
+    def system_fields(self) -> tuple[str, ...]:
+        """The placeholders of the system prompt (none: the system prompt is the same for every row)."""
+        return self._system_parts[1] if self._system_parts else ()
+
+    @property
+    def user_parts(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The user template as ``(literals, names)``: literal, name, literal, ... in order."""
+        return self._user_parts
 
     @property
     def source(self) -> str:
@@ -98,11 +113,25 @@ class PromptTemplate:
                 f"Prompt template {self.source}: the row has no value for placeholder {{{{ {missing[0]} }}}}"
             )
 
-        def substitute(match: re.Match[str]) -> str:
-            return _text(row[match.group(1).strip()])
+        system = _join(self._system_parts, row) if self._system_parts else None
+        return system, _join(self._user_parts, row)
 
-        system = _PLACEHOLDER.sub(substitute, self.system) if self.system else None
-        return system, _PLACEHOLDER.sub(substitute, self.user)
+
+def _split(template: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(literals, names)`` with ``len(literals) == len(names) + 1``, alternating in the template."""
+    pieces = _PLACEHOLDER.split(template)
+    return tuple(pieces[0::2]), tuple(name.strip() for name in pieces[1::2])
+
+
+def _join(parts: tuple[tuple[str, ...], tuple[str, ...]], row: Mapping[str, Any]) -> str:
+    literals, names = parts
+    if len(names) == 1:  # the common case, a template around one column: one join, no list
+        return "".join((literals[0], prompt_text(row[names[0]]), literals[1]))
+    pieces = [literals[0]]
+    for name, literal in zip(names, literals[1:], strict=True):
+        pieces.append(prompt_text(row[name]))
+        pieces.append(literal)
+    return "".join(pieces)
 
 
 def load_prompt(path: str | Path) -> PromptTemplate:

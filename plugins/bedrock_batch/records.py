@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import orjson
+
 from bedrock_batch.errors import ConfigError
-from bedrock_batch.models import ModelFamily, estimate_tokens
+from bedrock_batch.lines import LineTemplate, line_of
+from bedrock_batch.models import CHARS_PER_TOKEN, ModelFamily, estimate_tokens
 from bedrock_batch.prompts import PromptTemplate
 
 #: The ``stage`` of rejections made while building records.
@@ -37,6 +41,9 @@ REJECTION_CODES = (
     CONTROL_CHARACTERS,
     TOO_LONG,
 )
+
+_dumps = orjson.dumps
+_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 #: Appended to a truncated text so that the model (and a reader of the summary) knows it saw a part.
 TRUNCATION_MARKER = "\n[... transcript truncated ...]"
@@ -115,16 +122,55 @@ class Rejection:
     message: str
 
 
-@dataclass(frozen=True)
 class BatchRecord:
-    """One line of a batch input file, plus what the pipeline needs to map its output back."""
+    """One line of a batch input file, plus what the pipeline needs to map its output back.
 
-    record_id: str
-    source_key: str
-    attempt: int
-    model_input: dict[str, Any] = field(repr=False)  # holds the transcript: keep it out of logs
-    est_input_tokens: int
-    truncated: bool = False
+    ``line`` is the record's JSONL line (newline included) as the builder wrote it; the stager
+    sends those bytes. ``model_input`` is parsed back from the line when first asked for (the
+    builder splices most lines from a template and never builds the dict).
+    """
+
+    __slots__ = (
+        "_model_input",
+        "attempt",
+        "est_input_tokens",
+        "line",
+        "record_id",
+        "source_key",
+        "truncated",
+    )
+
+    def __init__(
+        self,
+        record_id: str,
+        source_key: str,
+        attempt: int,
+        model_input: dict[str, Any] | None,
+        est_input_tokens: int,
+        truncated: bool = False,
+        line: bytes | None = None,
+    ) -> None:
+        if model_input is None and line is None:
+            raise ValueError(f"record {record_id}: needs its model_input or its line")
+        self.record_id = record_id
+        self.source_key = source_key
+        self.attempt = attempt
+        self._model_input = model_input
+        self.est_input_tokens = est_input_tokens
+        self.truncated = truncated
+        self.line = line
+
+    def __repr__(self) -> str:  # never the model input: it holds the transcript
+        return (
+            f"BatchRecord(record_id={self.record_id!r}, source_key={self.source_key!r}, "
+            f"attempt={self.attempt}, est_input_tokens={self.est_input_tokens}, truncated={self.truncated})"
+        )
+
+    @property
+    def model_input(self) -> dict[str, Any]:
+        if self._model_input is None:
+            self._model_input = orjson.loads(self.line or b"{}")["modelInput"]
+        return self._model_input
 
     def input_line(self) -> dict[str, Any]:
         """The JSON object of this record in the input ``.jsonl`` file."""
@@ -175,24 +221,35 @@ class RecordBuilder:
         # ids mean the same key, or (about once in 10^8 runs of 1M rows) two keys sharing a record id;
         # either way the second row cannot be told apart in the output, so it is rejected.
         self._seen: set[int] = set()
+        self.template = LineTemplate.for_run(family, prompt, self.params)
+        self._fast_text = self.template is not None and self.template.single_field == text_field
         self.built = 0
         self.truncated = 0
         self.rejected: Counter[str] = Counter()
 
     def build(self, row: SourceRow) -> BatchRecord | Rejection:
         """The record of ``row``, or the reason it cannot have one."""
-        key = (
-            row.source_key
-            if row.source_key is None or isinstance(row.source_key, str)
-            else str(row.source_key)
-        )
-        if key is None or not key.strip():
-            return self._reject(None if key is None else key, NULL_KEY, "source key is NULL or empty")
-        if _has_surrogates(key):
+        return self.build_from(row.source_key, row.text, row.fields, row.attempt)
+
+    def build_from(
+        self, source_key: Any, raw_text: Any, fields: Mapping[str, Any], attempt: int = 1
+    ) -> BatchRecord | Rejection:
+        """
+        :meth:`build` without the :class:`SourceRow`: the hot path of a run (~1M rows a night).
+
+        Checks that are rare to fail ride on the one serialisation every record needs: orjson
+        refuses lone surrogates, and escapes C0 controls as ``\\u00XX``; only a line that trips
+        one of those (or holds DEL or a C1 control) pays for the exact, character-level check.
+        """
+        key = source_key if source_key is None or type(source_key) is str else str(source_key)
+        if key is None or not key or key.isspace():
+            return self._reject(key, NULL_KEY, "source key is NULL or empty")
+        try:
+            record_id = record_id_for(key)
+        except UnicodeEncodeError:
             return self._reject(
                 key.encode("utf-8", "replace").decode(), INVALID_UTF8, "source key is not valid UTF-8"
             )
-        record_id = record_id_for(key)
         fingerprint = hash(record_id)
         if fingerprint in self._seen:
             return self._reject(
@@ -203,15 +260,68 @@ class RecordBuilder:
             )
         self._seen.add(fingerprint)
 
-        text, problem = _clean_text(row.text)
-        if problem is not None:
-            code, reason = problem
-            return self._reject(key, code, reason)
-        for name, value in row.fields.items():
-            if isinstance(value, str) and _has_surrogates(value):
+        if type(raw_text) is str and raw_text and not raw_text.isspace():
+            text = raw_text  # UTF-8 and controls are checked on the serialised line below
+        else:
+            text, problem = _clean_text(raw_text)
+            if problem is not None:
+                return self._reject(key, problem[0], problem[1])
+        for name, value in fields.items():
+            if type(value) is str and not value.isascii() and _has_surrogates(value):
                 return self._reject(key, INVALID_UTF8, f"column {name!r} is not valid UTF-8")
 
-        values = {**row.fields, self.text_field: text}
+        template = self.template
+        if template is not None and self._fast_text:  # the usual prompt: fixed text around the text column
+            tokens = template.system_tokens + math.ceil(
+                (template.literal_chars + len(text)) / CHARS_PER_TOKEN
+            )
+            if tokens <= self.budget:
+                try:
+                    text_json = _dumps(text)
+                except orjson.JSONEncodeError:
+                    return self._reject_text(key, text, "the text is not valid UTF-8")
+                rejection = self._control_rejection(key, text, text_json)
+                if rejection is not None:
+                    return rejection
+                self.built += 1
+                line = b"".join(
+                    (template.head, record_id.encode(), template.prefix, text_json[1:-1], template.suffix)
+                )
+                return BatchRecord(record_id, key, attempt, None, tokens, False, line)
+
+        values = dict(fields)
+        values[self.text_field] = text
+        if template is not None and not self._fast_text:
+            tokens = template.system_tokens + math.ceil(template.user_chars(values) / CHARS_PER_TOKEN)
+            if tokens <= self.budget:
+                return self._spliced(template, key, record_id, text, values, attempt, tokens)
+        return self._plain(key, record_id, text, values, attempt)
+
+    def _spliced(
+        self,
+        template: LineTemplate,
+        key: str,
+        record_id: str,
+        text: str,
+        values: dict[str, Any],
+        attempt: int,
+        tokens: int,
+    ) -> BatchRecord | Rejection:
+        """A line from a template with several placeholders: each value is escaped into its place."""
+        try:
+            line = template.line(record_id, values)
+        except orjson.JSONEncodeError:
+            return self._reject_text(key, text, "the rendered prompt is not valid UTF-8")
+        rejection = self._control_rejection(key, text, line)
+        if rejection is not None:
+            return rejection
+        self.built += 1
+        return BatchRecord(record_id, key, attempt, None, tokens, False, line)
+
+    def _plain(
+        self, key: str, record_id: str, text: str, values: dict[str, Any], attempt: int
+    ) -> BatchRecord | Rejection:
+        """Render the prompt and build the family's body: no template, or the text must be truncated."""
         system, user = self.prompt.render(values)
         tokens = _estimate(system, user)
         truncated = False
@@ -232,17 +342,34 @@ class RecordBuilder:
                 )
             system, user, tokens = fitted
             truncated = True
-            self.truncated += 1
 
+        model_input = self.family.build_input(system=system, prompt=user, params=self.params)
+        try:
+            line = line_of(record_id, model_input)
+        except orjson.JSONEncodeError:
+            return self._reject_text(key, text, "the rendered prompt is not valid UTF-8")
+        rejection = self._control_rejection(key, text, line)
+        if rejection is not None:
+            return rejection
+        if truncated:
+            self.truncated += 1
         self.built += 1
-        return BatchRecord(
-            record_id=record_id,
-            source_key=key,
-            attempt=row.attempt,
-            model_input=self.family.build_input(system=system, prompt=user, params=self.params),
-            est_input_tokens=tokens,
-            truncated=truncated,
-        )
+        return BatchRecord(record_id, key, attempt, model_input, tokens, truncated, line)
+
+    def _control_rejection(self, key: str, text: str, serialised: bytes) -> Rejection | None:
+        """The rejection of a text holding control characters; the exact check runs only on a hint."""
+        if _may_hold_controls(text, serialised):
+            problem = _clean_text(text)[1]
+            if problem is not None:
+                return self._reject(key, problem[0], problem[1])
+        return None
+
+    def _reject_text(self, key: str, text: str, otherwise: str) -> Rejection:
+        """A line that orjson refused: the text's own problem if it has one, else ``otherwise``."""
+        problem = _clean_text(text)[1]
+        if problem is not None:
+            return self._reject(key, problem[0], problem[1])
+        return self._reject(key, INVALID_UTF8, otherwise)
 
     def _truncate(self, values: dict[str, Any], text: str, tokens: int) -> tuple[str | None, str, int] | None:
         """Cut the text from the end until the prompt fits; ``None`` when even no text does not fit."""
@@ -266,6 +393,35 @@ class RecordBuilder:
 
 def _estimate(system: str | None, user: str) -> int:
     return estimate_tokens(system or "") + estimate_tokens(user)
+
+
+def _may_hold_controls(text: str, line: bytes) -> bool:
+    """Whether ``text`` may hold a control character; never false when it does. ``line`` holds it
+    serialised by orjson.
+
+    orjson writes backspace and form feed as ``\\b`` / ``\\f`` (looked for in the text: two
+    characters are cheaper to find there) and the other C0 controls but tab, newline and carriage
+    return as ``\\u00XX``; DEL is the byte 0x7f and a C1 control the bytes 0xc2 0x80-0x9f. A hit
+    elsewhere in the line (the template, another column, a literal backslash-u) only costs the
+    caller the exact check of the text.
+    """
+    return (
+        "\x08" in text
+        or "\x0c" in text
+        or b"\x7f" in line
+        or line.rfind(b"\\u00") >= 0
+        or (b"\xc2" in line and _has_c1(line))
+    )
+
+
+def _has_c1(line: bytes) -> bool:
+    """Whether UTF-8 ``line`` holds U+0080..U+009F (0xc2 then 0x80-0x9f); the 0xc2 lead is rare."""
+    at = line.find(b"\xc2")
+    while 0 <= at < len(line) - 1:
+        if 0x80 <= line[at + 1] <= 0x9F:
+            return True
+        at = line.find(b"\xc2", at + 1)
+    return False
 
 
 def _has_surrogates(text: str) -> bool:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 
+import orjson
 import pytest
 
 from bedrock_batch import records
@@ -125,6 +126,18 @@ def test_builder_accepts_utf8_bytes(builder):
     assert "Café ok" in record.model_input["messages"][0]["content"][0]["text"]
 
 
+@pytest.mark.parametrize("text", ["C:\\bin\\u0041 \\f", "\u00bf\u00a0 caf\u00e9 \U0001f642", "x\\u001b"])
+def test_text_that_only_looks_like_an_escaped_control_is_accepted(builder, text):
+    record = builder.build(row("C1", text=text))
+    assert isinstance(record, BatchRecord)
+    assert text in record.model_input["messages"][0]["content"][0]["text"]
+
+
+def test_record_carries_its_jsonl_line(builder):
+    record = builder.build(row("C1", text="Agent: hello \u00e9"))
+    assert record.line == orjson.dumps(record.input_line()) + b"\n"
+
+
 def test_builder_keeps_tabs_and_newlines(builder):
     assert isinstance(builder.build(row("C1", text="a\tb\r\nc\n")), BatchRecord)
 
@@ -207,7 +220,12 @@ def test_lone_surrogate_in_other_column_is_rejected(builder):
     assert "agent_name" in result.message
 
 
-@pytest.mark.parametrize("char", ["\x00", "\x07", "\x1b", "\x7f", "\x85"])
+CONTROL_CHARACTERS = [
+    chr(c) for c in [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0)]
+]
+
+
+@pytest.mark.parametrize("char", CONTROL_CHARACTERS, ids=lambda char: f"U+{ord(char):04X}")
 def test_control_characters_are_rejected(builder, char):
     result = builder.build(row("C1", text=SECRET + char + "end"))
     assert_rejected(result, "control_characters", "C1")

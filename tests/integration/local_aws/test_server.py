@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import urllib.error
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.fixtures.local_aws import _http
 
@@ -95,3 +97,46 @@ def test_multipart_uploads_work_and_are_logged_by_operation(local_aws_clean):
         "s3:CompleteMultipartUpload",
         "s3:HeadObject",
     ]
+
+
+def test_completed_multipart_object_is_its_parts_in_order_under_the_s3_etag(local_aws_clean):
+    s3 = local_aws_clean.client("s3")
+    s3.create_bucket(Bucket="assembly-bucket")
+    upload = s3.create_multipart_upload(Bucket="assembly-bucket", Key="o.jsonl", ChecksumAlgorithm="CRC32")
+    bodies = [b"1" * 5 * 1024 * 1024, b"2" * 5 * 1024 * 1024, b"tail"]
+    parts = []
+    for number, body in enumerate(bodies, start=1):
+        response = s3.upload_part(
+            Bucket="assembly-bucket",
+            Key="o.jsonl",
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm="CRC32",
+        )
+        parts.append(
+            {"ETag": response["ETag"], "PartNumber": number, "ChecksumCRC32": response["ChecksumCRC32"]}
+        )
+    done = s3.complete_multipart_upload(
+        Bucket="assembly-bucket", Key="o.jsonl", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
+
+    md5s = b"".join(hashlib.md5(body).digest() for body in bodies)
+    assert done["ETag"].strip('"') == f"{hashlib.md5(md5s).hexdigest()}-3"
+    assert s3.get_object(Bucket="assembly-bucket", Key="o.jsonl")["Body"].read() == b"".join(bodies)
+
+
+def test_completing_with_a_wrong_part_etag_is_refused(local_aws_clean):
+    s3 = local_aws_clean.client("s3")
+    s3.create_bucket(Bucket="refuse-bucket")
+    upload = s3.create_multipart_upload(Bucket="refuse-bucket", Key="o.jsonl")
+    s3.upload_part(
+        Bucket="refuse-bucket", Key="o.jsonl", UploadId=upload["UploadId"], PartNumber=1, Body=b"x"
+    )
+    with pytest.raises(ClientError, match="InvalidPart"):
+        s3.complete_multipart_upload(
+            Bucket="refuse-bucket",
+            Key="o.jsonl",
+            UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [{"ETag": '"0123456789abcdef0123456789abcdef"', "PartNumber": 1}]},
+        )

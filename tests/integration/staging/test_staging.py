@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import uuid
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 
 from bedrock_batch.errors import ConfigError, StagingError
 from bedrock_batch.quotas import BatchQuotas
 from bedrock_batch.staging import (
     JOB_NAME_PATTERN,
     MIB,
+    UPLOAD_SWITCH_INTERVAL_S,
     DuplicateRecordIdError,
     JsonlStager,
     StagePlan,
@@ -29,6 +34,16 @@ TINY = BatchQuotas(
     max_file_bytes=10_000,
     max_job_bytes=50_000,
     max_concurrent_jobs=2,
+)
+
+#: Room for multi-part files: one file, one job.
+BIG_FILE_QUOTAS = TINY.with_overrides(
+    {
+        "max_records_per_file": 100,
+        "max_file_bytes": 100 * MIB,
+        "max_job_bytes": 100 * MIB,
+        "max_records_per_job": 100,
+    }
 )
 
 
@@ -85,6 +100,25 @@ def stage(stager: JsonlStager, records) -> StagePlan:
         for rec in records:
             stager.add(rec)
         return stager.close()
+
+
+@contextlib.contextmanager
+def sent_requests(s3) -> Generator[list[tuple[str, dict[str, str]]], None, None]:
+    """(method, lower-cased headers) of every request ``s3`` sends inside the block."""
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def capture(request, **_):
+        headers = {
+            name.lower(): value.decode() if isinstance(value, bytes) else value
+            for name, value in request.headers.items()
+        }
+        sent.append((request.method, headers))
+
+    s3.meta.events.register("before-send.s3", capture)
+    try:
+        yield sent
+    finally:
+        s3.meta.events.unregister("before-send.s3", capture)
 
 
 def read(s3, uri: str) -> bytes:
@@ -223,14 +257,7 @@ def test_small_file_is_written_with_one_put_object(local_aws_clean, s3, make_sta
 
 def test_file_larger_than_a_part_is_uploaded_in_parts(local_aws_clean, s3, bucket, make_stager):
     records = [record(n, text="z" * (512 * 1024)) for n in range(12)]  # ~6 MiB
-    quotas = TINY.with_overrides(
-        {
-            "max_records_per_file": 100,
-            "max_file_bytes": 100 * MIB,
-            "max_job_bytes": 100 * MIB,
-            "max_records_per_job": 100,
-        }
-    )
+    quotas = BIG_FILE_QUOTAS
     plan = stage(make_stager([12], quotas, part_size=5 * MIB), records)
 
     actions = local_aws_clean.calls()
@@ -251,32 +278,13 @@ def test_part_size_under_the_s3_minimum_is_a_config_error(make_stager):
 
 
 def test_kms_key_and_expected_bucket_owner_go_with_every_write(s3, bucket, make_stager):
-    sent: list[tuple[str, dict]] = []
-
-    def capture(request, **_):
-        headers = {
-            name.lower(): value.decode() if isinstance(value, bytes) else value
-            for name, value in request.headers.items()
-        }
-        sent.append((request.method, headers))
-
-    s3.meta.events.register("before-send.s3", capture)
-    try:
+    with sent_requests(s3) as sent:
         records = [record(n, text="k" * (512 * 1024)) for n in range(12)]
-        quotas = TINY.with_overrides(
-            {
-                "max_records_per_file": 100,
-                "max_file_bytes": 100 * MIB,
-                "max_job_bytes": 100 * MIB,
-                "max_records_per_job": 100,
-            }
-        )
+        quotas = BIG_FILE_QUOTAS
         plan = stage(
             make_stager([12], quotas, part_size=5 * MIB, kms_key_id=KMS_KEY, expected_bucket_owner=ACCOUNT),
             records,
         )
-    finally:
-        s3.meta.events.unregister("before-send.s3", capture)
 
     assert sent and all(headers.get("x-amz-expected-bucket-owner") == ACCOUNT for _, headers in sent)
     writes = [h for method, h in sent if "x-amz-server-side-encryption" in h]
@@ -287,14 +295,7 @@ def test_kms_key_and_expected_bucket_owner_go_with_every_write(s3, bucket, make_
 
 
 def test_abort_leaves_no_open_multipart_upload(s3, bucket, make_stager):
-    quotas = TINY.with_overrides(
-        {
-            "max_records_per_file": 100,
-            "max_file_bytes": 100 * MIB,
-            "max_job_bytes": 100 * MIB,
-            "max_records_per_job": 100,
-        }
-    )
+    quotas = BIG_FILE_QUOTAS
     stager = make_stager([12], quotas, part_size=5 * MIB)
     with pytest.raises(RuntimeError), stager:
         for n in range(12):
@@ -392,3 +393,69 @@ def test_restaging_leaves_another_stagers_files_and_media_alone(s3, bucket, make
     assert media_key in remaining
     assert {f.s3_uri.split("/", 3)[3] for f in other.jobs[0].files} <= remaining
     assert other.jobs[0].map_s3_uri.split("/", 3)[3] in remaining
+
+
+# -- integrity and the upload thread ---------------------------------------------------------------
+
+
+def test_every_body_goes_with_a_crc32_checksum_s3_verifies(s3, make_stager):
+    with sent_requests(s3) as sent:
+        records = [record(n, text="c" * (512 * 1024)) for n in range(12)]
+        stage(make_stager([12], BIG_FILE_QUOTAS, part_size=5 * MIB), records)
+
+    bodies = [headers for method, headers in sent if method == "PUT"]  # UploadPart x2, PutObject of the map
+    assert len(bodies) == 3
+    assert all("x-amz-checksum-crc32" in headers for headers in bodies)
+    creates = [
+        headers for method, headers in sent if method == "POST" and "x-amz-checksum-algorithm" in headers
+    ]
+    assert [headers["x-amz-checksum-algorithm"] for headers in creates] == ["CRC32"]
+
+
+def test_thread_switch_interval_is_lowered_while_uploading_and_restored_after(make_stager):
+    before = sys.getswitchinterval()
+    stager = make_stager([12], BIG_FILE_QUOTAS, part_size=5 * MIB)
+    with stager:
+        for n in range(12):
+            stager.add(record(n, text="s" * (512 * 1024)))
+        during = sys.getswitchinterval()
+        stager.close()
+    assert during == UPLOAD_SWITCH_INTERVAL_S < before
+    assert sys.getswitchinterval() == before
+
+
+class FailingComplete:
+    """The real client, except that CompleteMultipartUpload fails as S3 would on a bad part list."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def complete_multipart_upload(self, **kwargs):
+        raise ClientError(
+            {"Error": {"Code": "InvalidPart", "Message": "One or more parts not found"}}, "Complete"
+        )
+
+
+def test_completion_failing_on_the_upload_thread_fails_close_and_aborts_the_upload(s3, bucket):
+    stager = JsonlStager(
+        FailingComplete(s3),
+        bucket=bucket,
+        prefix="in/demo/run1",
+        job_sizes=[12],
+        quotas=BIG_FILE_QUOTAS,
+        job_name_prefix="demo-run1",
+        output_bucket="out-bucket",
+        output_prefix="out/demo/run1",
+        part_size=5 * MIB,
+    )
+    before = sys.getswitchinterval()
+    with pytest.raises(ClientError, match="InvalidPart"), stager:
+        for n in range(12):
+            stager.add(record(n, text="f" * (512 * 1024)))
+        stager.close()
+
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert sys.getswitchinterval() == before
