@@ -291,3 +291,48 @@ def test_reconcile_reports_manifest_disagreement():
 
 def test_reconcile_agrees_with_consistent_manifest():
     assert reconcile({"R1", "R2"}, {"R1", "R2"}, Manifest(2, 2, 1, 1, 10, 5)).ok
+
+
+# --- reading only the outcome of a line -----------------------------------------------------------
+
+TRICKY_INPUT = {
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": 'say "modelOutput": {} and "error": 1'}]}
+    ],
+    "nested": {"modelOutput": {"content": []}, "error": {"errorCode": 500}},
+}
+ERROR = {"errorCode": 429, "errorMessage": "Too many requests"}
+SHAPES = {
+    "bedrock order": {"recordId": "Rabc", "modelInput": TRICKY_INPUT, "modelOutput": CLAUDE_OUTPUT},
+    "error line": {"recordId": "Rabc", "modelInput": TRICKY_INPUT, "error": ERROR},
+    "output before input": {"recordId": "Rabc", "modelOutput": CLAUDE_OUTPUT, "modelInput": TRICKY_INPUT},
+    "error then output": {"recordId": "Rabc", "modelInput": {}, "error": ERROR, "modelOutput": CLAUDE_OUTPUT},
+    "null output then error": {"recordId": "Rabc", "modelInput": {}, "error": ERROR, "modelOutput": None},
+    "output then error": {"recordId": "Rabc", "modelInput": {}, "modelOutput": CLAUDE_OUTPUT, "error": ERROR},
+    "record id last": {"modelInput": {}, "modelOutput": CLAUDE_OUTPUT, "recordId": "Rabc"},
+    "neither": {"recordId": "Rabc", "modelInput": TRICKY_INPUT},
+    "output not an object": {"recordId": "Rabc", "modelInput": {}, "modelOutput": "oops"},
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.parametrize("separators", [(",", ":"), (", ", ": ")], ids=["compact", "spaced"])
+def test_reading_the_outcome_only_gives_what_parsing_the_whole_line_gives(shape, separators):
+    raw = json.dumps(shape, separators=separators).encode()
+    [fast] = iter_output([raw], file=FILE, family=AnthropicClaude())
+    [whole] = iter_output([raw.decode()], file=FILE, family=AnthropicClaude())  # str lines parse whole
+    assert fast == whole
+
+
+def test_duplicate_record_id_key_is_read_as_the_full_parse_reads_it():
+    raw = b'{"recordId":"Rfirst","modelInput":{},"modelOutput":' + json.dumps(CLAUDE_OUTPUT).encode()
+    raw += b',"recordId":"Rlast"}'
+    [result] = iter_output([raw], file=FILE, family=AnthropicClaude())
+    assert result.record_id == "Rlast"
+
+
+def test_bedrock_shaped_line_is_read_without_its_model_input():
+    from bedrock_batch.results import _outcome_only
+
+    raw = json.dumps(SHAPES["bedrock order"], separators=(",", ":")).encode()
+    assert _outcome_only(raw) == {"recordId": "Rabc", "modelOutput": CLAUDE_OUTPUT}

@@ -342,6 +342,15 @@ def test_a_summary_takes_the_key_off_the_queue(warehouse, warehouse_db):
     assert read(warehouse, run_id="run-3") == []
 
 
+def test_a_summary_leaves_the_keys_queued_under_another_prompt_version(warehouse, warehouse_db):
+    warehouse.carry_over(["a"], run_id="run-1", prompt_version="v0")
+    warehouse.carry_over(["a"], run_id="run-1", prompt_version=PROMPT)
+
+    load(warehouse, [summary("a")], run_id="run-2")
+
+    assert query(warehouse_db, f"SELECT prompt_version FROM {TABLES.pending_table}") == [("v0",)]
+
+
 def test_a_key_failing_at_max_attempts_is_dead_lettered_and_never_read_again(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("a", DAY, "t")])
     load(warehouse, errors=[throttled("a", 1)], run_id="run-1", max_attempts=2)
