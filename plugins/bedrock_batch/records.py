@@ -43,7 +43,6 @@ REJECTION_CODES = (
 )
 
 _dumps = orjson.dumps
-_APPEND_NEWLINE = orjson.OPT_APPEND_NEWLINE
 
 #: Appended to a truncated text so that the model (and a reader of the summary) knows it saw a part.
 TRUNCATION_MARKER = "\n[... transcript truncated ...]"

@@ -35,10 +35,14 @@ def list_keys(s3: Any, bucket: str, prefix: str, *, owner: dict[str, str] | None
     raise RuntimeError(f"s3://{bucket}/{prefix}: more than {MAX_LIST_PAGES} pages of keys")
 
 
-def iter_lines(
-    s3: Any, bucket: str, key: str, *, owner: dict[str, str] | None = None, keepends: bool = False
-) -> Iterator[bytes]:
-    """Stream an object's lines; a last line without a newline is still returned."""
+def iter_line_blocks(
+    s3: Any, bucket: str, key: str, *, owner: dict[str, str] | None = None
+) -> Iterator[tuple[list[bytes], bool]]:
+    """Stream an object's lines a read at a time: ``(lines without their newline, ended by one)``.
+
+    Every block but possibly the last holds lines that ended with a newline; a last line without
+    one comes alone, flagged ``False``. Callers that parse many small lines parse a block at once.
+    """
     body = s3.get_object(Bucket=bucket, Key=key, **(owner or {}))["Body"]
     pending = b""
     try:
@@ -46,9 +50,21 @@ def iter_lines(
             pending += chunk
             lines = pending.split(b"\n")
             pending = lines.pop()
-            for line in lines:
-                yield line + b"\n" if keepends else line
+            if lines:
+                yield lines, True
         if pending:
-            yield pending
+            yield [pending], False
     finally:
         body.close()
+
+
+def iter_lines(
+    s3: Any, bucket: str, key: str, *, owner: dict[str, str] | None = None, keepends: bool = False
+) -> Iterator[bytes]:
+    """Stream an object's lines; a last line without a newline is still returned."""
+    for lines, ended in iter_line_blocks(s3, bucket, key, owner=owner):
+        if keepends and ended:
+            for line in lines:
+                yield line + b"\n"
+        else:
+            yield from lines

@@ -1,10 +1,12 @@
 """Stream batch records to S3 as Bedrock batch input: JSONL files, one folder per job, plus record maps.
 
 Memory stays flat in the number of records: each open object (one input file and one map file
-of the current job) buffers at most one multipart part; only the record ids of the current job
-are held, to catch duplicate ids. Re-staging the same run writes the same keys and deletes
-``.jsonl`` objects of an earlier staging that the new plan no longer has, so a rerun never leaves
-stale input behind for Bedrock to read.
+of the current job) buffers one multipart part while a few more are on their way to S3, and only
+the record ids of the current job are held, to catch duplicate ids. Parts are sent, and objects
+completed, by two upload threads while the caller builds the next records; every body carries a
+CRC32 checksum S3 verifies. Records from ``records.RecordBuilder`` arrive already serialised.
+Re-staging the same run writes the same keys and deletes ``.jsonl`` objects of an earlier staging
+that the new plan no longer has, so a rerun never leaves stale input behind for Bedrock to read.
 
 Multimodal records: Bedrock requires every S3 object a record references
 (``{"s3Location": {"uri": ...}}``) to sit in the job's input folder. Callers must copy media to
@@ -35,15 +37,16 @@ MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 """S3's smallest multipart part (all parts but the last)."""
 UPLOAD_THREADS = 2
+"""Threads that send parts (see ``JsonlStager.uploader``)."""
 UPLOAD_SWITCH_INTERVAL_S = 0.0005
 """The thread switch interval while parts are being uploaded (see ``JsonlStager.uploader``)."""
 MAX_OBJECTS_FINISHING = 4
-"""Closed objects whose last part and completion may still be queued on the upload thread."""
+"""Closed objects whose last part and completion may still be queued on the upload threads."""
 CHECKSUM_ALGORITHM = "CRC32"
 """Sent with every body: S3 verifies it on receipt (cheaper than Content-MD5, and the same over HTTPS)."""
 CHECKSUM_FIELD = "ChecksumCRC32"
 MAX_PARTS_IN_FLIGHT = 3
-"""Parts handed to the upload thread and not yet sent: bounds memory at about 3 parts per stager."""
+"""Parts of one object handed to the upload threads and not yet sent: bounds its memory at ~4 parts."""
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 RECORD_ID_PATTERN = re.compile(r"^[A-Za-z0-9]{1,256}$")
 _MAX_LIST_PAGES = 1000
@@ -201,7 +204,7 @@ class _S3StreamWriter:
             self._flush_part()
 
     def _flush_part(self) -> None:
-        """Hand the buffer to the stager's upload thread; wait only when too many parts are in flight."""
+        """Hand the buffer to the stager's upload threads; wait only when too many parts are in flight."""
         client = self._stager.s3
         if self._upload_id is None:
             response = client.create_multipart_upload(
@@ -237,7 +240,7 @@ class _S3StreamWriter:
         return part
 
     def _collect_part(self) -> None:
-        """Wait for the oldest part in flight (parts finish in order: one upload thread)."""
+        """Wait for the oldest part in flight, so the part list stays in part-number order."""
         self._parts.append(self._in_flight.popleft().result())
 
     def seal(self) -> None:
@@ -248,7 +251,7 @@ class _S3StreamWriter:
     def complete(self) -> None:
         """Finish a sealed object and check S3 holds as many bytes as were written, under the ETag it gave.
 
-        Runs on the upload thread after the object's parts (queued before it there), or inline.
+        Runs on an upload thread (its parts were queued before it, so they are sent or being sent).
         """
         stager = self._stager
         if self._upload_id is None:
@@ -514,7 +517,7 @@ class JsonlStager:
         job.data = None
 
     def _finish(self, writer: _S3StreamWriter) -> None:
-        """Complete ``writer``'s object on the upload thread, so building the next file goes on meanwhile.
+        """Complete ``writer``'s object on an upload thread, so building the next file goes on meanwhile.
 
         Failures surface at the latest when the stager closes; at most ``MAX_OBJECTS_FINISHING`` wait.
         """
@@ -653,12 +656,13 @@ class JsonlStager:
         self._closed = True
 
     def uploader(self) -> ThreadPoolExecutor:
-        """The one thread that sends parts, so building the next part overlaps sending this one.
+        """The ``UPLOAD_THREADS`` threads that send parts and complete objects while records are built.
 
-        While it runs, the interpreter's thread switch interval is lowered to ``UPLOAD_SWITCH_INTERVAL_S``:
-        the building thread never waits on I/O, so at the default 5 ms the upload thread waited up
-        to 5 ms for the GIL at each of the ~50 steps of a part upload (signing, checksum, send,
-        response), and uploads crawled while records were being built. Restored when uploads stop.
+        Two, so one part is on the wire while S3 takes in the previous one. While they run, the
+        interpreter's thread switch interval is lowered to ``UPLOAD_SWITCH_INTERVAL_S``: the building
+        thread never waits on I/O, so at the default 5 ms an upload thread waited up to 5 ms for the
+        GIL at each of the ~50 steps of a part upload (signing, checksum, send, response), and
+        uploads crawled while records were being built. Restored when uploads stop.
         """
         if self._uploader is None:
             self._uploader = ThreadPoolExecutor(
@@ -680,11 +684,20 @@ class JsonlStager:
 def iter_record_map(
     s3: Any, map_uri: str, *, owner: Mapping[str, str] | None = None
 ) -> Iterator[tuple[str, str, int]]:
-    """Read a job's record map back: (record id, source key, attempt) per staged record."""
-    from bedrock_batch.s3paths import iter_lines, split_s3_uri
+    """Read a job's record map back: (record id, source key, attempt) per staged record.
+
+    A read's worth of lines is parsed as one JSON array (a map line is small: parsing them one by
+    one cost more than the JSON work); a block that does not parse is read line by line, so the
+    error is the bad line's own.
+    """
+    from bedrock_batch.s3paths import iter_line_blocks, split_s3_uri
 
     bucket, key = split_s3_uri(map_uri)
-    for line in iter_lines(s3, bucket, key, owner=dict(owner or {})):
-        if line.strip():
-            entry = orjson.loads(line)
+    for lines, _ in iter_line_blocks(s3, bucket, key, owner=dict(owner or {})):
+        lines = [line for line in lines if line.strip()]
+        try:
+            entries = orjson.loads(b"[" + b",".join(lines) + b"]")
+        except orjson.JSONDecodeError:
+            entries = [orjson.loads(line) for line in lines]
+        for entry in entries:
             yield str(entry["r"]), str(entry["k"]), int(entry["a"])

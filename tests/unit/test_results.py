@@ -336,3 +336,26 @@ def test_bedrock_shaped_line_is_read_without_its_model_input():
 
     raw = json.dumps(SHAPES["bedrock order"], separators=(",", ":")).encode()
     assert _outcome_only(raw) == {"recordId": "Rabc", "modelOutput": CLAUDE_OUTPUT}
+
+
+CLAUDE_SHAPES = {
+    "usual": CLAUDE_OUTPUT,
+    "two text blocks": {
+        **CLAUDE_OUTPUT,
+        "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}],
+    },
+    "tool block first": {**CLAUDE_OUTPUT, "content": [{"type": "tool_use"}, {"type": "text", "text": "b"}]},
+    "block without type": {**CLAUDE_OUTPUT, "content": [{"text": "t"}]},
+    "no usage": {k: v for k, v in CLAUDE_OUTPUT.items() if k != "usage"},
+    "boolean token count": {**CLAUDE_OUTPUT, "usage": {"input_tokens": True, "output_tokens": 2}},
+    "no stop reason": {k: v for k, v in CLAUDE_OUTPUT.items() if k != "stop_reason"},
+    "null text": {**CLAUDE_OUTPUT, "content": [{"type": "text", "text": None}]},
+}
+
+
+@pytest.mark.parametrize("output", CLAUDE_SHAPES.values(), ids=CLAUDE_SHAPES.keys())
+def test_claude_outputs_read_the_same_through_the_quick_and_the_general_path(output):
+    from types import MappingProxyType
+
+    general = AnthropicClaude().parse_output(MappingProxyType(output))  # not a dict: the general path
+    assert AnthropicClaude().parse_output(output) == general
