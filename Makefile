@@ -50,7 +50,7 @@ demo: $(STAMP) ## one nightly run end to end on the local AWS stand-in and a SQL
 up: $(STAMP) ## the full stack: local AWS + Airflow UI/REST API on 127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/python -m scripts.up
 
-bench: $(STAMP) ## benchmarks next to naive baselines at 10k/100k/1M records (~25 min; see docs/performance.md)
+bench: $(STAMP) ## benchmarks next to naive baselines at 10k/100k/1M records (~12 min; see docs/performance.md)
 	$(BIN)/python -m bench
 
 lock: ## re-resolve requirements.in into the fully pinned requirements*.txt
