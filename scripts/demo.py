@@ -16,6 +16,9 @@ import textwrap
 
 from scripts.local_env import AIRFLOW_HOME, airflow, airflow_env, create_bucket, local_aws, prepare_airflow
 
+#: Airflow home of the demo run (metadata DB, logs), inside the checkout's git-ignored ``.airflow/``.
+DEMO_AIRFLOW_HOME = AIRFLOW_HOME / "demo"
+
 DAG_ID = "summarize_calls"
 
 
@@ -89,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep:
         for stale in AIRFLOW_HOME.glob("warehouse.db*"):
             stale.unlink()
+    # A metadata DB of its own, new each time: `airflow dags test` runs no scheduler, so nothing
+    # would retire what an earlier checkout registered (an asset of the same name, say) in a kept one.
+    for stale in DEMO_AIRFLOW_HOME.glob("airflow.db*"):
+        stale.unlink()
     with local_aws(AIRFLOW_HOME / "local_aws") as aws:
         print(f"demo: local AWS stand-in on {aws.endpoint_url}")
-        env = airflow_env(aws.endpoint_url, warehouse_path)
+        env = airflow_env(aws.endpoint_url, warehouse_path, airflow_home=DEMO_AIRFLOW_HOME)
         prepare_airflow(env)
         create_bucket(aws.endpoint_url)
         seeded = seed_sqlite(warehouse_path, args.day, args.count, args.seed)

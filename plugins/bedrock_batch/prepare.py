@@ -148,9 +148,9 @@ def iter_records(
         origin = str(row.get("origin") or "window")
         by_origin[origin] = by_origin.get(origin, 0) + 1
         key = row["source_key"]
-        fields = {name: row.get(name) for name in extra_columns}
-        fields[key_column] = key
-        built = build(key, row["text"], fields, int(row.get("attempt") or 1))
+        built = build(
+            key, row["text"], _prompt_fields(row, extra_columns, key_column), int(row.get("attempt") or 1)
+        )
         if type(built) is Rejection:
             rejections.add(built)
         else:
@@ -182,11 +182,17 @@ def record_builder(config: PipelineConfig, family: ModelFamily, prompt: PromptTe
 
 def source_row(row: Mapping[str, Any], config: PipelineConfig) -> SourceRow:
     """A warehouse row as the record builder takes it; the key is a prompt field too."""
-    fields = {name: row.get(name) for name in config.source.extra_columns}
-    fields[config.source.key_column] = row["source_key"]
+    fields = _prompt_fields(row, config.source.extra_columns, config.source.key_column)
     return SourceRow(
         source_key=row["source_key"], text=row["text"], fields=fields, attempt=int(row.get("attempt") or 1)
     )
+
+
+def _prompt_fields(row: Mapping[str, Any], extra_columns: Iterable[str], key_column: str) -> dict[str, Any]:
+    """The values a prompt may name: the extra columns, and the key under its column's name."""
+    fields = {name: row.get(name) for name in extra_columns}
+    fields[key_column] = row["source_key"]
+    return fields
 
 
 def _is_overdue(row: Mapping[str, Any], max_age_days: int, now: dt.datetime) -> bool:

@@ -65,8 +65,10 @@ class PromptTemplate:
     path: str | None = None
     fields: tuple[str, ...] = field(init=False)
     # Each template split once into literal text and placeholder names, so rendering is a join.
-    _system_parts: tuple[tuple[str, ...], tuple[str, ...]] | None = field(init=False, repr=False)
-    _user_parts: tuple[tuple[str, ...], tuple[str, ...]] = field(init=False, repr=False)
+    _system_parts: tuple[tuple[str, ...], tuple[str, ...]] | None = field(
+        init=False, repr=False, compare=False
+    )
+    _user_parts: tuple[tuple[str, ...], tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         source = self.source
