@@ -106,6 +106,10 @@ class LineTemplate:
             return None
         return template
 
+    def line_around(self, record_id: str, text_json: bytes) -> bytes:
+        """The line of a record whose one value serialises to ``text_json`` (``single_field`` templates)."""
+        return b"".join((self.head, record_id.encode(), self.prefix, text_json[1:-1], self.suffix))
+
     def user_chars(self, values: Mapping[str, Any]) -> int:
         """The length of the rendered user prompt, without rendering it."""
         return self.literal_chars + sum(len(prompt_text(values[name])) for name in self.fields)

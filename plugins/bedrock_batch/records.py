@@ -283,9 +283,7 @@ class RecordBuilder:
                 if rejection is not None:
                     return rejection
                 self.built += 1
-                line = b"".join(
-                    (template.head, record_id.encode(), template.prefix, text_json[1:-1], template.suffix)
-                )
+                line = template.line_around(record_id, text_json)
                 return BatchRecord(record_id, key, attempt, None, tokens, False, line)
 
         values = dict(fields)
