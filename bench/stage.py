@@ -86,17 +86,15 @@ def _records(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
     non-ASCII string once it has been asked for it: a limit timed on the builder's records would
     encode warm strings and overstate the raw rate. These are the same objects, never serialised.
     """
+    from bedrock_batch.prepare import source_row
     from bedrock_batch.records import record_id_for
 
     p = pipeline()
-    source = p.config.source
     params = p.config.model.params
     objects = []
     for row in chunk:
-        values = {name: row.get(name) for name in source.extra_columns}
-        values[source.key_column] = row["source_key"]
-        values[source.text_column] = row["text"]
-        system, user = p.prompt.render(values)
+        source = source_row(row, p.config)
+        system, user = p.prompt.render({**source.fields, p.config.source.text_column: source.text})
         model_input = p.family.build_input(system=system, prompt=user, params=params)
         objects.append({"recordId": record_id_for(row["source_key"]), "modelInput": model_input})
     return objects

@@ -210,14 +210,6 @@ def _claude_output(output: Any) -> ModelOutput | None:
     return ModelOutput(text, input_tokens, output_tokens, stop if type(stop) is str else None)
 
 
-def _token_count(usage: Any, key: str) -> int | None:
-    """``usage[key]`` if ``usage`` is a mapping and the value an integer (not a bool), else ``None``."""
-    if not is_mapping(usage):
-        return None
-    value = usage.get(key)
-    return value if type(value) is int or (isinstance(value, int) and not isinstance(value, bool)) else None
-
-
 def _optional_str(data: Any, key: str) -> str | None:
     value = data.get(key) if is_mapping(data) else None
     return value if isinstance(value, str) else None
@@ -276,11 +268,10 @@ class AnthropicClaude(ModelFamily):
             and block.get("type", "text") == "text"
             and isinstance(text := block.get("text"), str)
         ]
-        usage = model_output.get("usage")
         return ModelOutput(
             text="".join(texts),
-            input_tokens=_token_count(usage, "input_tokens"),
-            output_tokens=_token_count(usage, "output_tokens"),
+            input_tokens=_optional_int(model_output, "usage", "input_tokens"),
+            output_tokens=_optional_int(model_output, "usage", "output_tokens"),
             stop_reason=_optional_str(model_output, "stop_reason"),
         )
 

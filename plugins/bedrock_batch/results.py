@@ -86,7 +86,8 @@ def iter_output(
 
 
 _RECORD_ID_FIRST = re.compile(rb'\{\s*"recordId"\s*:\s*"([A-Za-z0-9]{1,256})"\s*,')
-_OUTCOME_KEYS = (b'"modelOutput":', b'"error":')
+#: (key, how it starts in a line): ``modelOutput`` first, as ``_read_line`` prefers it.
+_OUTCOME_KEYS = (("modelOutput", b'"modelOutput":'), ("error", b'"error":'))
 
 
 def _outcome_only(line: bytes) -> dict[str, Any] | None:
@@ -102,15 +103,15 @@ def _outcome_only(line: bytes) -> dict[str, Any] | None:
     head = _RECORD_ID_FIRST.match(line)
     if head is None:
         return None
-    for key in _OUTCOME_KEYS:
-        at = line.rfind(key)
+    for key, needle in _OUTCOME_KEYS:
+        at = line.rfind(needle)
         if at <= head.end():
             continue
         try:
             tail = orjson.loads(b"{" + line[at:])
         except orjson.JSONDecodeError:
             return None
-        if type(tail) is not dict or "recordId" in tail or tail.get(key[1:-2].decode()) is None:
+        if type(tail) is not dict or "recordId" in tail or tail.get(key) is None:
             return None  # odd shapes (a second recordId, a null outcome) are left to the full parse
         tail["recordId"] = head.group(1).decode()
         return tail
