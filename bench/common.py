@@ -70,7 +70,11 @@ def pipeline() -> Pipeline:
 
 
 def s3_client(endpoint_url: str | None = None) -> Any:
-    """A boto3 S3 client on the stand-in (path-style, test credentials)."""
+    """A boto3 S3 client on the stand-in (path-style, test credentials).
+
+    Bodies are not SHA-256 signed: botocore signs every payload sent over plain HTTP, but not a
+    checksummed upload over HTTPS, which is how the stager, the baseline and the limit reach real S3.
+    """
     import boto3
     from botocore.config import Config
 
@@ -80,7 +84,10 @@ def s3_client(endpoint_url: str | None = None) -> Any:
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
-        config=Config(s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 3}),
+        config=Config(
+            s3={"addressing_style": "path", "payload_signing_enabled": False},
+            retries={"mode": "standard", "max_attempts": 3},
+        ),
     )
 
 
