@@ -25,3 +25,7 @@ class OutputParseError(BedrockBatchError):
 
 class JobFailedError(BedrockBatchError):
     """A Bedrock batch job ended Failed, Stopped or Expired."""
+
+
+class WindowBusyError(BedrockBatchError):
+    """Another live run holds part of this run's time window (its rows are in flight there)."""

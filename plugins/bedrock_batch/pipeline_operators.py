@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,20 @@ PLAN_KEY = "plan"
 SUBMIT_TASK = "batch_job.submit"
 COLLECT_TASK = "batch_job.collect"
 ON_DEMAND_TASK = "run_on_demand"
+
+
+def run_liveness(ti: Any, dag_id: str) -> Callable[[str], bool | None]:
+    """Asks Airflow whether a run of ``dag_id`` is still queued or running; ``None`` when it cannot tell."""
+
+    def is_live(run_id: str) -> bool | None:
+        try:
+            state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+        except Exception as err:  # an unknown run, or an API error: the claim's TTL decides
+            log.warning("Could not read the state of run %s of %s: %s", run_id, dag_id, err)
+            return None
+        return str(getattr(state, "value", state)) in {"queued", "running"}
+
+    return is_live
 
 
 def rendered_text(value: Any) -> str | None:
@@ -163,6 +177,7 @@ class PrepareBatchOperator(_PipelineOperator):
             warehouse=self.warehouse,
             s3=self.aws_client("s3"),
             quotas=resolve_quotas(self.config, model_id, quotas_client),
+            run_is_live=run_liveness(context["ti"], self.dag_id),
         )
         plan = preparer.prepare()
         context["ti"].xcom_push(key=PLAN_KEY, value=plan)
@@ -298,6 +313,9 @@ class ReportOperator(_PipelineOperator):
         on_demand = ti.xcom_pull(task_ids=ON_DEMAND_TASK, default=None)
         summary = summarize_run(plan=plan, outcomes=outcomes, on_demand=on_demand, prices=load_prices())
         log.info("Run summary of %s:\n%s", self.pipeline, format_summary(summary))
+        if summary["jobs_collected"] >= summary["jobs_planned"] and not plan.get("dry_run"):
+            # Every job's output is loaded: a later run of these days finds its rows done.
+            self.warehouse.release_window(run_id=context["run_id"], prompt_version=plan["prompt_version"])
         failed = {name: status for name, status in summary["job_statuses"].items() if status != "Completed"}
         if summary["jobs_collected"] < summary["jobs_planned"]:
             raise AirflowException(

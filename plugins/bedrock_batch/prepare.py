@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +231,7 @@ class RunPreparer:
         warehouse: Warehouse,
         s3: Any,
         quotas: BatchQuotas,
+        run_is_live: Callable[[str], bool | None] | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -239,6 +240,8 @@ class RunPreparer:
         self.warehouse = warehouse
         self.s3 = s3
         self.quotas = quotas
+        self.run_is_live = run_is_live
+        """Whether another run is still in flight (Airflow's answer); ``None`` when unknown."""
         self.model_id = settings.model_id or config.model.id
         self.family = family_for(self.model_id, config.model.invocation_type)
         self.prompt = load_prompt(config.prompt_path)
@@ -289,6 +292,14 @@ class RunPreparer:
         """Stage the run's input; return the plan for XCom (URIs and counts only)."""
         self.warehouse.ensure_schema()
         if self.writes:
+            # Before any row is read: a second run over days whose rows are in flight stops here.
+            self.warehouse.claim_window(
+                run_id=self.run.run_id,
+                prompt_version=self.prompt.version,
+                start=self.window.start,
+                end=self.window.end,
+                run_is_live=self.run_is_live,
+            )
             claimed = self.warehouse.claim_pending(run_id=self.run.run_id, prompt_version=self.prompt.version)
             if claimed:
                 log.info("Claimed %d carried-over or retried keys for this run", claimed)

@@ -9,6 +9,7 @@ State kept per pipeline, keyed by (source_key, prompt_version):
 - output table: one summary per key; a rerun upserts.
 - error table: one row per (key, prompt_version, run_id, stage); a rerun of a run overwrites its rows.
 - pending table: keys the next run picks up whatever their timestamp (``carried_over`` or ``retry``).
+- window claims table: the time window each run in flight holds, so two runs never stage it both.
 A key failing retryably ``max_attempts`` times (distinct runs) is dead-lettered and never read again.
 """
 
@@ -28,7 +29,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from bedrock_batch.errors import ConfigError
+from bedrock_batch.errors import ConfigError, WindowBusyError
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -69,7 +70,7 @@ def default_sql_dir() -> Path:
 
 @dataclass(frozen=True)
 class WarehouseTables:
-    """Names of a pipeline's three warehouse tables (validated identifiers)."""
+    """Names of a pipeline's three warehouse tables (validated identifiers); a fourth is derived."""
 
     output_table: str
     error_table: str
@@ -84,12 +85,23 @@ class WarehouseTables:
                     f"warehouse.{field} = {name!r} is already used by warehouse.{names[name.lower()]}"
                 )
             names[name.lower()] = field
+        if len(self.window_claims_table) > 63:
+            raise ConfigError(
+                f"warehouse.pending_table = {self.pending_table!r} is too long: the window claims "
+                f"table {self.window_claims_table!r} named after it must fit in 63 characters"
+            )
+
+    @property
+    def window_claims_table(self) -> str:
+        """Which runs hold which time windows (migration 0003); named after the pending table."""
+        return f"{self.pending_table}_windows"
 
     def placeholders(self) -> dict[str, str]:
         return {
             "output_table": self.output_table,
             "error_table": self.error_table,
             "pending_table": self.pending_table,
+            "window_claims_table": self.window_claims_table,
         }
 
 
@@ -499,6 +511,91 @@ class Warehouse:
                 (run_id, self._ts(now), prompt_version, run_id, self._ts(now - self.claim_ttl)),
             )
             return max(cur.rowcount, 0)
+
+    def claim_window(
+        self,
+        *,
+        run_id: str,
+        prompt_version: str,
+        start: datetime,
+        end: datetime,
+        run_is_live: Callable[[str], bool | None] | None = None,
+    ) -> list[str]:
+        """Hold ``[start, end)`` for ``run_id`` until :meth:`release_window`; return the runs taken over.
+
+        Another run's claim on an overlapping window (same prompt version) blocks, unless it is older
+        than ``claim_ttl`` or ``run_is_live`` answers ``False`` for that run (Airflow says it ended);
+        those claims are taken over, with a warning. ``None`` from ``run_is_live`` means unknown:
+        the claim holds. Claimers are serialised (table lock on Postgres, ``BEGIN IMMEDIATE`` on
+        SQLite), so of two runs claiming the same day at once exactly one gets it.
+        """
+        table, ph = self.tables.window_claims_table, self._ph
+        now = datetime.now(UTC)
+        taken_over: list[str] = []
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            if self.dialect == "postgres":
+                cur.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+            cur.execute(
+                f"SELECT run_id, window_start, window_end, claimed_at FROM {table}"
+                f" WHERE prompt_version = {ph} AND run_id <> {ph} AND window_start < {ph}"
+                f" AND window_end > {ph} AND claimed_at >= {ph} ORDER BY claimed_at",
+                (prompt_version, run_id, self._ts(end), self._ts(start), self._ts(now - self.claim_ttl)),
+            )
+            for other, other_start, other_end, claimed_at in cur.fetchall():
+                if run_is_live is not None and run_is_live(other) is False:
+                    taken_over.append(other)
+                    continue
+                raise WindowBusyError(
+                    f"run {other!r} holds the window {other_start} .. {other_end} (UTC, claimed at "
+                    f"{claimed_at}), which overlaps this run's {self._ts(start)} .. {self._ts(end)} for "
+                    f"prompt version {prompt_version!r}: its rows are in flight there, and staging them "
+                    "again would pay for them twice. Wait for that run to finish (its claim ends when "
+                    "its output is loaded, or when Airflow reports it finished), then retry this task; "
+                    f"or delete its row from {table} if that run is gone for good."
+                )
+            cur.execute(
+                f"DELETE FROM {table} WHERE prompt_version = {ph} AND (run_id = {ph} OR claimed_at < {ph})",
+                (prompt_version, run_id, self._ts(now - self.claim_ttl)),
+            )
+            for other in taken_over:
+                cur.execute(
+                    f"DELETE FROM {table} WHERE run_id = {ph} AND prompt_version = {ph}",
+                    (other, prompt_version),
+                )
+            cur.execute(
+                f"INSERT INTO {table} (run_id, prompt_version, window_start, window_end, claimed_at)"
+                f" VALUES ({self._params(5)})",
+                (run_id, prompt_version, self._ts(start), self._ts(end), self._ts(now)),
+            )
+            cur.close()
+        log.info(
+            "Run %s holds the window %s .. %s (UTC, prompt version %s) until its output is loaded",
+            run_id,
+            self._ts(start),
+            self._ts(end),
+            prompt_version,
+        )
+        for other in taken_over:
+            log.warning(
+                "Took over the window claim of run %s: Airflow reports it finished without loading "
+                "its output (rows it staged and did not load are staged again by this run)",
+                other,
+            )
+        return taken_over
+
+    def release_window(self, *, run_id: str, prompt_version: str) -> bool:
+        """End ``run_id``'s window claim (its output is loaded); whether it held one."""
+        table, ph = self.tables.window_claims_table, self._ph
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            cur.execute(
+                f"DELETE FROM {table} WHERE run_id = {ph} AND prompt_version = {ph}", (run_id, prompt_version)
+            )
+            released = cur.rowcount > 0
+        if released:
+            log.info("Run %s released its window: its output is loaded", run_id)
+        return released
 
     def _iter_window_rows(
         self,

@@ -290,7 +290,7 @@ class LibraryRun:
 
         return load_pipeline(self.config_path)
 
-    def prepare(self, seed_count: int = 300) -> dict[str, Any]:
+    def prepare(self, seed_count: int = 300, run_is_live: Any = None) -> dict[str, Any]:
         from bedrock_batch.prepare import RunContext, RunPreparer, RuntimeSettings, resolve_quotas
         from bedrock_batch.windows import local_day
 
@@ -313,9 +313,14 @@ class LibraryRun:
             warehouse=self.dwh,
             s3=self.s3(),
             quotas=resolve_quotas(config, config.model.id, None),
+            run_is_live=run_is_live,
         )
         self.plan = preparer.prepare()
         return self.plan
+
+    def release(self) -> bool:
+        """What the report task does once every job is collected: end the run's window claim."""
+        return self.dwh.release_window(run_id=self.run_id, prompt_version=self.plan["prompt_version"])
 
     @property
     def dwh(self) -> Any:

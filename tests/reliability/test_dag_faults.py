@@ -51,6 +51,12 @@ def test_retried_creates_make_one_job_per_planned_job(noisy_hardened_run):
     assert duplicate_rows(noisy_hardened_run) == 0
 
 
+def test_the_report_task_frees_the_runs_days_once_every_job_is_loaded(noisy_hardened_run):
+    assert "holds the window" in noisy_hardened_run.output  # prepare claimed the day
+    assert "released its window" in noisy_hardened_run.output
+    assert noisy_hardened_run.query("SELECT COUNT(*) FROM call_summary_pending_windows")[0][0] == 0
+
+
 def test_every_error_row_carries_a_reason(noisy_hardened_run):
     assert noisy_hardened_run.query("SELECT COUNT(*) FROM call_summary_errors")[0][0] > 0
     assert errors_without_reason(noisy_hardened_run) == 0

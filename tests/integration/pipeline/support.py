@@ -207,6 +207,8 @@ class PipelineHarness:
             warehouse=self.warehouse,
             s3=self.s3,
             quotas=quotas,
+            # The harness runs one run at a time: any earlier run of the day is over, as Airflow would say.
+            run_is_live=lambda other_run_id: False,
         )
         return Prepared(preparer.prepare(), preparer, run_id)
 

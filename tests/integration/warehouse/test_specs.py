@@ -23,6 +23,11 @@ def test_the_three_tables_must_differ():
         WarehouseTables("out", "err", "Out")
 
 
+def test_a_pending_table_name_too_long_for_its_window_claims_table_is_refused():
+    with pytest.raises(ConfigError, match=r"warehouse\.pending_table = 'p{56}' is too long"):
+        WarehouseTables("out", "err", "p" * 56)
+
+
 def test_source_table_may_be_schema_qualified():
     assert SourceSpec("analytics.calls", "id", "body", "ts").table == "analytics.calls"
 

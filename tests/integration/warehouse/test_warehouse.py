@@ -69,11 +69,11 @@ def without_timestamps(rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
 def test_ensure_schema_applies_each_version_once(warehouse_db):
     wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls")
 
-    assert wh.ensure_schema() == [1, 2]
+    assert wh.ensure_schema() == [1, 2, 3]
     assert wh.ensure_schema() == []
     assert query(
         warehouse_db, "SELECT pipeline, version FROM bedrock_batch_schema_migrations ORDER BY version"
-    ) == [("summarize_calls", 1), ("summarize_calls", 2)]
+    ) == [("summarize_calls", 1), ("summarize_calls", 2), ("summarize_calls", 3)]
     assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(0,)]
 
 
@@ -81,7 +81,7 @@ def test_ensure_schema_creates_each_pipelines_own_tables(warehouse_db):
     Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls").ensure_schema()
     other = WarehouseTables("ticket_summaries", "ticket_summary_errors", "ticket_summary_pending")
 
-    assert Warehouse(warehouse_db.conn_id, other, pipeline="summarize_tickets").ensure_schema() == [1, 2]
+    assert Warehouse(warehouse_db.conn_id, other, pipeline="summarize_tickets").ensure_schema() == [1, 2, 3]
     assert query(warehouse_db, "SELECT COUNT(*) FROM ticket_summary_pending") == [(0,)]
 
 
