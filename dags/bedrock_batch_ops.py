@@ -1,4 +1,4 @@
-"""Airflow DAG: on-call operations on Bedrock batch jobs (list, stop, reconcile orphans).
+"""Airflow DAG: on-call operations (list, stop, reconcile Bedrock batch jobs; list, release windows).
 
 Manual only; the trigger form's ``action`` picks one branch, the others are skipped. The work is in
 plugins/bedrock_batch/ops.py.
@@ -34,6 +34,11 @@ Trigger with the form; `action` picks what runs:
   gone, or it finished without recording the job) and, per `reconcile_mode`:
   `report` them, `adopt` them (load their output into the pipeline's warehouse under the run that
   submitted them; ended jobs only), or `stop` them.
+* **windows**: the days each pipeline run holds (`pipeline`, or every pipeline), with the holding
+  run's state in Airflow. A run holds its days from prepare until its output is loaded, so that a
+  second run over them does not pay for the same rows; a finished run holds nothing.
+* **release_window**: end the claims of run `run_id` in `pipeline`, for when Airflow cannot tell
+  that the holder is gone (the run was deleted, or it belongs to another deployment).
 
 Runs use the `aws_default` connection. Nothing runs on a schedule.
 """
@@ -57,9 +62,10 @@ with DAG(
         "action": Param(
             "list",
             type="string",
-            enum=["list", "stop", "reconcile"],
+            enum=["list", "stop", "reconcile", "windows", "release_window"],
             title="Action",
-            description="list jobs, stop one job, or reconcile jobs no DAG run tracks.",
+            description="list jobs, stop one job, reconcile jobs no DAG run tracks; list or release the "
+            "days pipeline runs hold.",
         ),
         "status": Param(
             ANY_STATUS,
@@ -116,6 +122,18 @@ with DAG(
             title="Reconcile mode",
             description="reconcile: report orphans, adopt their output into the warehouse, or stop them.",
         ),
+        "pipeline": Param(
+            None,
+            type=["null", "string"],
+            title="Pipeline",
+            description="windows: only this pipeline (its DAG id); release_window: required.",
+        ),
+        "run_id": Param(
+            None,
+            type=["null", "string"],
+            title="Run id",
+            description="release_window: the pipeline run whose window claim to end.",
+        ),
     },
 ) as dag:
 
@@ -124,7 +142,13 @@ with DAG(
         """Run only the branch the ``action`` param names."""
         action = params["action"]
         log.info("Action: %s", action)
-        return {"list": "list_jobs", "stop": "stop_job", "reconcile": "reconcile"}[action]
+        return {
+            "list": "list_jobs",
+            "stop": "stop_job",
+            "reconcile": "reconcile",
+            "windows": "list_windows",
+            "release_window": "release_window",
+        }[action]
 
     def _filters(params: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -196,6 +220,13 @@ with DAG(
             )
         return results
 
+    def _run_state(ti: Any, dag_id: str, run_id: str) -> str | None:
+        """The run's state via the Task SDK ("success", "failed", ...); None if Airflow has no such run."""
+        if not ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]):
+            return None
+        state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+        return str(getattr(state, "value", state))  # the Task SDK answers with an enum
+
     def _tracker(ti: Any) -> Any:
         """Whether a DAG run tracks a job, asked through the Task SDK (one lookup per run)."""
         from bedrock_batch.ops import run_tracks_job
@@ -205,10 +236,9 @@ with DAG(
         def is_tracked(ref: Any, job_arn: str) -> bool:
             key = (ref.dag_id, ref.run_id)
             if key not in runs:
-                if not ti.get_dr_count(dag_id=ref.dag_id, run_ids=[ref.run_id]):
-                    runs[key] = (None, [])
-                else:
-                    state = ti.get_dagrun_state(dag_id=ref.dag_id, run_id=ref.run_id)
+                state = _run_state(ti, ref.dag_id, ref.run_id)
+                arns: list[str] = []
+                if state is not None:
                     pulled = ti.xcom_pull(task_ids=SUBMIT_TASK, dag_id=ref.dag_id, run_id=ref.run_id)
                     values = pulled if isinstance(pulled, list) else [pulled]
                     arns = [
@@ -216,11 +246,48 @@ with DAG(
                         for value in values
                         if isinstance(value, dict) and value.get("job_arn")
                     ]
-                    # The Task SDK answers with an enum; compare its value ("success", "failed", ...).
-                    runs[key] = (str(getattr(state, "value", state)), arns)
+                runs[key] = (state, arns)
             state, arns = runs[key]
             return run_tracks_job(run_state=state, submitted_arns=arns, job_arn=job_arn)
 
         return is_tracked
 
-    choose() >> [list_jobs(), stop_job(), reconcile()]
+    @task
+    def list_windows(params: dict[str, Any], ti: Any = None) -> list[dict[str, Any]]:
+        """Log the days each pipeline run holds, with the holder's state in Airflow."""
+        from bedrock_batch import ops
+
+        pipelines = [params["pipeline"]] if params.get("pipeline") else ops.pipeline_names()
+        rows: list[dict[str, Any]] = []
+        for name in pipelines:
+            rows += ops.window_claim_rows(
+                ops.pipeline_warehouse(name), name, lambda dag_id, run_id: _run_state(ti, dag_id, run_id)
+            )
+        columns = ("pipeline", "window_start", "window_end", "prompt_version", "run_id", "run_state")
+        log.info("%d window claims\n%s", len(rows), ops.format_table(rows, columns) if rows else "(none)")
+        return rows
+
+    @task(multiple_outputs=False)
+    def release_window(params: dict[str, Any], ti: Any = None) -> dict[str, Any]:
+        """End the window claims of ``run_id`` in ``pipeline``."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bedrock_batch import ops
+        from bedrock_batch.errors import ConfigError
+
+        pipeline = params.get("pipeline")
+        try:
+            if not pipeline:
+                raise ConfigError("pipeline: name the pipeline (its DAG id) whose window claim to release")
+            result = ops.release_window_claim(
+                ops.pipeline_warehouse(pipeline),
+                pipeline,
+                params.get("run_id"),
+                lambda dag_id, run_id: _run_state(ti, dag_id, run_id),
+            )
+        except ConfigError as err:  # a form mistake: retrying cannot help
+            raise AirflowFailException(str(err)) from err
+        log.info("Released %d window claims of run %s (%s)", result["released"], result["run_id"], pipeline)
+        return result
+
+    choose() >> [list_jobs(), stop_job(), reconcile(), list_windows(), release_window()]

@@ -1,4 +1,4 @@
-"""Operations on Bedrock batch jobs for the on-call engineer: list, stop, reconcile orphans.
+"""Operations for the on-call engineer: list, stop, reconcile orphans; list and release window claims.
 
 The ``bedrock_batch_ops`` DAG and the batch-jobs page call these; they take a hook (and, for
 reconcile, plain callables) so they run and test without an Airflow task around them.
@@ -8,6 +8,10 @@ its tags does not exist, or it has finished without recording the job in its sub
 submit whose create call raised after Bedrock had accepted it, then the run was marked done).
 Reconcile reports orphans, stops them, or adopts them: loads their output into the warehouse with
 ``collect_job`` as the run that submitted them would have, under that run's id.
+
+A *window claim* is a pipeline run's hold on the days it summarizes (``Warehouse.claim_window``);
+listing shows each holder's state in Airflow, and releasing one lets another run take those days
+when the holder is gone in a way Airflow cannot tell (a run deleted, or from another deployment).
 """
 
 from __future__ import annotations
@@ -413,3 +417,65 @@ def _iso(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return value.isoformat()
+
+
+# -- window claims --------------------------------------------------------------------------------
+
+RunStateOf = Callable[[str, str], str | None]
+"""``(dag_id, run_id) -> the run's state in Airflow ("running", "failed", ...), None if it has none``."""
+
+NOT_IN_AIRFLOW = "not in Airflow"
+
+
+def pipeline_names() -> list[str]:
+    """Every pipeline with a config (its DAG id is its name)."""
+    from bedrock_batch.config import discover_pipelines
+
+    return [path.stem for path in discover_pipelines()]
+
+
+def pipeline_warehouse(name: str) -> Warehouse:
+    """The warehouse of pipeline ``name``, its schema up to date (the claims table is migration 0003)."""
+    target = pipeline_target(name)
+    if target is None:
+        known = ", ".join(pipeline_names())
+        raise ConfigError(f"pipeline {name!r}: no such pipeline config (known: {known})")
+    target.warehouse.ensure_schema()
+    return target.warehouse
+
+
+def window_claim_rows(warehouse: Warehouse, pipeline: str, run_state: RunStateOf) -> list[dict[str, Any]]:
+    """The pipeline's window claims for the task log, each with its holder's state in Airflow."""
+    rows = []
+    for claim in warehouse.window_claims():
+        state = run_state(pipeline, claim["run_id"])
+        rows.append(
+            {
+                "pipeline": pipeline,
+                **{key: _iso(value) for key, value in claim.items()},
+                "run_state": state or NOT_IN_AIRFLOW,
+            }
+        )
+    return rows
+
+
+def release_window_claim(
+    warehouse: Warehouse, pipeline: str, run_id: str | None, run_state: RunStateOf
+) -> dict[str, Any]:
+    """End ``run_id``'s window claims in ``pipeline``; refuse when it holds none, warn when it still runs."""
+    if not run_id or not run_id.strip():
+        raise ConfigError("run_id: name the run whose window claim to release (see the 'windows' action)")
+    state = run_state(pipeline, run_id)
+    released = warehouse.release_window(run_id=run_id)
+    if not released:
+        raise ConfigError(f"run_id: run {run_id!r} holds no window of pipeline {pipeline!r}")
+    if state in {"queued", "running"}:
+        log.warning(
+            "Released the window of run %s of %s, which Airflow has as %s: a run over the same days may "
+            "now stage and pay for its rows again",
+            run_id,
+            pipeline,
+            state,
+        )
+    state_text = state or NOT_IN_AIRFLOW
+    return {"pipeline": pipeline, "run_id": run_id, "run_state": state_text, "released": released}

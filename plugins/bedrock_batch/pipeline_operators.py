@@ -33,16 +33,29 @@ COLLECT_TASK = "batch_job.collect"
 ON_DEMAND_TASK = "run_on_demand"
 
 
-def run_liveness(ti: Any, dag_id: str) -> Callable[[str], bool | None]:
-    """Asks Airflow whether a run of ``dag_id`` is still queued or running; ``None`` when it cannot tell."""
+def run_liveness(
+    ti: Any, dag_id: str, active_jobs: Callable[[str], list[str]]
+) -> Callable[[str], bool | None]:
+    """Whether a run of ``dag_id`` is still in flight, for :meth:`Warehouse.claim_window`.
+
+    ``True`` while Airflow has it queued or running, or while Bedrock still runs one of its jobs
+    (``active_jobs(run_id)``: a failed or deleted run may leave jobs that bill and finish);
+    ``False`` when it is over on both sides; ``None`` when Airflow or Bedrock could not be asked.
+    """
 
     def is_live(run_id: str) -> bool | None:
         try:
-            state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
-        except Exception as err:  # an unknown run, or an API error: the claim's TTL decides
-            log.warning("Could not read the state of run %s of %s: %s", run_id, dag_id, err)
+            if ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]):
+                state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+                if str(getattr(state, "value", state)) in {"queued", "running"}:
+                    return True
+            jobs = active_jobs(run_id)
+        except Exception as err:  # the claim's TTL decides
+            log.warning("Could not tell whether run %s of %s is over: %s", run_id, dag_id, err)
             return None
-        return str(getattr(state, "value", state)) in {"queued", "running"}
+        if jobs:
+            log.warning("Run %s of %s is over in Airflow; its jobs %s still run", run_id, dag_id, jobs)
+        return bool(jobs)
 
     return is_live
 
@@ -177,11 +190,19 @@ class PrepareBatchOperator(_PipelineOperator):
             warehouse=self.warehouse,
             s3=self.aws_client("s3"),
             quotas=resolve_quotas(self.config, model_id, quotas_client),
-            run_is_live=run_liveness(context["ti"], self.dag_id),
+            run_is_live=run_liveness(context["ti"], self.dag_id, self._active_jobs),
         )
         plan = preparer.prepare()
         context["ti"].xcom_push(key=PLAN_KEY, value=plan)
         return plan["jobs"]
+
+    def _active_jobs(self, run_id: str) -> list[str]:
+        """The Bedrock jobs of run ``run_id`` of this DAG that have not ended."""
+        from bedrock_batch.hooks import BedrockBatchHook
+        from bedrock_batch.prepare import run_job_marker
+
+        hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        return hook.active_job_names(run_job_marker(self.dag_id, run_id))
 
 
 class CollectResultsOperator(_PipelineOperator):

@@ -169,6 +169,14 @@ def job_name_prefix(pipeline: str, window: Window, run_key_value: str) -> str:
     return f"{stem}-{day}-{run_key_value.rsplit('-', 1)[-1]}"
 
 
+def run_job_marker(dag_id: str, run_id: str) -> str:
+    """``<run hash>-j``: in every job name of one run (:func:`job_name_prefix`), and in no other run's.
+
+    It starts with a letter or digit, as ListModelInvocationJobs wants of ``nameContains``.
+    """
+    return f"{run_key(dag_id, run_id).rsplit('-', 1)[-1]}-j"
+
+
 def record_builder(config: PipelineConfig, family: ModelFamily, prompt: PromptTemplate) -> RecordBuilder:
     """The record builder of one run of ``config`` (one per run: it remembers the keys it saw)."""
     return RecordBuilder(

@@ -85,6 +85,11 @@ class WarehouseTables:
                     f"warehouse.{field} = {name!r} is already used by warehouse.{names[name.lower()]}"
                 )
             names[name.lower()] = field
+        if self.window_claims_table.lower() in names:
+            raise ConfigError(
+                f"warehouse.{names[self.window_claims_table.lower()]} = {self.window_claims_table!r} is the "
+                "name of the window claims table, named after warehouse.pending_table"
+            )
         if len(self.window_claims_table) > 63:
             raise ConfigError(
                 f"warehouse.pending_table = {self.pending_table!r} is too long: the window claims "
@@ -523,42 +528,41 @@ class Warehouse:
     ) -> list[str]:
         """Hold ``[start, end)`` for ``run_id`` until :meth:`release_window`; return the runs taken over.
 
-        Another run's claim on an overlapping window (same prompt version) blocks, unless it is older
-        than ``claim_ttl`` or ``run_is_live`` answers ``False`` for that run (Airflow says it ended);
-        those claims are taken over, with a warning. ``None`` from ``run_is_live`` means unknown:
-        the claim holds. Claimers are serialised (table lock on Postgres, ``BEGIN IMMEDIATE`` on
-        SQLite), so of two runs claiming the same day at once exactly one gets it.
+        Another run's claim on an overlapping window (same prompt version) blocks while
+        ``run_is_live`` says that run is in flight (``True``: Airflow has it queued or running, or
+        Bedrock still runs its jobs). It is taken over, with a warning, when ``run_is_live`` says the
+        run is over (``False``), or when nobody can tell (``None``, or no ``run_is_live``) and the
+        claim is older than ``claim_ttl``. Whether runs are live is asked with no lock held (it may
+        take seconds); then, under the lock (a table lock on Postgres, ``BEGIN IMMEDIATE`` on SQLite),
+        any claim that appeared or changed meanwhile blocks, so of two runs claiming a day at once
+        exactly one gets it.
         """
-        table, ph = self.tables.window_claims_table, self._ph
+        table = self.tables.window_claims_table
         now = datetime.now(UTC)
-        taken_over: list[str] = []
+        expired = self._ts(now - self.claim_ttl)
+        taken_over: dict[tuple[str, Any], str] = {}
+        with self._read_cursor(server_side=False) as cur:
+            overlapping = self._overlapping_claims(cur, run_id, prompt_version, start, end)
+        for claim in overlapping:
+            other, claimed_at = claim[0], claim[3]
+            live = run_is_live(other) if run_is_live is not None else None
+            if live is None and claimed_at >= expired:
+                why = "nobody can tell whether it is over (Airflow did not answer)"
+            elif live:
+                why = "Airflow has it queued or running, or Bedrock still runs its jobs"
+            else:
+                taken_over[other, claimed_at] = "is over" if live is False else "is older than the claim TTL"
+                continue
+            raise self._window_busy(claim, start, end, prompt_version, why)
         with self._transaction() as conn:
             cur = conn.cursor()
             if self.dialect == "postgres":
                 cur.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
-            cur.execute(
-                f"SELECT run_id, window_start, window_end, claimed_at FROM {table}"
-                f" WHERE prompt_version = {ph} AND run_id <> {ph} AND window_start < {ph}"
-                f" AND window_end > {ph} AND claimed_at >= {ph} ORDER BY claimed_at",
-                (prompt_version, run_id, self._ts(end), self._ts(start), self._ts(now - self.claim_ttl)),
-            )
-            for other, other_start, other_end, claimed_at in cur.fetchall():
-                if run_is_live is not None and run_is_live(other) is False:
-                    taken_over.append(other)
-                    continue
-                raise WindowBusyError(
-                    f"run {other!r} holds the window {other_start} .. {other_end} (UTC, claimed at "
-                    f"{claimed_at}), which overlaps this run's {self._ts(start)} .. {self._ts(end)} for "
-                    f"prompt version {prompt_version!r}: its rows are in flight there, and staging them "
-                    "again would pay for them twice. Wait for that run to finish (its claim ends when "
-                    "its output is loaded, or when Airflow reports it finished), then retry this task; "
-                    f"or delete its row from {table} if that run is gone for good."
-                )
-            cur.execute(
-                f"DELETE FROM {table} WHERE prompt_version = {ph} AND (run_id = {ph} OR claimed_at < {ph})",
-                (prompt_version, run_id, self._ts(now - self.claim_ttl)),
-            )
-            for other in taken_over:
+            for claim in self._overlapping_claims(cur, run_id, prompt_version, start, end):
+                if (claim[0], claim[3]) not in taken_over:
+                    raise self._window_busy(claim, start, end, prompt_version, "it claimed them a moment ago")
+            ph = self._ph
+            for other, _ in [(run_id, None), *taken_over]:
                 cur.execute(
                     f"DELETE FROM {table} WHERE run_id = {ph} AND prompt_version = {ph}",
                     (other, prompt_version),
@@ -576,26 +580,68 @@ class Warehouse:
             self._ts(end),
             prompt_version,
         )
-        for other in taken_over:
+        for (other, _), how in taken_over.items():
             log.warning(
-                "Took over the window claim of run %s: Airflow reports it finished without loading "
-                "its output (rows it staged and did not load are staged again by this run)",
+                "Took over the window claim of run %s, which %s: rows it staged and did not load are "
+                "staged again by this run",
                 other,
+                how,
             )
-        return taken_over
+        return [other for other, _ in taken_over]
 
-    def release_window(self, *, run_id: str, prompt_version: str) -> bool:
-        """End ``run_id``'s window claim (its output is loaded); whether it held one."""
+    def _overlapping_claims(
+        self, cur: Any, run_id: str, prompt_version: str, start: datetime, end: datetime
+    ) -> list[tuple[Any, ...]]:
+        """Other runs' claims on windows overlapping ``[start, end)``: run_id, start, end, claimed_at."""
+        ph = self._ph
+        cur.execute(
+            f"SELECT run_id, window_start, window_end, claimed_at FROM {self.tables.window_claims_table}"
+            f" WHERE prompt_version = {ph} AND run_id <> {ph} AND window_start < {ph} AND window_end > {ph}"
+            " ORDER BY claimed_at, run_id",
+            (prompt_version, run_id, self._ts(end), self._ts(start)),
+        )
+        return [tuple(row) for row in cur.fetchall()]
+
+    def _window_busy(
+        self, claim: tuple[Any, ...], start: datetime, end: datetime, prompt_version: str, why: str
+    ) -> WindowBusyError:
+        """The error naming ``claim`` (a row of :meth:`_overlapping_claims`) and why it still holds."""
+        other, other_start, other_end, claimed_at = claim
+        return WindowBusyError(
+            f"run {other!r} holds the window {other_start} .. {other_end} (UTC, claimed at "
+            f"{claimed_at}), which overlaps this run's {self._ts(start)} .. {self._ts(end)} for "
+            f"prompt version {prompt_version!r}, and {why}: staging its rows again would pay for them "
+            "twice. Retry this task once that run is over (its claim ends when its output is loaded). "
+            "If it is gone for good, end its claim with the bedrock_batch_ops DAG (action "
+            f"release_window) or delete its row from {self.tables.window_claims_table}."
+        )
+
+    def release_window(self, *, run_id: str, prompt_version: str | None = None) -> int:
+        """End ``run_id``'s window claim (its output is loaded); all its prompt versions' when ``None``.
+
+        Returns how many claims ended (0: the run held none).
+        """
         table, ph = self.tables.window_claims_table, self._ph
+        sql, params = f"DELETE FROM {table} WHERE run_id = {ph}", (run_id,)
+        if prompt_version is not None:
+            sql, params = f"{sql} AND prompt_version = {ph}", (run_id, prompt_version)
         with self._transaction() as conn:
             cur = conn.cursor()
-            cur.execute(
-                f"DELETE FROM {table} WHERE run_id = {ph} AND prompt_version = {ph}", (run_id, prompt_version)
-            )
-            released = cur.rowcount > 0
+            cur.execute(sql, params)
+            released = max(cur.rowcount, 0)
         if released:
             log.info("Run %s released its window: its output is loaded", run_id)
         return released
+
+    def window_claims(self) -> list[dict[str, Any]]:
+        """Every window claim, earliest window first, as dicts of the claims table's columns."""
+        columns = ("run_id", "prompt_version", "window_start", "window_end", "claimed_at")
+        with self._read_cursor(server_side=False) as cur:
+            cur.execute(
+                f"SELECT {', '.join(columns)} FROM {self.tables.window_claims_table}"
+                " ORDER BY window_start, run_id"
+            )
+            return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
     def _iter_window_rows(
         self,

@@ -318,7 +318,7 @@ class LibraryRun:
         self.plan = preparer.prepare()
         return self.plan
 
-    def release(self) -> bool:
+    def release(self) -> int:
         """What the report task does once every job is collected: end the run's window claim."""
         return self.dwh.release_window(run_id=self.run_id, prompt_version=self.plan["prompt_version"])
 

@@ -165,7 +165,7 @@ def test_a_backfill_of_a_day_the_nightly_run_has_in_flight_is_refused_and_bills_
         backfill.prepare(seed_count=0)
 
     _run_to_the_end(nightly, nightly_plan, nightly_submitted)
-    assert nightly.release() is True
+    assert nightly.release() == 1
     backfill.seeded = nightly.seeded
     assert backfill.prepare(seed_count=0)["jobs"] == []  # every row of the day is summarized or queued
     assert len(local_aws.admin.jobs()) == jobs_before + len(nightly_plan["jobs"])

@@ -17,6 +17,7 @@ from bedrock_batch.prepare import (
     _is_overdue,
     job_name_prefix,
     resolve_quotas,
+    run_job_marker,
     source_row,
 )
 from bedrock_batch.quotas import default_quotas
@@ -41,6 +42,17 @@ def test_job_names_are_readable_valid_and_short_enough_for_every_job_index():
     assert prefix.startswith("summarize-calls-20261110-")
     longest = f"{prefix}-j999"
     assert JOB_NAME_PATTERN.fullmatch(longest) and len(longest) <= 63
+
+
+def test_a_runs_job_marker_is_in_each_of_its_job_names_and_no_other_runs():
+    window = local_day(dt.date(2026, 11, 10), "UTC")
+    ours, theirs = "scheduled__2026-11-10T00:00:00+00:00", "manual__2026-11-11T08:00:00+00:00"
+    marker = run_job_marker("summarize_calls", ours)
+    keys = {run_id: RunContext("summarize_calls", run_id).key for run_id in (ours, theirs)}
+    names = {run: job_name_prefix("summarize_calls", window, key) + "-j007" for run, key in keys.items()}
+
+    assert marker in names[ours] and marker not in names[theirs]
+    assert marker[0].isalnum()  # ListModelInvocationJobs' nameContains must start with one
 
 
 def test_a_long_pipeline_name_still_gives_valid_job_names():

@@ -30,13 +30,25 @@ def ops_dag():
 
 def test_ops_dag_is_manual_with_one_branch_per_action(ops_dag):
     assert type(ops_dag.timetable).__name__ == "NullTimetable"
-    assert ops_dag.get_task("choose").downstream_task_ids == {"list_jobs", "stop_job", "reconcile"}
+    assert ops_dag.get_task("choose").downstream_task_ids == {
+        "list_jobs",
+        "stop_job",
+        "reconcile",
+        "list_windows",
+        "release_window",
+    }
 
 
 def test_ops_dag_form_offers_every_status_action_and_mode(ops_dag):
     params = ops_dag.params
     assert params.get_param("status").schema["enum"] == ["any", *JOB_STATUSES]
-    assert params.get_param("action").schema["enum"] == ["list", "stop", "reconcile"]
+    assert params.get_param("action").schema["enum"] == [
+        "list",
+        "stop",
+        "reconcile",
+        "windows",
+        "release_window",
+    ]
     assert params.get_param("reconcile_mode").schema["enum"] == ["report", "adopt", "stop"]
     assert all(params.get_param(name).description for name in params)
 

@@ -28,6 +28,11 @@ def test_a_pending_table_name_too_long_for_its_window_claims_table_is_refused():
         WarehouseTables("out", "err", "p" * 56)
 
 
+def test_a_table_named_like_the_window_claims_table_is_refused():
+    with pytest.raises(ConfigError, match=r"warehouse\.output_table = 'pending_windows' is the name of"):
+        WarehouseTables("pending_windows", "err", "pending")
+
+
 def test_source_table_may_be_schema_qualified():
     assert SourceSpec("analytics.calls", "id", "body", "ts").table == "analytics.calls"
 
