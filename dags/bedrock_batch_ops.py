@@ -36,9 +36,10 @@ Trigger with the form; `action` picks what runs:
   submitted them; ended jobs only), or `stop` them.
 * **windows**: the days each pipeline run holds (`pipeline`, or every pipeline), with the holding
   run's state in Airflow. A run holds its days from prepare until its output is loaded, so that a
-  second run over them does not pay for the same rows; a finished run holds nothing.
-* **release_window**: end the claims of run `run_id` in `pipeline`, for when Airflow cannot tell
-  that the holder is gone (the run was deleted, or it belongs to another deployment).
+  second run over them does not pay for the same rows. The claim of a run that is over stays listed
+  until another run takes the days over.
+* **release_window**: end the claims of run `run_id` in `pipeline`, for when Airflow does not have
+  the holder (the run was deleted, or it belongs to another deployment) and you know it is over.
 
 Runs use the `aws_default` connection. Nothing runs on a schedule.
 """
@@ -255,14 +256,19 @@ with DAG(
     @task
     def list_windows(params: dict[str, Any], ti: Any = None) -> list[dict[str, Any]]:
         """Log the days each pipeline run holds, with the holder's state in Airflow."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from bedrock_batch import ops
+        from bedrock_batch.errors import ConfigError
 
         pipelines = [params["pipeline"]] if params.get("pipeline") else ops.pipeline_names()
         rows: list[dict[str, Any]] = []
         for name in pipelines:
-            rows += ops.window_claim_rows(
-                ops.pipeline_warehouse(name), name, lambda dag_id, run_id: _run_state(ti, dag_id, run_id)
-            )
+            try:
+                warehouse = ops.pipeline_warehouse(name)
+            except ConfigError as err:  # a form mistake: retrying cannot help
+                raise AirflowFailException(str(err)) from err
+            rows += ops.window_claim_rows(warehouse, name, lambda dag, run: _run_state(ti, dag, run))
         columns = ("pipeline", "window_start", "window_end", "prompt_version", "run_id", "run_state")
         log.info("%d window claims\n%s", len(rows), ops.format_table(rows, columns) if rows else "(none)")
         return rows

@@ -39,13 +39,16 @@ def run_liveness(
     """Whether a run of ``dag_id`` is still in flight, for :meth:`Warehouse.claim_window`.
 
     ``True`` while Airflow has it queued or running, or while Bedrock still runs one of its jobs
-    (``active_jobs(run_id)``: a failed or deleted run may leave jobs that bill and finish);
-    ``False`` when it is over on both sides; ``None`` when Airflow or Bedrock could not be asked.
+    (``active_jobs(run_id)``: a failed run may leave jobs that bill and finish); ``False`` when
+    Airflow has it finished and Bedrock runs none of its jobs. ``None`` (the claim's TTL decides)
+    when Airflow does not have the run (deleted, or another deployment's sharing the warehouse,
+    which may be staging right now) and Bedrock runs none of its jobs, or when either errs.
     """
 
     def is_live(run_id: str) -> bool | None:
         try:
-            if ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]):
+            known = bool(ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]))
+            if known:
                 state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
                 if str(getattr(state, "value", state)) in {"queued", "running"}:
                     return True
@@ -54,8 +57,9 @@ def run_liveness(
             log.warning("Could not tell whether run %s of %s is over: %s", run_id, dag_id, err)
             return None
         if jobs:
-            log.warning("Run %s of %s is over in Airflow; its jobs %s still run", run_id, dag_id, jobs)
-        return bool(jobs)
+            log.warning("Run %s of %s is not running in Airflow, but its jobs %s are", run_id, dag_id, jobs)
+            return True
+        return False if known else None
 
     return is_live
 

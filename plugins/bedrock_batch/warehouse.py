@@ -547,7 +547,7 @@ class Warehouse:
             other, claimed_at = claim[0], claim[3]
             live = run_is_live(other) if run_is_live is not None else None
             if live is None and claimed_at >= expired:
-                why = "nobody can tell whether it is over (Airflow did not answer)"
+                why = "nobody can tell whether it is over (Airflow does not have it, or did not answer)"
             elif live:
                 why = "Airflow has it queued or running, or Bedrock still runs its jobs"
             else:
@@ -562,10 +562,14 @@ class Warehouse:
                 if (claim[0], claim[3]) not in taken_over:
                     raise self._window_busy(claim, start, end, prompt_version, "it claimed them a moment ago")
             ph = self._ph
-            for other, _ in [(run_id, None), *taken_over]:
+            cur.execute(
+                f"DELETE FROM {table} WHERE run_id = {ph} AND prompt_version = {ph}", (run_id, prompt_version)
+            )
+            for other, claimed_at in taken_over:  # exactly the rows judged above
                 cur.execute(
-                    f"DELETE FROM {table} WHERE run_id = {ph} AND prompt_version = {ph}",
-                    (other, prompt_version),
+                    f"DELETE FROM {table}"
+                    f" WHERE run_id = {ph} AND prompt_version = {ph} AND claimed_at = {ph}",
+                    (other, prompt_version, claimed_at),
                 )
             cur.execute(
                 f"INSERT INTO {table} (run_id, prompt_version, window_start, window_end, claimed_at)"

@@ -1,9 +1,9 @@
 """Window claims met by the real DAG: Airflow and Bedrock are asked whether the holding run is over.
 
 A claim row is planted in the warehouse for a run id, then a DAG run prepares the same day. A run
-Airflow does not have, but whose Bedrock job still runs, holds its days: the run stops before staging
-anything. Once that job has ended, and for a run Airflow has as finished (``DAG.test`` with a fixed
-``run_after``, so its run id is known), the claims are taken over and the day runs.
+whose Bedrock job still runs holds its days: the run stops before staging anything. The claim of a
+run Airflow has as finished (``DAG.test`` with a fixed ``run_after``, so its run id is known) and
+whose jobs have ended is taken over, and the day runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ import uuid
 import pytest
 
 from bedrock_batch.hooks import ACTIVE_STATUSES, TERMINAL_STATUSES
-from bedrock_batch.prepare import run_job_marker
+from bedrock_batch.operators import bedrock_job_name
+from bedrock_batch.prepare import RunContext, job_name_prefix
+from bedrock_batch.windows import local_day
 from tests.integration.bedrock.support import MODEL_ID, RECORDS, claude_line
 from tests.reliability.support import BUCKET, ROLE_ARN, assert_conserved, duplicate_rows, sqlite_warehouse_at
 
@@ -50,14 +52,26 @@ def _hold(warehouse, run_id: str, day: dt.date) -> None:
         conn.close()
 
 
+def _release(warehouse, run_id: str) -> None:
+    conn = warehouse.connect()
+    try:
+        conn.execute("DELETE FROM call_summary_pending_windows WHERE run_id = ?", (run_id,))
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def _stuck_job_of(local_aws, run_id: str) -> str:
-    """A job named as ``run_id``'s first job, held in Scheduled by the stand-in until it is stopped."""
+    """A job named as ``run_id``'s first job of HELD_DAY, held in Scheduled until it is stopped."""
     prefix = f"window-claims/{uuid.uuid4().hex}"
     body = b"\n".join(claude_line(index) for index in range(RECORDS)) + b"\n"
     local_aws.client("s3").put_object(Bucket=BUCKET, Key=f"{prefix}/part-00001.jsonl", Body=body)
     bedrock = local_aws.client("bedrock")
     job_arn = bedrock.create_model_invocation_job(
-        jobName=f"summarize-calls-20261115{run_job_marker(DAG_ID, run_id)}001",
+        jobName=bedrock_job_name(
+            job_name_prefix(DAG_ID, local_day(HELD_DAY, "UTC"), RunContext(DAG_ID, run_id).key) + "-j001",
+            uuid.uuid4().hex,
+        ),
         roleArn=ROLE_ARN,
         modelId=MODEL_ID,
         inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{BUCKET}/{prefix}/"}},
@@ -79,7 +93,8 @@ def _stop(local_aws, job_arn: str) -> None:
 
 @pytest.fixture(scope="module")
 def claimed_runs(dag_runner, local_aws, tmp_path_factory):
-    """A finished first run; a run of a day a gone run holds while its job runs; the same once it ended."""
+    """A finished first run; a run of a day a gone run holds while its job runs; then of the same day
+    once that claim is released and the first run's planted instead."""
     warehouse = sqlite_warehouse_at(tmp_path_factory.mktemp("window-claims") / "warehouse.sqlite")
     first = dag_runner.run(warehouse, FIRST_DAY, run_after=FIRST_RUN_AFTER)
     _hold(warehouse, GONE_RUN_ID, HELD_DAY)
@@ -91,6 +106,7 @@ def claimed_runs(dag_runner, local_aws, tmp_path_factory):
         )
     finally:
         _stop(local_aws, stuck)
+    _release(warehouse, GONE_RUN_ID)  # Airflow does not have it: only its TTL or an operator ends it
     _hold(warehouse, FIRST_RUN_ID, HELD_DAY)
     taken_over = dag_runner.run(warehouse, HELD_DAY, seed_count=0)
     taken_over.seeded = refused.seeded
@@ -103,15 +119,15 @@ def test_a_day_held_by_a_run_whose_bedrock_job_still_runs_stops_the_run_before_s
     assert refused.returncode != 0
     assert f"WindowBusyError: run '{GONE_RUN_ID}' holds the window 2026-11-15 00:00:00" in refused.output
     assert "Bedrock still runs its jobs" in refused.output
+    assert f"Run {GONE_RUN_ID} of {DAG_ID} is not running in Airflow, but its jobs" in refused.output
     assert refused.extra["jobs"] == []
     assert [run_id for run_id, _ in refused.extra["summaries_by_run"]] == [FIRST_RUN_ID]
 
 
-def test_the_days_of_runs_that_are_over_are_taken_over(claimed_runs):
+def test_the_days_of_a_run_airflow_has_as_finished_are_taken_over(claimed_runs):
     _, _, taken_over = claimed_runs
     assert taken_over.returncode == 0, taken_over.output[-3000:]
-    for run_id in (GONE_RUN_ID, FIRST_RUN_ID):
-        assert f"Took over the window claim of run {run_id}, which is over" in taken_over.output
+    assert f"Took over the window claim of run {FIRST_RUN_ID}, which is over" in taken_over.output
     assert len(taken_over.extra["jobs"]) >= 1
     assert_conserved(taken_over.account(), taken_over.seeded)
     assert duplicate_rows(taken_over) == 0

@@ -10,6 +10,7 @@ import yaml
 
 from bedrock_batch.config import PipelineConfig
 from bedrock_batch.errors import ConfigError
+from bedrock_batch.operators import bedrock_job_name
 from bedrock_batch.prepare import (
     PrepareCounts,
     RunContext,
@@ -49,7 +50,10 @@ def test_a_runs_job_marker_is_in_each_of_its_job_names_and_no_other_runs():
     ours, theirs = "scheduled__2026-11-10T00:00:00+00:00", "manual__2026-11-11T08:00:00+00:00"
     marker = run_job_marker("summarize_calls", ours)
     keys = {run_id: RunContext("summarize_calls", run_id).key for run_id in (ours, theirs)}
-    names = {run: job_name_prefix("summarize_calls", window, key) + "-j007" for run, key in keys.items()}
+    names = {
+        run: bedrock_job_name(job_name_prefix("summarize_calls", window, key) + "-j007", "c0ffee" * 8)
+        for run, key in keys.items()
+    }
 
     assert marker in names[ours] and marker not in names[theirs]
     assert marker[0].isalnum()  # ListModelInvocationJobs' nameContains must start with one

@@ -61,11 +61,12 @@ def test_a_failed_run_whose_job_still_runs_in_bedrock_is_live():
     assert is_live("scheduled__1") is True
 
 
-def test_a_run_airflow_no_longer_has_is_over_unless_its_jobs_still_run():
-    is_live, _ = liveness({}, {"deleted__2": ["summarize-calls-j001"]})
+def test_a_run_airflow_does_not_have_is_unknown_unless_its_jobs_still_run():
+    """Deleted, or another deployment's run that may be staging right now: the claim's TTL decides."""
+    is_live, _ = liveness({}, {"other__2": ["summarize-calls-j001"]})
 
-    assert is_live("deleted__1") is False
-    assert is_live("deleted__2") is True
+    assert is_live("other__1") is None
+    assert is_live("other__2") is True
 
 
 @pytest.mark.parametrize(
