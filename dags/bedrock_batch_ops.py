@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from functools import partial
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
@@ -221,23 +222,16 @@ with DAG(
             )
         return results
 
-    def _run_state(ti: Any, dag_id: str, run_id: str) -> str | None:
-        """The run's state via the Task SDK ("success", "failed", ...); None if Airflow has no such run."""
-        if not ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]):
-            return None
-        state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
-        return str(getattr(state, "value", state))  # the Task SDK answers with an enum
-
     def _tracker(ti: Any) -> Any:
         """Whether a DAG run tracks a job, asked through the Task SDK (one lookup per run)."""
-        from bedrock_batch.ops import run_tracks_job
+        from bedrock_batch.ops import dag_run_state, run_tracks_job
 
         runs: dict[tuple[str, str], tuple[str | None, list[str]]] = {}
 
         def is_tracked(ref: Any, job_arn: str) -> bool:
             key = (ref.dag_id, ref.run_id)
             if key not in runs:
-                state = _run_state(ti, ref.dag_id, ref.run_id)
+                state = dag_run_state(ti, ref.dag_id, ref.run_id)
                 arns: list[str] = []
                 if state is not None:
                     pulled = ti.xcom_pull(task_ids=SUBMIT_TASK, dag_id=ref.dag_id, run_id=ref.run_id)
@@ -268,7 +262,7 @@ with DAG(
                 warehouse = ops.pipeline_warehouse(name)
             except ConfigError as err:  # a form mistake: retrying cannot help
                 raise AirflowFailException(str(err)) from err
-            rows += ops.window_claim_rows(warehouse, name, lambda dag, run: _run_state(ti, dag, run))
+            rows += ops.window_claim_rows(warehouse, name, partial(ops.dag_run_state, ti))
         columns = ("pipeline", "window_start", "window_end", "prompt_version", "run_id", "run_state")
         log.info("%d window claims\n%s", len(rows), ops.format_table(rows, columns) if rows else "(none)")
         return rows
@@ -289,7 +283,7 @@ with DAG(
                 ops.pipeline_warehouse(pipeline),
                 pipeline,
                 params.get("run_id"),
-                lambda dag_id, run_id: _run_state(ti, dag_id, run_id),
+                partial(ops.dag_run_state, ti),
             )
         except ConfigError as err:  # a form mistake: retrying cannot help
             raise AirflowFailException(str(err)) from err

@@ -427,6 +427,14 @@ RunStateOf = Callable[[str, str], str | None]
 NOT_IN_AIRFLOW = "not in Airflow"
 
 
+def dag_run_state(ti: Any, dag_id: str, run_id: str) -> str | None:
+    """A run's state through the Task SDK ("running", "failed", ...); None if Airflow has no such run."""
+    if not ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]):
+        return None
+    state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+    return str(getattr(state, "value", state))  # the Task SDK answers with an enum
+
+
 def pipeline_names() -> list[str]:
     """Every pipeline with a config (its DAG id is its name)."""
     from bedrock_batch.config import discover_pipelines

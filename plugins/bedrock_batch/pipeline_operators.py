@@ -45,13 +45,13 @@ def run_liveness(
     which may be staging right now) and Bedrock runs none of its jobs, or when either errs.
     """
 
+    from bedrock_batch.ops import dag_run_state
+
     def is_live(run_id: str) -> bool | None:
         try:
-            known = bool(ti.get_dr_count(dag_id=dag_id, run_ids=[run_id]))
-            if known:
-                state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
-                if str(getattr(state, "value", state)) in {"queued", "running"}:
-                    return True
+            state = dag_run_state(ti, dag_id, run_id)
+            if state in {"queued", "running"}:
+                return True
             jobs = active_jobs(run_id)
         except Exception as err:  # the claim's TTL decides
             log.warning("Could not tell whether run %s of %s is over: %s", run_id, dag_id, err)
@@ -59,7 +59,7 @@ def run_liveness(
         if jobs:
             log.warning("Run %s of %s is not running in Airflow, but its jobs %s are", run_id, dag_id, jobs)
             return True
-        return False if known else None
+        return False if state is not None else None
 
     return is_live
 
