@@ -255,16 +255,22 @@ with DAG(
         from bedrock_batch import ops
         from bedrock_batch.errors import ConfigError
 
-        pipelines = [params["pipeline"]] if params.get("pipeline") else ops.pipeline_names()
-        rows: list[dict[str, Any]] = []
-        for name in pipelines:
+        run_state = partial(ops.dag_run_state, ti)
+        if params.get("pipeline"):
             try:
-                warehouse = ops.pipeline_warehouse(name)
+                warehouse = ops.pipeline_warehouse(params["pipeline"])
             except ConfigError as err:  # a form mistake: retrying cannot help
                 raise AirflowFailException(str(err)) from err
-            rows += ops.window_claim_rows(warehouse, name, partial(ops.dag_run_state, ti))
+            rows, failures = ops.window_claim_rows(warehouse, params["pipeline"], run_state), {}
+        else:
+            rows, failures = ops.list_window_claims(ops.pipeline_names(), run_state)
         columns = ("pipeline", "window_start", "window_end", "prompt_version", "run_id", "run_state")
         log.info("%d window claims\n%s", len(rows), ops.format_table(rows, columns) if rows else "(none)")
+        if failures:  # the others' claims are logged above; the task fails so the gap is not missed
+            raise RuntimeError(
+                f"window claims of {len(failures)} pipeline(s) could not be read: "
+                + "; ".join(f"{name}: {why}" for name, why in failures.items())
+            )
         return rows
 
     @task(multiple_outputs=False)

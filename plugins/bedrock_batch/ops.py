@@ -467,6 +467,29 @@ def window_claim_rows(warehouse: Warehouse, pipeline: str, run_state: RunStateOf
     return rows
 
 
+def list_window_claims(
+    pipelines: Sequence[str],
+    run_state: RunStateOf,
+    *,
+    warehouse_of: Callable[[str], Warehouse] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The window claims of every pipeline in ``pipelines``, and why each one that could not be read failed.
+
+    One pipeline whose warehouse is down (or whose config is broken) must not hide the others'
+    claims from the on-call engineer, so its failure is returned by name instead of raised.
+    """
+    rows: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
+    for name in pipelines:
+        try:
+            warehouse = (warehouse_of or pipeline_warehouse)(name)
+            rows += window_claim_rows(warehouse, name, run_state)
+        except Exception as err:  # reported by pipeline name: the listing goes on
+            log.warning("Window claims of pipeline %s could not be read: %s", name, err)
+            failures[name] = f"{type(err).__name__}: {err}"
+    return rows, failures
+
+
 def release_window_claim(
     warehouse: Warehouse, pipeline: str, run_id: str | None, run_state: RunStateOf
 ) -> dict[str, Any]:

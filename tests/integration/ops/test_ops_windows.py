@@ -91,3 +91,38 @@ def test_the_ops_dag_lists_and_releases_a_claim_airflow_cannot_vouch_for(sqlite_
     assert f"scheduled__gone  {ops.NOT_IN_AIRFLOW}" in listed.stdout + listed.stderr
     assert released.returncode == 0, (released.stdout + released.stderr)[-4000:]
     assert ops.pipeline_warehouse(PIPELINE).window_claims() == []
+
+
+def test_a_pipeline_whose_warehouse_cannot_be_reached_is_named_and_the_others_are_still_listed(
+    warehouse, monkeypatch
+):
+    from bedrock_batch.warehouse import Warehouse, WarehouseTables
+    from scripts.local_env import free_port
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DOWN_WAREHOUSE",
+        json.dumps(
+            {
+                "conn_type": "postgres",
+                "host": "127.0.0.1",
+                "port": free_port(),  # nothing listens there
+                "login": "nobody",
+                "schema": "nowhere",
+                "extra": {"connect_timeout": 2},
+            }
+        ),
+    )
+    down = Warehouse("down_warehouse", WarehouseTables("s", "e", "p"), pipeline="calls_eu")
+    hold(warehouse, "scheduled__2026-11-20")
+
+    def warehouse_of(name: str) -> Warehouse:
+        if name == "calls_eu":
+            down.ensure_schema()
+            return down
+        return ops.pipeline_warehouse(name)
+
+    rows, failures = ops.list_window_claims(["calls_eu", PIPELINE], run_state, warehouse_of=warehouse_of)
+
+    assert [(row["pipeline"], row["run_id"]) for row in rows] == [(PIPELINE, "scheduled__2026-11-20")]
+    assert list(failures) == ["calls_eu"]
+    assert "OperationalError" in failures["calls_eu"]
