@@ -1,4 +1,5 @@
-"""The whole nightly DAG (`airflow dags test`) when a job fails, on a rerun, and on a small-batch day.
+"""The whole nightly DAG (`airflow dags test`) when a job fails, on a rerun, on a small-batch day, and
+when an operator asks for a day's summaries again (``re_summarize``).
 
 Each run costs ~20 s, so these few cover what only the DAG can show: the run's state, the task
 wiring (collect and report after a failure, on demand instead of a job) and reruns of the same run.
@@ -13,6 +14,7 @@ from types import SimpleNamespace
 
 FAILED_DAY = dt.date(2026, 12, 1)
 SMALL_DAY = dt.date(2026, 12, 5)
+RESUMMARIZED_DAY = dt.date(2026, 12, 9)
 DAG_ID = "summarize_calls"
 
 
@@ -89,3 +91,25 @@ def test_a_small_batch_day_with_policy_on_demand_is_summarized_without_a_batch_j
     assert calls["bedrock:CreateModelInvocationJob"] == 0
     assert calls["bedrock:InvokeModel"] == counts["summarized"]
     assert jobs_of(local_aws_clean, SMALL_DAY) == []
+
+
+def test_re_summarize_runs_a_summarized_day_again_and_replaces_its_summaries(
+    run_pipeline, sqlite_warehouse, local_aws_clean
+):
+    first = run_pipeline(sqlite_warehouse, RESUMMARIZED_DAY, seed_count=120)
+    assert first.returncode == 0, first.output[-4000:]
+    summarized = first.account()["summarized"]
+    (first_run,) = {row[0] for row in first.query("SELECT run_id FROM call_summaries")}
+
+    plain = run_pipeline(sqlite_warehouse, RESUMMARIZED_DAY, seed_count=0)
+    assert plain.returncode == 0, plain.output[-4000:]
+    assert len(jobs_of(local_aws_clean, RESUMMARIZED_DAY)) == 1  # nothing left to do: no new job
+
+    again = run_pipeline(sqlite_warehouse, RESUMMARIZED_DAY, seed_count=0, conf={"re_summarize": True})
+    assert again.returncode == 0, again.output[-4000:]
+    counts = again.account()
+    assert (counts["source_rows"], counts["unaccounted"], counts["duplicated"]) == (120, 0, 0)
+    assert counts["summarized"] == summarized
+    assert len(jobs_of(local_aws_clean, RESUMMARIZED_DAY)) == 2
+    run_ids = {row[0] for row in again.query("SELECT run_id FROM call_summaries")}
+    assert len(run_ids) == 1 and run_ids != {first_run}
