@@ -17,6 +17,7 @@ when the holder is gone in a way Airflow cannot tell (a run deleted, or from ano
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +54,8 @@ MAX_RESULTS = 1000
 """Upper bound of one listing: ops answers questions about recent jobs, not the whole history."""
 
 _MESSAGE_CHARS = 200
+_TOKEN_SUFFIXED = re.compile(r"-[0-9a-f]{8}")
+"""What ``operators.bedrock_job_name`` appends to a planned job name."""
 
 Tracker = Callable[[RunRef, str], bool]
 """``(run named by the job's tags, job ARN) -> whether a DAG run tracks the job``."""
@@ -289,8 +292,10 @@ def staged_job_from(job: Mapping[str, Any]) -> StagedJob:
     """
     The staged job behind a Bedrock job, from its input and output URIs.
 
-    The stager writes a job's input under ``{run_prefix}/jobs/{job_name}/`` and its record map at
-    ``{run_prefix}/maps/{job_name}.jsonl``; any other layout was not staged by this project.
+    The stager writes a job's input under ``{run_prefix}/jobs/{planned name}/`` and its record map at
+    ``{run_prefix}/maps/{planned name}.jsonl``; the submit task names the Bedrock job after the
+    planned name plus 8 hex characters of its request token (``operators.bedrock_job_name``). Any
+    other layout or name was not staged by this project.
     """
     from bedrock_batch.staging import StagedJob
 
@@ -300,16 +305,22 @@ def staged_job_from(job: Mapping[str, Any]) -> StagedJob:
         output_uri = job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"]
     except (KeyError, TypeError):
         raise AdoptError(f"job {name} has no S3 input or output configuration") from None
-    suffix = f"/jobs/{name}/"
-    if not input_uri.endswith(suffix):
-        raise AdoptError(f"job {name}: input {input_uri} is not a folder staged by this project (*{suffix})")
-    run_prefix = input_uri[: -len(suffix)]
+    run_prefix, _, planned = input_uri.rstrip("/").rpartition("/jobs/")
+    if not run_prefix or "/" in planned or not input_uri.endswith("/"):
+        raise AdoptError(
+            f"job {name}: input {input_uri} is not a folder staged by this project (*/jobs/<job>/)"
+        )
+    if name != planned and not _TOKEN_SUFFIXED.fullmatch(name.removeprefix(planned)):
+        raise AdoptError(
+            f"job {name}: its input folder {input_uri} belongs to planned job {planned!r}, "
+            "and the name is not that job's name plus its request token's 8 characters"
+        )
     return StagedJob(
         index=0,
-        job_name=name,
+        job_name=planned,
         input_s3_uri=input_uri,
         output_s3_uri=output_uri,
-        map_s3_uri=f"{run_prefix}/maps/{name}.jsonl",
+        map_s3_uri=f"{run_prefix}/maps/{planned}.jsonl",
         files=[],
         records=int(job.get("totalRecordCount") or 0),
         bytes=0,

@@ -92,6 +92,23 @@ def test_the_record_map_sits_beside_the_jobs_folder_of_the_run():
     assert staged.records == 7
 
 
+def test_a_job_named_as_the_submit_task_names_it_maps_back_to_its_planned_folder():
+    from bedrock_batch.operators import bedrock_job_name
+
+    planned = "summarize-calls-20261110-abc-j002"
+    name = bedrock_job_name(planned, "7627bce0" + "f" * 56)
+    staged = ops.staged_job_from(staged_summary(f"s3://in/pfx/run-x/jobs/{planned}/", name))
+    assert staged.job_name == planned
+    assert staged.map_s3_uri == f"s3://in/pfx/run-x/maps/{planned}.jsonl"
+
+
+def test_a_job_whose_name_is_not_its_folders_planned_job_cannot_be_adopted():
+    planned = "summarize-calls-20261110-abc-j002"
+    for name in ("summarize-calls-20261110-abc-j003-7627bce0", f"{planned}-notatokn", f"{planned}x"):
+        with pytest.raises(ops.AdoptError, match=f"belongs to planned job '{planned}'"):
+            ops.staged_job_from(staged_summary(f"s3://in/pfx/run-x/jobs/{planned}/", name))
+
+
 def test_a_job_staged_elsewhere_cannot_be_adopted():
     with pytest.raises(ops.AdoptError, match="not a folder staged by this project"):
         ops.staged_job_from(staged_summary("s3://in/somewhere/else/"))

@@ -220,13 +220,17 @@ class PipelineHarness:
         tags: Mapping[str, str] | None = None,
         model_id: str | None = None,
     ) -> str:
+        from bedrock_batch.operators import bedrock_job_name
+
+        token = uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}/{job.job_name}").hex
         return self.hook.create_job(
-            job_name=job.job_name,
+            # Named as the submit operator names it: the planned name plus 8 characters of the token.
+            job_name=bedrock_job_name(job.job_name, token),
             role_arn=ROLE_ARN,
             model_id=model_id or self.config.model.id,
             input_s3_uri=job.input_s3_uri,
             output_s3_uri=job.output_s3_uri,
-            client_request_token=uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}/{job.job_name}").hex,
+            client_request_token=token,
             tags={"pipeline": self.config.name, **(tags or {})},
         )
 
