@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from bedrock_batch.errors import OutputParseError
 from bedrock_batch.models import ModelFamily
 from bedrock_batch.results import Manifest, Quarantined, ResultLine, iter_output, parse_manifest, reconcile
 from bedrock_batch.s3paths import iter_lines, list_keys, split_s3_uri
@@ -98,15 +99,19 @@ class JobCollector:
         self.seen: set[str] = set()
         self.errors: list[ErrorRow] = []
         self.manifest: Manifest | None = None
+        self.manifest_error: str | None = None
 
     def iter_lines(self, job_arn: str) -> Iterator[ResultLine]:
         bucket, prefix = output_prefix(self.job, job_arn)
         for key in list_keys(self.s3, bucket, prefix, owner=self.owner):
             name = key.rsplit("/", 1)[-1]
             if name == "manifest.json.out":
-                self.manifest = parse_manifest(
-                    b"".join(iter_lines(self.s3, bucket, key, owner=self.owner, keepends=True)), file=key
-                )
+                data = b"".join(iter_lines(self.s3, bucket, key, owner=self.owner, keepends=True))
+                try:
+                    self.manifest = parse_manifest(data, file=key)
+                except OutputParseError as err:  # only a cross-check: the records still load
+                    self.manifest_error = str(err)
+                    log.warning("Job %s: its manifest cannot be read: %s", self.job.job_name, err)
                 continue
             if not name.endswith(".jsonl.out"):
                 continue
@@ -214,6 +219,8 @@ def collect_job(
             log.warning(
                 "Job %s output does not match its manifest: %s", job.job_name, check.manifest_mismatch
             )
+    elif collector.manifest_error is not None:
+        outcome.manifest_problem = collector.manifest_error
     elif job_arn and status in {"Completed", "PartiallyCompleted"}:
         outcome.manifest_problem = "manifest.json.out is missing"
         log.warning("Job %s has no manifest.json.out", job.job_name)

@@ -48,6 +48,8 @@ SQL_DIR_ENV = "BEDROCK_BATCH_SQL_DIR"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MIGRATION_FILE = re.compile(r"(\d{4})_[A-Za-z0-9_]+\.sql")
 _WRITE_BATCH = 20000
+NUL_REPLACEMENT = "\ufffd"
+"""What a NUL in a text value becomes on PostgreSQL, whose text type cannot hold it."""
 
 
 def validate_identifier(value: object, *, setting: str, dotted: bool = False) -> str:
@@ -1156,20 +1158,38 @@ class _BatchWriter:
 
 
 def _copy_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """``COPY ... FROM STDIN`` with psycopg 3 (``cursor.copy``) or psycopg2 (``copy_expert``)."""
+    """``COPY ... FROM STDIN`` with psycopg 3 (``cursor.copy``) or psycopg2 (``copy_expert``).
+
+    PostgreSQL text cannot hold NUL, which a model's output may: such a character is written as
+    U+FFFD (with a warning naming the row's key) instead of failing the whole job's load.
+    """
     if hasattr(cur, "copy"):
         with cur.copy(sql) as copy:
             for seq, row in enumerate(rows):
-                copy.write_row((*row, seq))
+                try:
+                    copy.write_row((*row, seq))
+                except Exception:  # psycopg refuses the row before sending any of it
+                    cleaned = _without_nul(row)
+                    if cleaned is row:
+                        raise
+                    copy.write_row((*cleaned, seq))
         return
     import io
 
     buffer = io.StringIO()
     for seq, row in enumerate(rows):
-        buffer.write("\t".join(_copy_text(value) for value in (*row, seq)))
+        buffer.write("\t".join(_copy_text(value) for value in (*_without_nul(row), seq)))
         buffer.write("\n")
     buffer.seek(0)
     cur.copy_expert(sql, buffer)
+
+
+def _without_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``row`` with NUL in its text values written as U+FFFD; ``row`` itself when it holds none."""
+    if not any(type(value) is str and "\x00" in value for value in row):
+        return row
+    log.warning("Row of key %r: NUL characters written as U+FFFD (PostgreSQL text cannot hold NUL)", row[0])
+    return tuple(value.replace("\x00", NUL_REPLACEMENT) if type(value) is str else value for value in row)
 
 
 def _copy_text(value: Any) -> str:
@@ -1181,10 +1201,4 @@ def _copy_text(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat(sep=" ")
     text = str(value)
-    return (
-        text.replace("\\", "\\\\")
-        .replace("\t", "\\t")
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-        .replace("\x00", "")  # text columns cannot hold NUL
-    )
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")

@@ -156,6 +156,16 @@ def test_a_missing_manifest_is_reported_and_the_records_still_load(harness):
     assert outcome.summarized == RECORDS
 
 
+def test_an_unreadable_manifest_is_reported_naming_it_and_the_records_still_load(harness):
+    _, prepared, job, info = one_job(harness)
+    (manifest,) = [key for key in output_keys(harness, job, info) if key.endswith("manifest.json.out")]
+    harness.s3.put_object(Bucket=BUCKET, Key=manifest, Body=b'{"totalRecordCount": 5}')
+    outcome = harness.collect(prepared, job, info)
+    assert outcome.manifest_problem.startswith(manifest)
+    assert "is missing" in outcome.manifest_problem
+    assert outcome.summarized == RECORDS
+
+
 def test_a_job_never_submitted_queues_every_record(harness):
     keys = harness.add_calls(RECORDS)
     prepared = harness.prepare(tiny_quotas())

@@ -103,3 +103,24 @@ def test_pending_keys_match_an_integer_key_column(pg_warehouse, postgres_warehou
     assert [(row["source_key"], row["text"], row["origin"]) for row in rows] == [
         ("9", "nine", "carried_over")
     ]
+
+
+def test_a_nul_in_a_model_output_is_written_as_a_replacement_character_not_a_failed_load(
+    pg_warehouse, postgres_warehouse, caplog
+):
+    results = [
+        SummaryRow("a", "before\x00after", 10, 2, "end_turn"),
+        SummaryRow("b", "fine", 10, 2, "end_turn"),
+    ]
+    errors = [ErrorRow("c", "model", "400", "bad\x00input", retryable=False, attempt=1)]
+
+    pg_warehouse.load_job(
+        results, errors, run_id="run-1", job_arn=None, prompt_version=PROMPT, model_id=MODEL, max_attempts=3
+    )
+
+    assert query(postgres_warehouse, f"SELECT source_key, summary FROM {TABLES.output_table} ORDER BY 1") == [
+        ("a", "before\ufffdafter"),
+        ("b", "fine"),
+    ]
+    assert query(postgres_warehouse, f"SELECT message FROM {TABLES.error_table}") == [("bad\ufffdinput",)]
+    assert "Row of key 'a': NUL characters written as U+FFFD" in caplog.text
