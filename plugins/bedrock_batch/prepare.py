@@ -282,6 +282,7 @@ class RunPreparer:
             limit=limit,
             chunk_size=self.config.read_chunk_rows,
             include_summarized=self.settings.re_summarize,
+            claimed_only=self.writes,
         )
 
     def _carry_over(self, keys: Iterable[str]) -> int:
@@ -320,6 +321,7 @@ class RunPreparer:
             run_id=self.run.run_id,
             limit=self.settings.record_limit,
             include_summarized=self.settings.re_summarize,
+            claimed_only=self.writes,
         )
         log.info(
             "Pipeline %s, window %s: %d source rows to consider (model %s, prompt %s %s)",

@@ -359,6 +359,7 @@ class Warehouse:
         limit: int | None = None,
         chunk_size: int = 5000,
         include_summarized: bool = False,
+        claimed_only: bool = False,
     ) -> Iterator[SourceRowDict]:
         """Stream the rows this run must summarize, pending rows first, then the window in time order.
 
@@ -371,6 +372,10 @@ class Warehouse:
         ``attempt`` is 1 + the distinct runs other than ``run_id`` with an error row for the key, so a
         rerun of the same DAG run sees the same attempts. Keys already tried ``max_attempts`` times are
         skipped. Reads ``chunk_size`` rows at a time (Postgres: server-side cursor; SQLite: fetchmany).
+
+        ``claimed_only``: pending keys only if ``run_id`` holds them (after :meth:`claim_pending`).
+        A key queued after the claim, by another run's collect, is left for a later run: read
+        unclaimed, a run claiming next would read it too, and Bedrock would bill it twice.
         """
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -380,7 +385,7 @@ class Warehouse:
             return
         yielded = 0
         pending = self._iter_pending_rows(
-            source, prompt_version, max_attempts, run_id, chunk_size, include_summarized
+            source, prompt_version, max_attempts, run_id, chunk_size, include_summarized, claimed_only
         )
         window = self._iter_window_rows(
             source, start, end, prompt_version, max_attempts, run_id, chunk_size, include_summarized
@@ -404,6 +409,7 @@ class Warehouse:
         run_id: str | None = None,
         limit: int | None = None,
         include_summarized: bool = False,
+        claimed_only: bool = False,
     ) -> int:
         """How many rows ``iter_source_rows`` with the same arguments would yield (one count query each)."""
         if max_attempts < 1:
@@ -411,7 +417,9 @@ class Warehouse:
         window_sql, window_params = self._window_sql(
             source, start, end, prompt_version, run_id, include_summarized
         )
-        pending_sql, pending_params = self._pending_sql(prompt_version, run_id, include_summarized)
+        pending_sql, pending_params = self._pending_sql(
+            prompt_version, run_id, include_summarized, claimed_only
+        )
         total = 0
         with self._read_cursor(server_side=False) as cur:
             for sql, params in ((pending_sql, pending_params), (window_sql, window_params)):
@@ -475,9 +483,14 @@ class Warehouse:
         return sql, params
 
     def _pending_sql(
-        self, prompt_version: str, run_id: str | None, include_summarized: bool
+        self, prompt_version: str, run_id: str | None, include_summarized: bool, claimed_only: bool = False
     ) -> tuple[str, tuple[Any, ...]]:
-        """Pending keys, not dead-lettered (nor summarized): key, reason, first_seen_at, bb_tried."""
+        """Pending keys, not dead-lettered (nor summarized): key, reason, first_seen_at, bb_tried.
+
+        Keys ``run_id`` holds; with ``claimed_only`` false also those nobody holds or whose claim is stale.
+        """
+        if claimed_only and not run_id:
+            raise ValueError("claimed_only needs the run_id that claimed the keys")
         t, ph = self.tables, self._ph
         attempts_sql, attempts_params = self._attempts_sql("p.source_key", run_id)
         sql = (
@@ -485,22 +498,19 @@ class Warehouse:
             f" FROM {t.pending_table} p WHERE p.prompt_version = {ph}"
             f" AND NOT EXISTS (SELECT 1 FROM {t.error_table} d WHERE d.source_key = p.source_key"
             f"  AND d.prompt_version = p.prompt_version AND d.dead_lettered = {ph})"
-            f" AND (p.claimed_by IS NULL OR p.claimed_by = {ph} OR p.claimed_at < {ph})"
         )
+        if claimed_only:
+            sql += f" AND p.claimed_by = {ph}"
+            claim_params: tuple[Any, ...] = (run_id,)
+        else:
+            sql += f" AND (p.claimed_by IS NULL OR p.claimed_by = {ph} OR p.claimed_at < {ph})"
+            claim_params = (run_id or "", self._ts(datetime.now(UTC) - self.claim_ttl))
         if not include_summarized:
             sql += (
                 f" AND NOT EXISTS (SELECT 1 FROM {t.output_table} o"
                 f"  WHERE o.source_key = p.source_key AND o.prompt_version = p.prompt_version)"
             )
-        stale_before = self._ts(datetime.now(UTC) - self.claim_ttl)
-        return sql, (
-            prompt_version,
-            *attempts_params,
-            prompt_version,
-            self._bool(True),
-            run_id or "",
-            stale_before,
-        )
+        return sql, (prompt_version, *attempts_params, prompt_version, self._bool(True), *claim_params)
 
     def claim_pending(self, *, run_id: str, prompt_version: str) -> int:
         """Claim for ``run_id`` every pending key no other live run holds; returns how many it holds.
@@ -679,9 +689,10 @@ class Warehouse:
         run_id: str | None,
         chunk_size: int,
         include_summarized: bool,
+        claimed_only: bool,
     ) -> Iterator[SourceRowDict]:
         """Pending keys by keyset pages, then their source rows by key (the key column's index serves)."""
-        base_sql, base_params = self._pending_sql(prompt_version, run_id, include_summarized)
+        base_sql, base_params = self._pending_sql(prompt_version, run_id, include_summarized, claimed_only)
         page_sql = f"{base_sql} AND p.source_key > {self._ph} ORDER BY p.source_key LIMIT {int(chunk_size)}"
         extras = "".join(f", s.{column}" for column in source.extra_columns)
         last_key = ""

@@ -475,6 +475,31 @@ def test_a_pending_key_claimed_by_a_run_in_flight_is_not_read_by_another_run(war
     assert keys(read(warehouse, run_id="nightly-b")) == []
 
 
+def test_a_key_queued_after_a_run_claimed_the_queue_is_left_for_the_next_claim(warehouse, warehouse_db):
+    insert_calls(
+        warehouse_db, [("first", DAY - timedelta(days=5), "t"), ("late", DAY - timedelta(days=4), "t")]
+    )
+    warehouse.carry_over(["first"], run_id="run-1", prompt_version=PROMPT)
+    warehouse.claim_pending(run_id="backfill-a", prompt_version=PROMPT)
+    warehouse.carry_over(["late"], run_id="other", prompt_version=PROMPT)  # e.g. another run's collect
+
+    assert keys(read(warehouse, run_id="backfill-a", claimed_only=True)) == ["first"]
+    assert (
+        warehouse.count_source_rows(
+            SOURCE,
+            start=DAY,
+            end=NEXT_DAY,
+            prompt_version=PROMPT,
+            max_attempts=3,
+            run_id="backfill-a",
+            claimed_only=True,
+        )
+        == 1
+    )
+    assert warehouse.claim_pending(run_id="nightly-b", prompt_version=PROMPT) == 1
+    assert keys(read(warehouse, run_id="nightly-b", claimed_only=True)) == ["late"]
+
+
 def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
     wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls", claim_ttl=timedelta(0))
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
