@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Generator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -161,6 +163,21 @@ with DAG(
             "max_results": params["max_results"],
         }
 
+    @contextmanager
+    def _request_mistakes_fail() -> Generator[None, None, None]:
+        """A mistake in the form (or a request AWS refuses as such) fails the task: retries cannot help."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from bedrock_batch import ops
+
+        try:
+            yield
+        except Exception as err:
+            mistake = ops.request_mistake(err)
+            if mistake is None:
+                raise
+            raise AirflowFailException(mistake) from err
+
     def _hook() -> Any:
         from bedrock_batch.hooks import BedrockBatchHook
 
@@ -173,7 +190,8 @@ with DAG(
 
         filters = _filters(params)
         log.info("Listing Bedrock batch jobs: %s, sort %s", filters, params["sort_order"])
-        rows = ops.list_jobs(_hook(), sort_order=params["sort_order"], **filters)
+        with _request_mistakes_fail():
+            rows = ops.list_jobs(_hook(), sort_order=params["sort_order"], **filters)
         log.info("%d jobs\n%s", len(rows), ops.format_table(rows))
         return rows
 
@@ -182,9 +200,10 @@ with DAG(
         """Stop the job ``job_arn`` names."""
         from bedrock_batch import ops
 
-        job_arn = ops.check_job_arn(params.get("job_arn"))
-        log.info("Stopping Bedrock batch job %s", job_arn)
-        result = ops.stop_job(_hook(), job_arn)
+        with _request_mistakes_fail():
+            job_arn = ops.check_job_arn(params.get("job_arn"))
+            log.info("Stopping Bedrock batch job %s", job_arn)
+            result = ops.stop_job(_hook(), job_arn)
         log.info("Job %s: %s -> %s", job_arn, result["status_before"], result["status"])
         return result
 
@@ -211,7 +230,8 @@ with DAG(
             adopter = ops.JobAdopter(
                 s3=s3, pipeline_for=lambda dag_id: ops.pipeline_target(dag_id, render=render)
             )
-        results = ops.reconcile(_hook(), is_tracked=_tracker(ti), mode=mode, adopter=adopter, **filters)
+        with _request_mistakes_fail():
+            results = ops.reconcile(_hook(), is_tracked=_tracker(ti), mode=mode, adopter=adopter, **filters)
         columns = ("submit_time", "status", "dag_id", "run_id", "action", "job_arn")
         log.info("%d orphans\n%s", len(results), ops.format_table(results, columns))
         failed = [result for result in results if result["action"] == "failed"]
@@ -250,17 +270,12 @@ with DAG(
     @task
     def list_windows(params: dict[str, Any], ti: Any = None) -> list[dict[str, Any]]:
         """Log the days each pipeline run holds, with the holder's state in Airflow."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         from bedrock_batch import ops
-        from bedrock_batch.errors import ConfigError
 
         run_state = partial(ops.dag_run_state, ti)
         if params.get("pipeline"):
-            try:
+            with _request_mistakes_fail():
                 warehouse = ops.pipeline_warehouse(params["pipeline"])
-            except ConfigError as err:  # a form mistake: retrying cannot help
-                raise AirflowFailException(str(err)) from err
             rows, failures = ops.window_claim_rows(warehouse, params["pipeline"], run_state), {}
         else:
             rows, failures = ops.list_window_claims(ops.pipeline_names(), run_state)
@@ -276,13 +291,11 @@ with DAG(
     @task(multiple_outputs=False)
     def release_window(params: dict[str, Any], ti: Any = None) -> dict[str, Any]:
         """End the window claims of ``run_id`` in ``pipeline``."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         from bedrock_batch import ops
         from bedrock_batch.errors import ConfigError
 
         pipeline = params.get("pipeline")
-        try:
+        with _request_mistakes_fail():
             if not pipeline:
                 raise ConfigError("pipeline: name the pipeline (its DAG id) whose window claim to release")
             result = ops.release_window_claim(
@@ -291,8 +304,6 @@ with DAG(
                 params.get("run_id"),
                 partial(ops.dag_run_state, ti),
             )
-        except ConfigError as err:  # a form mistake: retrying cannot help
-            raise AirflowFailException(str(err)) from err
         log.info("Released %d window claims of run %s (%s)", result["released"], result["run_id"], pipeline)
         return result
 

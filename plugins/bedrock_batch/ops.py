@@ -54,7 +54,13 @@ MAX_RESULTS = 1000
 """Upper bound of one listing: ops answers questions about recent jobs, not the whole history."""
 
 _MESSAGE_CHARS = 200
+#: AWS error codes that a retry of the same request cannot change: the request or the job is wrong.
+REQUEST_ERROR_CODES = frozenset(
+    {"ValidationException", "ResourceNotFoundException", "AccessDeniedException", "ConflictException"}
+)
 _TOKEN_SUFFIXED = re.compile(r"-[0-9a-f]{8}")
+_NAME_FILTER = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9+\-.]){0,63}")
+"""``nameContains`` of ListModelInvocationJobs, as the service model gives it."""
 """What ``operators.bedrock_job_name`` appends to a planned job name."""
 
 Tracker = Callable[[RunRef, str], bool]
@@ -89,6 +95,20 @@ def check_status(status: str | None) -> str | None:
             f"status must be one of {', '.join(JOB_STATUSES)} or {ANY_STATUS!r}, got {status!r}"
         )
     return status
+
+
+def check_name_contains(value: str | None) -> str | None:
+    """A job-name filter as ListModelInvocationJobs takes it (``_NAME_FILTER``); None for no filter."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if not _NAME_FILTER.fullmatch(value) or len(value) > 63:
+        hint = " (job names use '-' where DAG ids use '_')" if "_" in value else ""
+        raise ConfigError(
+            f"name_contains must be 1-63 letters, digits, '-', '+' or '.', starting with a letter or "
+            f"digit, got {value!r}{hint}"
+        )
+    return value
 
 
 def job_row(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,6 +147,7 @@ def list_jobs(
     if not 1 <= int(max_results) <= MAX_RESULTS:
         raise ConfigError(f"max_results must be between 1 and {MAX_RESULTS}, got {max_results!r}")
     status = check_status(status)
+    name_contains = check_name_contains(name_contains)
     after = parse_time(submitted_after, "submitted_after")
     before = parse_time(submitted_before, "submitted_before")
     if after and before and after >= before:
@@ -135,7 +156,7 @@ def list_jobs(
         job_row(summary)
         for summary in hook.iter_jobs(
             status=status,
-            name_contains=name_contains or None,
+            name_contains=name_contains,
             submitted_after=after,
             submitted_before=before,
             sort_order=sort_order,
@@ -444,6 +465,22 @@ def dag_run_state(ti: Any, dag_id: str, run_id: str) -> str | None:
         return None
     state = ti.get_dagrun_state(dag_id=dag_id, run_id=run_id)
     return str(getattr(state, "value", state))  # the Task SDK answers with an enum
+
+
+def request_mistake(error: BaseException) -> str | None:
+    """What is wrong with the operator's request, when retrying it cannot help; None otherwise.
+
+    A ``ConfigError`` (a form field) or an AWS error in ``REQUEST_ERROR_CODES`` (e.g. a job ARN
+    Bedrock does not know, or a job that cannot be stopped in its state).
+    """
+    if isinstance(error, ConfigError):
+        return str(error)
+    response = getattr(error, "response", None)
+    if isinstance(response, Mapping):
+        code = str(response.get("Error", {}).get("Code", ""))
+        if code in REQUEST_ERROR_CODES:
+            return f"{code}: {response.get('Error', {}).get('Message', '')}".rstrip(": ")
+    return None
 
 
 def pipeline_names() -> list[str]:

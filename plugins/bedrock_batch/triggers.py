@@ -195,13 +195,22 @@ class BedrockBatchJobTrigger(BaseTrigger):
                 await asyncio.sleep(pause)
 
     async def on_kill(self) -> None:
-        """Stop the job when a user kills the deferred task (never on a triggerer restart)."""
+        """Stop the job when a user acts on the deferred task (never on a triggerer restart).
+
+        Airflow calls this on mark-failed, clear and mark-succeeded alike: all three stop the job.
+        """
         if not self.stop_on_kill:
             self.log.info(
-                "Task killed; leaving Bedrock batch job %s running (stop_on_kill=False)", self.job_arn
+                "Task marked failed, cleared or marked succeeded; leaving Bedrock batch job %s running "
+                "(stop_on_kill=False)",
+                self.job_arn,
             )
             return
-        self.log.info("Task killed; stopping Bedrock batch job %s", self.job_arn)
+        self.log.warning(
+            "Task marked failed, cleared or marked succeeded; stopping Bedrock batch job %s "
+            "(stop_on_kill=True: records it has not processed are queued for the next run)",
+            self.job_arn,
+        )
         await asyncio.wait_for(self.hook().stop_job_async(self.job_arn), timeout=_ON_KILL_TIMEOUT)
 
     # -- helpers --------------------------------------------------------------------------------

@@ -180,3 +180,24 @@ def test_the_shipped_pipeline_is_found_by_its_dag_id():
     assert target.owner == {}
     assert ops.pipeline_target("no_such_pipeline") is None
     assert ops.pipeline_target("../summarize_calls") is None
+
+
+def test_a_name_filter_is_checked_as_bedrock_would_and_names_the_field():
+    assert ops.check_name_contains(" summarize-calls-20261110 ") == "summarize-calls-20261110"
+    assert ops.check_name_contains("") is None and ops.check_name_contains(None) is None
+    with pytest.raises(ConfigError, match=r"got 'summarize_calls' \(job names use '-'"):
+        ops.check_name_contains("summarize_calls")
+    with pytest.raises(ConfigError, match="name_contains"):
+        ops.check_name_contains("-leading-dash")
+
+
+def test_request_mistakes_are_form_errors_and_aws_refusals_of_the_request_only():
+    from botocore.exceptions import ClientError
+
+    def aws(code: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "no such job"}}, "StopModelInvocationJob")
+
+    assert ops.request_mistake(ConfigError("job_arn: bad")) == "job_arn: bad"
+    assert ops.request_mistake(aws("ResourceNotFoundException")) == "ResourceNotFoundException: no such job"
+    assert ops.request_mistake(aws("ThrottlingException")) is None
+    assert ops.request_mistake(RuntimeError("network")) is None

@@ -74,3 +74,13 @@ def test_reconcile_reports_orphans_and_leaves_the_jobs_a_run_recorded(
     assert done.returncode == 0, output[-4000:]
     reported = set(re.findall(r"Orphan (arn:\S+) \(\w+\) of .+?: reported", output)) - earlier
     assert reported == {gone, unrecorded}, [line for line in output.splitlines() if "Orphan arn:" in line]
+
+
+def test_a_mistake_in_the_form_fails_the_action_at_once_naming_the_field(airflow_db):
+    conf = {"action": "list", "name_contains": "summarize_calls"}
+    done = airflow_db("dags", "test", DAG_ID, "-c", json.dumps(conf), timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 or "failed" in output.lower(), output[-4000:]
+    assert "name_contains must be 1-63 letters" in output
+    assert "job names use '-' where DAG ids use '_'" in output
+    assert "up_for_retry" not in output.lower(), output[-4000:]
