@@ -29,6 +29,7 @@ RETRYABLE_WORDS = ("throttl", "timeout", "timed out", "unavailable", "internal",
 MODEL_STAGE = "model"
 JOB_STAGE = "batch_job"
 OUTPUT_STAGE = "output"
+OUTPUT_UNREADABLE = "output_unreadable"
 
 
 def is_retryable(code: str | None, message: str | None) -> bool:
@@ -50,6 +51,7 @@ class JobOutcome:
     summarized: int = 0
     model_errors: int = 0
     not_processed: int = 0
+    output_unreadable: int = 0
     quarantined: int = 0
     unexpected: int = 0
     input_tokens: int = 0
@@ -100,6 +102,8 @@ class JobCollector:
         self.errors: list[ErrorRow] = []
         self.manifest: Manifest | None = None
         self.manifest_error: str | None = None
+        self.unreadable: dict[str, str] = {}
+        """Record id -> where and why its output line could not be read (it was processed and billed)."""
 
     def iter_lines(self, job_arn: str) -> Iterator[ResultLine]:
         bucket, prefix = output_prefix(self.job, job_arn)
@@ -119,6 +123,9 @@ class JobCollector:
                 iter_lines(self.s3, bucket, key, owner=self.owner), file=key, family=self.family
             ):
                 if isinstance(item, Quarantined):
+                    if item.record_id is not None:
+                        where = f"{item.file}:{item.line_no}: {item.reason}"
+                        self.unreadable.setdefault(item.record_id, where)
                     self.outcome.quarantined += 1
                     if len(self.outcome.quarantine_samples) < 20:
                         self.outcome.quarantine_samples.append(f"{item.file}:{item.line_no}: {item.reason}")
@@ -160,9 +167,26 @@ class JobCollector:
                 )
 
     def unprocessed(self, *, code: str, message: str) -> Iterable[ErrorRow]:
-        """Every mapped record the output did not account for: queued for a retry with the reason."""
+        """Every mapped record the output did not account for: queued for a retry with the reason.
+
+        A record whose only output line was unreadable was processed (and billed): it is recorded as
+        an ``output`` error naming the file, line and reason, not retried (a rerun of its day sends
+        it again).
+        """
         for record_id in reconcile(set(self.record_map), self.seen, None).missing:
             key, attempt = self.record_map[record_id]
+            where = self.unreadable.get(record_id)
+            if where is not None:
+                self.outcome.output_unreadable += 1
+                yield ErrorRow(
+                    source_key=key,
+                    stage=OUTPUT_STAGE,
+                    code=OUTPUT_UNREADABLE,
+                    message=f"the job processed this record; its output line is unreadable: {where}"[:2000],
+                    retryable=False,
+                    attempt=attempt,
+                )
+                continue
             self.outcome.not_processed += 1
             yield ErrorRow(
                 source_key=key, stage=JOB_STAGE, code=code, message=message, retryable=True, attempt=attempt

@@ -90,6 +90,7 @@ def summarize_run(
         "summarized": total("summarized"),
         "model_errors": total("model_errors"),
         "not_processed": total("not_processed"),
+        "output_unreadable": total("output_unreadable"),
         "quarantined_lines": total("quarantined"),
         "retry": total("retry"),
         "dead_lettered": total("dead_lettered"),
@@ -97,7 +98,9 @@ def summarize_run(
         "output_tokens": output_tokens,
         "estimated_cost_usd": run_cost(str(plan.get("model_id")), outcomes, on_demand, prices),
     }
-    summary["errored"] = summary["rejected"] + summary["model_errors"] + summary["not_processed"]
+    summary["errored"] = sum(
+        summary[name] for name in ("rejected", "model_errors", "not_processed", "output_unreadable")
+    )
     return summary
 
 
@@ -114,6 +117,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         ("rejected before submit", summary.get("rejected")),
         ("model errors", summary.get("model_errors")),
         ("not processed by the job", summary.get("not_processed")),
+        ("output unreadable", summary.get("output_unreadable")),
         ("carried over", summary.get("carried_over")),
         ("queued for retry", summary.get("retry")),
         ("dead-lettered", summary.get("dead_lettered")),

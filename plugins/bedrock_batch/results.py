@@ -46,6 +46,8 @@ class Quarantined:
     file: str
     line_no: int
     reason: str
+    record_id: str | None = None
+    """The line's ``recordId`` when it has one: the record was processed, its output is unreadable."""
 
 
 def _loads(data: bytes | str) -> Any:
@@ -127,17 +129,20 @@ def _read_line(obj: Any, *, file: str, line_no: int, family: ModelFamily) -> Res
     model_output = obj.get("modelOutput")
     if model_output is not None:
         if not isinstance(model_output, Mapping):
-            return Quarantined(file, line_no, f"record {record_id}: modelOutput is not an object")
+            return Quarantined(file, line_no, f"record {record_id}: modelOutput is not an object", record_id)
         try:
             output = family.parse_output(model_output)
         except OutputParseError as exc:
-            return Quarantined(file, line_no, f"record {record_id}: {exc} (model family {family.name})")
+            return Quarantined(
+                file, line_no, f"record {record_id}: {exc} (model family {family.name})", record_id
+            )
         return ResultLine(record_id=record_id, output=output, error_code=None, error_message=None)
     error = obj.get("error")
     if error is not None:
         code, message = _error_fields(error)
         return ResultLine(record_id=record_id, output=None, error_code=code, error_message=message)
-    return Quarantined(file, line_no, f"record {record_id}: line has neither modelOutput nor error")
+    reason = f"record {record_id}: line has neither modelOutput nor error"
+    return Quarantined(file, line_no, reason, record_id)
 
 
 def _error_fields(error: Any) -> tuple[str, str | None]:

@@ -147,6 +147,41 @@ def test_a_garbled_output_line_is_quarantined_with_file_and_line_and_its_record_
     assert (code, retryable) == ("output_missing", 1)
 
 
+def test_a_processed_record_whose_output_cannot_be_read_is_a_final_error_naming_file_line_and_reason(
+    harness,
+):
+    _, prepared, job, info = one_job(harness)
+    (out_key,) = [key for key in output_keys(harness, job, info) if key.endswith(".jsonl.out")]
+    lines = harness.s3.get_object(Bucket=BUCKET, Key=out_key)["Body"].read().splitlines(keepends=True)
+    odd_id = orjson.loads(lines[1])["recordId"]
+    lines[1] = orjson.dumps({"recordId": odd_id, "modelOutput": {"weird": True}}) + b"\n"
+    harness.s3.put_object(Bucket=BUCKET, Key=out_key, Body=b"".join(lines))
+
+    outcome = harness.collect(prepared, job, info)
+
+    assert (outcome.output_unreadable, outcome.not_processed, outcome.summarized) == (1, 0, RECORDS - 1)
+    odd_key = {rid: key for rid, key, _ in iter_record_map(harness.s3, job.map_s3_uri)}[odd_id]
+    ((stage, code, retryable, message),) = harness.query(
+        "SELECT stage, code, retryable, message FROM call_summary_errors WHERE source_key = ?", (odd_key,)
+    )
+    assert (stage, code, retryable) == ("output", "output_unreadable", 0)
+    assert message.startswith(f"the job processed this record; its output line is unreadable: {out_key}:2: ")
+    assert odd_key not in pending(harness)  # billed once already: not sent again until someone looks
+
+
+def test_a_readable_line_of_a_record_wins_over_an_unreadable_one(harness):
+    _, prepared, job, info = one_job(harness)
+    (out_key,) = [key for key in output_keys(harness, job, info) if key.endswith(".jsonl.out")]
+    lines = harness.s3.get_object(Bucket=BUCKET, Key=out_key)["Body"].read().splitlines(keepends=True)
+    odd_id = orjson.loads(lines[1])["recordId"]
+    lines.insert(0, orjson.dumps({"recordId": odd_id, "modelOutput": {"weird": True}}) + b"\n")
+    harness.s3.put_object(Bucket=BUCKET, Key=out_key, Body=b"".join(lines))
+
+    outcome = harness.collect(prepared, job, info)
+
+    assert (outcome.output_unreadable, outcome.quarantined, outcome.summarized) == (0, 1, RECORDS)
+
+
 def test_a_missing_manifest_is_reported_and_the_records_still_load(harness):
     _, prepared, job, info = one_job(harness)
     (manifest,) = [key for key in output_keys(harness, job, info) if key.endswith("manifest.json.out")]
