@@ -85,7 +85,10 @@ def _params(config: PipelineConfig) -> dict[str, Any]:
             type=["null", "integer"],
             minimum=1,
             title="Record limit",
-            description="Process at most this many source rows (the rest stay for a later run).",
+            description=(
+                "Process at most this many source rows. The rest of the window stays unread until a later "
+                "run over the same days (a rerun or backfill), not the next scheduled run."
+            ),
         ),
         "re_summarize": Param(
             False,

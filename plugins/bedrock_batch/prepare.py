@@ -75,6 +75,8 @@ class PrepareCounts:
     staged: int = 0
     carried_over: int = 0
     on_demand: int = 0
+    left_unread: int = 0
+    """Rows of the window past ``record_limit``: not read by this run (a later run over it takes them)."""
     by_origin: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +86,7 @@ class PrepareCounts:
             "staged": self.staged,
             "carried_over": self.carried_over,
             "on_demand": self.on_demand,
+            "left_unread": self.left_unread,
             "by_origin": dict(self.by_origin),
         }
 
@@ -285,6 +288,19 @@ class RunPreparer:
             claimed_only=self.writes,
         )
 
+    def _count(self, limit: int | None) -> int:
+        return self.warehouse.count_source_rows(
+            self.source,
+            start=self.window.start,
+            end=self.window.end,
+            prompt_version=self.prompt.version,
+            max_attempts=self.config.max_attempts,
+            run_id=self.run.run_id,
+            limit=limit,
+            include_summarized=self.settings.re_summarize,
+            claimed_only=self.writes,
+        )
+
     def _carry_over(self, keys: Iterable[str]) -> int:
         keys = list(keys)
         # Rejections first: writing one takes its key off the pending queue, which would drop a key
@@ -309,20 +325,22 @@ class RunPreparer:
                 end=self.window.end,
                 run_is_live=self.run_is_live,
             )
-            claimed = self.warehouse.claim_pending(run_id=self.run.run_id, prompt_version=self.prompt.version)
+            claimed = self.warehouse.claim_pending(
+                run_id=self.run.run_id, prompt_version=self.prompt.version, limit=self.settings.record_limit
+            )
             if claimed:
                 log.info("Claimed %d carried-over or retried keys for this run", claimed)
-        expected = self.warehouse.count_source_rows(
-            self.source,
-            start=self.window.start,
-            end=self.window.end,
-            prompt_version=self.prompt.version,
-            max_attempts=self.config.max_attempts,
-            run_id=self.run.run_id,
-            limit=self.settings.record_limit,
-            include_summarized=self.settings.re_summarize,
-            claimed_only=self.writes,
-        )
+        expected = self._count(self.settings.record_limit)
+        if self.settings.record_limit is not None:
+            self.counts.left_unread = self._count(None) - expected
+            if self.counts.left_unread:
+                log.warning(
+                    "record_limit %d leaves %d rows of window %s unread: a later run over this window "
+                    "(a rerun or backfill of these days) summarizes them; the next scheduled run does not",
+                    self.settings.record_limit,
+                    self.counts.left_unread,
+                    describe_window(self.window),
+                )
         log.info(
             "Pipeline %s, window %s: %d source rows to consider (model %s, prompt %s %s)",
             self.config.name,

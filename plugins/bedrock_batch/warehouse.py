@@ -512,20 +512,31 @@ class Warehouse:
             )
         return sql, (prompt_version, *attempts_params, prompt_version, self._bool(True), *claim_params)
 
-    def claim_pending(self, *, run_id: str, prompt_version: str) -> int:
+    def claim_pending(self, *, run_id: str, prompt_version: str, limit: int | None = None) -> int:
         """Claim for ``run_id`` every pending key no other live run holds; returns how many it holds.
 
         One UPDATE, so two runs claiming at once split the queue between them, each key to one run.
+        With ``limit`` (a run's ``record_limit``) only the first ``limit`` keys in key order, the ones
+        its pending read takes: a key it would not read is not hidden from the next runs.
         """
         t, ph = self.tables, self._ph
         now = datetime.now(UTC)
+        claimable = (
+            f"prompt_version = {ph} AND (claimed_by IS NULL OR claimed_by = {ph} OR claimed_at < {ph})"
+        )
+        params: tuple[Any, ...] = (prompt_version, run_id, self._ts(now - self.claim_ttl))
+        where = claimable
+        if limit is not None:
+            where = (
+                f"source_key IN (SELECT source_key FROM {t.pending_table} WHERE {claimable}"
+                f" ORDER BY source_key LIMIT {int(limit)}) AND {claimable}"
+            )
+            params = params * 2
         with self._transaction() as conn:
             cur = conn.cursor()
             cur.execute(
-                f"UPDATE {t.pending_table} SET claimed_by = {ph}, claimed_at = {ph}"
-                f" WHERE prompt_version = {ph}"
-                f" AND (claimed_by IS NULL OR claimed_by = {ph} OR claimed_at < {ph})",
-                (run_id, self._ts(now), prompt_version, run_id, self._ts(now - self.claim_ttl)),
+                f"UPDATE {t.pending_table} SET claimed_by = {ph}, claimed_at = {ph} WHERE {where}",
+                (run_id, self._ts(now), *params),
             )
             return max(cur.rowcount, 0)
 

@@ -122,5 +122,6 @@ def test_prepare_counts_are_plain_data_for_xcom():
         "staged": 2,
         "carried_over": 0,
         "on_demand": 0,
+        "left_unread": 0,
         "by_origin": {"window": 3},
     }

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from collections import Counter
 
 import pytest
 
 from bedrock_batch.errors import QuotaError
 from bedrock_batch.prepare import resolve_quotas
-from tests.integration.pipeline.support import tiny_quotas
+from tests.integration.pipeline.support import DAY, tiny_quotas
 
 
 def line_size(harness) -> int:
@@ -95,6 +97,29 @@ def test_record_limit_reads_only_that_many_rows_and_leaves_the_rest_for_later(ha
     assert harness.query("SELECT COUNT(*) FROM call_summary_pending") == [(0,)]
     later = harness.prepare(tiny_quotas())
     assert harness.staged_keys(later) == keys  # nothing was summarized yet: all 20 again
+
+
+def test_record_limit_counts_and_warns_about_the_rows_it_leaves_unread(harness, caplog):
+    harness.add_calls(20)
+    with caplog.at_level(logging.WARNING, logger="bedrock_batch.prepare"):
+        prepared = harness.prepare(tiny_quotas(), record_limit=7)
+    assert prepared.counts["left_unread"] == 13
+    assert "record_limit 7 leaves 13 rows of window" in caplog.text
+
+
+def test_record_limit_claims_only_the_pending_keys_the_run_reads(harness):
+    from bedrock_batch.prompts import load_prompt
+
+    version = load_prompt(harness.config.prompt_path).version
+    queued = harness.add_calls(8, day=DAY - dt.timedelta(days=3), tag="q")
+    harness.warehouse.ensure_schema()
+    harness.warehouse.carry_over(queued, run_id="earlier", prompt_version=version)
+
+    prepared = harness.prepare(tiny_quotas(), record_limit=5)
+
+    assert harness.staged_keys(prepared) == sorted(queued)[:5]
+    claims = dict(harness.query("SELECT source_key, claimed_by FROM call_summary_pending"))
+    assert {key for key, holder in claims.items() if holder is None} == set(sorted(queued)[5:])
 
 
 def test_dry_run_stages_but_writes_nothing_to_the_warehouse_and_plans_no_jobs(harness):

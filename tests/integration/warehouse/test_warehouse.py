@@ -500,6 +500,19 @@ def test_a_key_queued_after_a_run_claimed_the_queue_is_left_for_the_next_claim(w
     assert keys(read(warehouse, run_id="nightly-b", claimed_only=True)) == ["late"]
 
 
+def test_a_limited_claim_takes_the_first_keys_in_key_order_and_leaves_the_rest_to_others(
+    warehouse, warehouse_db
+):
+    insert_calls(warehouse_db, [(f"k{i}", DAY - timedelta(days=5), "t") for i in range(5)])
+    warehouse.carry_over([f"k{i}" for i in (3, 0, 4, 1, 2)], run_id="run-1", prompt_version=PROMPT)
+
+    assert warehouse.claim_pending(run_id="limited", prompt_version=PROMPT, limit=2) == 2
+    assert warehouse.claim_pending(run_id="other", prompt_version=PROMPT) == 3
+
+    assert keys(read(warehouse, run_id="limited", claimed_only=True)) == ["k0", "k1"]
+    assert keys(read(warehouse, run_id="other", claimed_only=True)) == ["k2", "k3", "k4"]
+
+
 def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
     wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls", claim_ttl=timedelta(0))
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
