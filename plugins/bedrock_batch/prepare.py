@@ -274,32 +274,26 @@ class RunPreparer:
     def _builder(self) -> RecordBuilder:
         return record_builder(self.config, self.family, self.prompt)
 
+    def _selection(self, limit: int | None) -> dict[str, Any]:
+        """Which rows the run takes: the same for reading them and for counting them."""
+        return {
+            "start": self.window.start,
+            "end": self.window.end,
+            "prompt_version": self.prompt.version,
+            "max_attempts": self.config.max_attempts,
+            "run_id": self.run.run_id,
+            "limit": limit,
+            "include_summarized": self.settings.re_summarize,
+            "claimed_only": self.writes,
+        }
+
     def _rows(self, limit: int | None) -> Iterator[Mapping[str, Any]]:
         return self.warehouse.iter_source_rows(
-            self.source,
-            start=self.window.start,
-            end=self.window.end,
-            prompt_version=self.prompt.version,
-            max_attempts=self.config.max_attempts,
-            run_id=self.run.run_id,
-            limit=limit,
-            chunk_size=self.config.read_chunk_rows,
-            include_summarized=self.settings.re_summarize,
-            claimed_only=self.writes,
+            self.source, chunk_size=self.config.read_chunk_rows, **self._selection(limit)
         )
 
     def _count(self, limit: int | None) -> int:
-        return self.warehouse.count_source_rows(
-            self.source,
-            start=self.window.start,
-            end=self.window.end,
-            prompt_version=self.prompt.version,
-            max_attempts=self.config.max_attempts,
-            run_id=self.run.run_id,
-            limit=limit,
-            include_summarized=self.settings.re_summarize,
-            claimed_only=self.writes,
-        )
+        return self.warehouse.count_source_rows(self.source, **self._selection(limit))
 
     def _carry_over(self, keys: Iterable[str]) -> int:
         keys = list(keys)
