@@ -225,13 +225,28 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         stored = store.get(self.external_id_key) if store is not None else None
         if not stored:
             return
-        expected = bedrock_job_name(
-            self._checked_job()["job_name"], self._token(context, self._checked_job())
+        job = self._checked_job()
+        expected = bedrock_job_name(job["job_name"], self._token(context, job))
+        previous = self.hook.get_job(str(stored))
+        name, status = previous.get("jobName"), previous.get("status")
+        if name == expected:
+            return
+        if status in ACTIVE_STATUSES:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            # Its records are in the new input too: a second job would bill them twice, and nothing
+            # of this run would ever read the first one's output.
+            raise AirflowFailException(
+                f"Bedrock batch job {stored} ({name}), submitted by an earlier try of this run, is still "
+                f"{status} on other input than prepare staged now ({job['input_s3_uri']}); submitting "
+                f"{expected} would pay for its records twice. Stop it (bedrock_batch_ops action=stop) or "
+                "let it end and load it (action=reconcile, reconcile_mode=adopt), then clear this run "
+                "from its prepare task on."
+            )
+        self.log.info(
+            "Stored job %s (%s, %s) was for other input; submitting %s", stored, name, status, expected
         )
-        name = self.hook.get_job(str(stored)).get("jobName")
-        if name != expected:
-            self.log.info("Stored job %s (%s) was for other input; submitting %s", stored, name, expected)
-            store.set(self.external_id_key, "")
+        store.set(self.external_id_key, "")
 
     def _checked_job(self) -> Mapping[str, Any]:
         job = self.job

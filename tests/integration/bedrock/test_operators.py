@@ -118,6 +118,27 @@ def test_retried_task_reattaches_to_the_running_job_without_creating(plan_job, l
     bedrock_hook.stop_job(first["job_arn"])
 
 
+def test_a_cleared_run_with_other_input_refuses_a_second_job_while_the_first_still_runs(
+    plan_job, local_aws, bedrock_hook
+):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = DictStateStore()
+    first = submit(plan_job, tags={"local-aws:fault": "stick"}).execute(context(store))
+    wait_for_status(bedrock_hook, first["job_arn"], {"Scheduled"})
+    restaged = {**plan_job, "records": plan_job["records"] - 1}  # prepare staged other rows this time
+    local_aws.admin.clear_calls()
+
+    with pytest.raises(AirflowFailException, match=rf"{first['job_arn']} .* is still Scheduled .* twice"):
+        submit(restaged).execute(context(store))
+    assert creates(local_aws) == 0
+
+    bedrock_hook.stop_job(first["job_arn"])
+    wait_terminal(bedrock_hook, first["job_arn"])
+    second = submit(restaged).execute(context(store))
+    assert second["job_arn"] != first["job_arn"] and creates(local_aws) == 1
+
+
 def test_retried_task_returns_a_finished_job_without_creating(plan_job, local_aws, bedrock_hook):
     store = DictStateStore()
     first = submit(plan_job).execute(context(store))
