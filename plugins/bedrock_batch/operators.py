@@ -45,6 +45,15 @@ def derive_client_request_token(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+_REFUSED_CODES = frozenset({"ValidationException", "AccessDeniedException", "ResourceNotFoundException"})
+"""CreateModelInvocationJob answers meaning the request is wrong (model, role, input), not that it failed."""
+
+
+def _aws_error_code(error: BaseException) -> str | None:
+    response = getattr(error, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, Mapping) else None
+
+
 def bedrock_job_name(planned_name: str, token: str) -> str:
     """The planned job name plus 8 characters of the input's token.
 
@@ -170,9 +179,18 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
                 invocation_type=self.invocation_type,
                 vpc_config=self.vpc_config,
             )
-        except ConfigError:
-            raise
+        except ConfigError as error:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(f"Bedrock batch job {job_name}: {error}") from error
         except Exception as error:
+            code = _aws_error_code(error)
+            if code in _REFUSED_CODES:  # Bedrock looked at the request and said no: a retry says no again
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(
+                    f"Bedrock refused batch job {job_name} ({code}): {error}"
+                ) from error
             adopted = self._adopt(job_name, token)
             if adopted is None:
                 raise

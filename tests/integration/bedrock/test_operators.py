@@ -175,13 +175,36 @@ def test_a_create_that_raises_after_bedrock_accepted_is_adopted(plan_job, local_
     )
 
 
-def test_a_create_bedrock_rejected_is_raised_not_adopted(plan_job, local_aws, monkeypatch):
-    monkeypatch.setattr(operators, "_ADOPT_PAUSE", 0.01)
+def test_a_create_bedrock_refused_fails_at_once_naming_the_job_without_a_search(plan_job, local_aws):
+    from airflow.sdk.exceptions import AirflowFailException
+
     task = BedrockBatchSubmitOperator(
         task_id="submit", job=plan_job, role_arn=ROLE_ARN, model_id="unknown.model-v1"
     )
-    with pytest.raises(ClientError, match="model identifier is invalid"):
+    local_aws.admin.clear_calls()
+    with pytest.raises(
+        AirflowFailException,
+        match=rf"refused batch job {plan_job['job_name']}-\w{{8}} \(ValidationException\).*model identifier",
+    ):
         task.execute(context(DictStateStore()))
+    assert jobs_named(local_aws, plan_job["job_name"]) == 0
+    assert "bedrock:ListModelInvocationJobs" not in local_aws.calls()
+
+
+def test_a_create_that_failed_otherwise_is_raised_for_a_retry_after_searching_for_the_job(
+    plan_job, local_aws, monkeypatch
+):
+    monkeypatch.setattr(operators, "_ADOPT_PAUSE", 0.01)
+    task = submit(plan_job)
+
+    def throttled(**_: Any) -> None:
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "Create")
+
+    task.hook.conn.meta.events.register("before-call.bedrock.CreateModelInvocationJob", throttled)
+    local_aws.admin.clear_calls()
+    with pytest.raises(ClientError, match="slow down"):
+        task.execute(context(DictStateStore()))
+    assert "bedrock:ListModelInvocationJobs" in local_aws.calls()
     assert jobs_named(local_aws, plan_job["job_name"]) == 0
 
 
