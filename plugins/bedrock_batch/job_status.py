@@ -36,6 +36,16 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
+REFUSED_CODES = frozenset({"ValidationException", "AccessDeniedException", "ResourceNotFoundException"})
+"""AWS answers meaning the request is wrong (model, role, input, an unknown job): a retry gets the same."""
+
+
+def aws_error_code(error: BaseException) -> str | None:
+    """The AWS error code of a botocore ``ClientError`` (or anything with its ``response``); else None."""
+    response = getattr(error, "response", None)
+    return response.get("Error", {}).get("Code") if isinstance(response, Mapping) else None
+
+
 def is_transient_error(error: BaseException) -> bool:
     """Whether ``error`` is worth retrying later: throttling, a 5xx, or a connection problem."""
     from botocore.exceptions import ClientError, HTTPClientError

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, ResumableJobMixin
 
 from bedrock_batch.errors import ConfigError
-from bedrock_batch.job_status import ACTIVE_STATUSES, PARTIAL_STATUSES, SUCCESS_STATUSES, job_progress
+from bedrock_batch.job_status import (
+    ACTIVE_STATUSES,
+    PARTIAL_STATUSES,
+    REFUSED_CODES,
+    SUCCESS_STATUSES,
+    aws_error_code,
+    job_progress,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -43,15 +50,6 @@ def derive_client_request_token(
     """
     payload = json.dumps([dag_id, run_id, job_name, input_s3_uri, records, size_bytes], default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-_REFUSED_CODES = frozenset({"ValidationException", "AccessDeniedException", "ResourceNotFoundException"})
-"""CreateModelInvocationJob answers meaning the request is wrong (model, role, input), not that it failed."""
-
-
-def _aws_error_code(error: BaseException) -> str | None:
-    response = getattr(error, "response", None)
-    return response.get("Error", {}).get("Code") if isinstance(response, Mapping) else None
 
 
 def bedrock_job_name(planned_name: str, token: str) -> str:
@@ -184,8 +182,8 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
 
             raise AirflowFailException(f"Bedrock batch job {job_name}: {error}") from error
         except Exception as error:
-            code = _aws_error_code(error)
-            if code in _REFUSED_CODES:  # Bedrock looked at the request and said no: a retry says no again
+            code = aws_error_code(error)
+            if code in REFUSED_CODES:  # Bedrock looked at the request and said no: a retry says no again
                 from airflow.sdk.exceptions import AirflowFailException
 
                 raise AirflowFailException(

@@ -54,10 +54,6 @@ MAX_RESULTS = 1000
 """Upper bound of one listing: ops answers questions about recent jobs, not the whole history."""
 
 _MESSAGE_CHARS = 200
-#: AWS error codes that a retry of the same request cannot change: the request or the job is wrong.
-REQUEST_ERROR_CODES = frozenset(
-    {"ValidationException", "ResourceNotFoundException", "AccessDeniedException", "ConflictException"}
-)
 _TOKEN_SUFFIXED = re.compile(r"-[0-9a-f]{8}")
 _NAME_FILTER = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9+\-.]){0,63}")
 """``nameContains`` of ListModelInvocationJobs, as the service model gives it."""
@@ -470,16 +466,17 @@ def dag_run_state(ti: Any, dag_id: str, run_id: str) -> str | None:
 def request_mistake(error: BaseException) -> str | None:
     """What is wrong with the operator's request, when retrying it cannot help; None otherwise.
 
-    A ``ConfigError`` (a form field) or an AWS error in ``REQUEST_ERROR_CODES`` (e.g. a job ARN
-    Bedrock does not know, or a job that cannot be stopped in its state).
+    A ``ConfigError`` (a form field) or an AWS refusal of the request (``job_status.REFUSED_CODES``,
+    e.g. a job ARN Bedrock does not know; or a conflict: a job that cannot be stopped in its state).
     """
+    from bedrock_batch.job_status import REFUSED_CODES, aws_error_code
+
     if isinstance(error, ConfigError):
         return str(error)
-    response = getattr(error, "response", None)
-    if isinstance(response, Mapping):
-        code = str(response.get("Error", {}).get("Code", ""))
-        if code in REQUEST_ERROR_CODES:
-            return f"{code}: {response.get('Error', {}).get('Message', '')}".rstrip(": ")
+    code = aws_error_code(error)
+    if code in REFUSED_CODES or code == "ConflictException":  # Conflict: not stoppable in its state
+        message = getattr(error, "response", {}).get("Error", {}).get("Message", "")
+        return f"{code}: {message}".rstrip(": ")
     return None
 
 

@@ -17,7 +17,13 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from bedrock_batch.errors import JobFailedError
-from bedrock_batch.job_status import TERMINAL_STATUSES, job_deadline, job_progress
+from bedrock_batch.job_status import (
+    REFUSED_CODES,
+    TERMINAL_STATUSES,
+    aws_error_code,
+    job_deadline,
+    job_progress,
+)
 from bedrock_batch.triggers import BedrockBatchJobTrigger, job_event
 
 if TYPE_CHECKING:
@@ -95,7 +101,7 @@ class BedrockBatchJobSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        job = self.hook.get_job(self.job_arn)
+        job = self._job()
         if job.get("status") in TERMINAL_STATUSES:
             return self.execute_complete(context, job_event(job))
         deadline = job_deadline(job, margin=self.deadline_margin)
@@ -122,7 +128,7 @@ class BedrockBatchJobSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         """Reschedule mode: one GetModelInvocationJob per poke."""
-        job = self.hook.get_job(self.job_arn)
+        job = self._job()
         if job.get("status") in TERMINAL_STATUSES:
             return PokeReturnValue(is_done=True, xcom_value=self.execute_complete(context, job_event(job)))
         deadline = job_deadline(job, margin=self.deadline_margin)
@@ -132,6 +138,16 @@ class BedrockBatchJobSensor(BaseSensorOperator):
             )
         self._log_progress(job)
         return False
+
+    def _job(self) -> dict[str, Any]:
+        """GetModelInvocationJob; an error names the job, and one a retry cannot cure fails the task."""
+        try:
+            return self.hook.get_job(self.job_arn)
+        except Exception as error:
+            text = f"Reading Bedrock batch job {self.job_arn} failed: {error}"
+            if aws_error_code(error) in REFUSED_CODES:
+                raise AirflowFailException(text) from error
+            raise AirflowException(text) from error
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Turn the trigger's event (or a terminal job seen directly) into a result or a failure."""
@@ -157,6 +173,8 @@ class BedrockBatchJobSensor(BaseSensorOperator):
             )
         if outcome == "deadline":
             raise AirflowFailException(f"Gave up waiting for Bedrock batch job {job_arn}: {message}")
+        if event.get("error_code") in REFUSED_CODES:  # e.g. the job is gone or access was revoked
+            raise AirflowFailException(f"Waiting for Bedrock batch job {job_arn} failed: {message}")
         raise AirflowException(f"Waiting for Bedrock batch job {job_arn} failed: {message}")
 
     def on_kill(self) -> None:

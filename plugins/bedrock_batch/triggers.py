@@ -23,6 +23,7 @@ from bedrock_batch.job_status import (
     PARTIAL_STATUSES,
     SUCCESS_STATUSES,
     TERMINAL_STATUSES,
+    aws_error_code,
     is_transient_error,
     job_progress,
 )
@@ -164,7 +165,9 @@ class BedrockBatchJobTrigger(BaseTrigger):
                     last_error = None
                 except Exception as error:
                     if not is_transient_error(error):
-                        yield self._error_event(f"GetModelInvocationJob failed: {error}")
+                        yield self._error_event(
+                            f"GetModelInvocationJob failed: {error}", error_code=aws_error_code(error)
+                        )
                         return
                     last_error = error
                     self.log.warning(
@@ -244,9 +247,15 @@ class BedrockBatchJobTrigger(BaseTrigger):
             "message": message,
         }
 
-    def _error_event(self, message: str) -> TriggerEvent:
+    def _error_event(self, message: str, *, error_code: str | None = None) -> TriggerEvent:
         return TriggerEvent(
-            {"status": "error", "job_arn": self.job_arn, "job_status": None, "message": message}
+            {
+                "status": "error",
+                "job_arn": self.job_arn,
+                "job_status": None,
+                "message": message,
+                "error_code": error_code,
+            }
         )
 
 

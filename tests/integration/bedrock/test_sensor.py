@@ -95,10 +95,27 @@ def test_execute_complete_fails_without_retry_at_the_deadline():
 
 
 def test_execute_complete_error_is_retryable():
-    event = {"status": "error", "job_arn": ARN, "message": "AccessDenied"}
-    with pytest.raises(AirflowException, match="AccessDenied") as caught:
+    event = {"status": "error", "job_arn": ARN, "message": "could not create the Bedrock client"}
+    with pytest.raises(AirflowException, match="could not create") as caught:
         sensor().execute_complete({}, event)
     assert not isinstance(caught.value, AirflowFailException)
+
+
+def test_execute_complete_fails_without_retry_when_bedrock_refuses_to_answer_for_the_job():
+    event = {
+        "status": "error",
+        "job_arn": ARN,
+        "message": "not found",
+        "error_code": "ResourceNotFoundException",
+    }
+    with pytest.raises(AirflowFailException, match=f"{ARN} failed: not found"):
+        sensor().execute_complete({}, event)
+
+
+def test_a_job_bedrock_does_not_know_fails_the_sensor_without_retry_naming_it(aws_env, local_aws_clean):
+    unknown = ARN.replace("abc123def456", "nosuchjob000")
+    with pytest.raises(AirflowFailException, match=f"Reading Bedrock batch job {unknown} failed"):
+        sensor(unknown).execute({})
 
 
 def test_non_deferrable_sensor_uses_reschedule_mode():

@@ -80,6 +80,7 @@ def test_trigger_reports_an_unknown_job_as_error(aws_env, local_aws_clean):
     payload = run_trigger(trigger_for(arn))[0].payload
     assert payload["status"] == "error"
     assert "ResourceNotFound" in payload["message"]
+    assert payload["error_code"] == "ResourceNotFoundException"
 
 
 def test_trigger_rides_out_transient_errors(new_job, local_aws, monkeypatch):
