@@ -39,6 +39,8 @@ TOKEN_PATTERN = re.compile(r"[a-zA-Z0-9]{1,256}(-*[a-zA-Z0-9]){0,256}")
 _ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:bedrock:[^:]*:[^:]*:model-invocation-job/([a-zA-Z0-9]+)$")
 
 _STOP_REFUSED_CODES = frozenset({"ValidationException", "ConflictException"})
+_STOPPED_OR_STOPPING = frozenset({*TERMINAL_STATUSES, "Stopping"})
+"""A stop Bedrock refuses for a job in one of these states has nothing left to do."""
 """What Bedrock answers when asked to stop a job that is no longer running."""
 _MAX_LIST_PAGES = 1000
 """Upper bound of ListModelInvocationJobs pages one call reads, whatever nextToken says."""
@@ -241,7 +243,8 @@ class BedrockBatchHook(AwsBaseHook):
         """
         StopModelInvocationJob; return the job's status afterwards.
 
-        A job that already finished is not an error: its terminal status is logged and returned.
+        A job that already finished, or is already stopping, is not an error: its status is logged and
+        returned.
         """
         from botocore.exceptions import ClientError
 
@@ -251,9 +254,9 @@ class BedrockBatchHook(AwsBaseHook):
             if error.response.get("Error", {}).get("Code") not in _STOP_REFUSED_CODES:
                 raise
             status = self.get_job(job_arn)["status"]
-            if status not in TERMINAL_STATUSES:
+            if status not in _STOPPED_OR_STOPPING:
                 raise
-            self.log.info("Bedrock batch job %s already finished (%s); nothing to stop", job_arn, status)
+            self.log.info("Bedrock batch job %s already %s; nothing to stop", job_arn, status)
             return status
         status = self.get_job(job_arn)["status"]
         self.log.info("Asked Bedrock to stop batch job %s; status now %s", job_arn, status)
@@ -270,9 +273,9 @@ class BedrockBatchHook(AwsBaseHook):
                 if error.response.get("Error", {}).get("Code") not in _STOP_REFUSED_CODES:
                     raise
                 status = (await self.get_job_async(job_arn, client=client))["status"]
-                if status not in TERMINAL_STATUSES:
+                if status not in _STOPPED_OR_STOPPING:
                     raise
-                self.log.info("Bedrock batch job %s already finished (%s); nothing to stop", job_arn, status)
+                self.log.info("Bedrock batch job %s already %s; nothing to stop", job_arn, status)
                 return status
         self.log.info("Asked Bedrock to stop batch job %s", job_arn)
         return None

@@ -163,6 +163,27 @@ def test_stop_job_on_a_finished_job_returns_its_status(new_job, bedrock_hook):
     assert bedrock_hook.stop_job(job_arn) == "Completed"
 
 
+def test_stop_job_refused_for_a_job_already_stopping_returns_its_status(new_job, bedrock_hook):
+    # The stand-in stops at once; Bedrock may refuse a second stop while a job is still Stopping.
+    job_arn = new_job(fault="stick")
+    events = bedrock_hook.conn.meta.events
+
+    def refuse(**_):
+        raise ClientError({"Error": {"Code": "ConflictException", "Message": "job is stopping"}}, "Stop")
+
+    def stopping(parsed, **_):
+        parsed["status"] = "Stopping"
+
+    events.register("before-call.bedrock.StopModelInvocationJob", refuse)
+    events.register("after-call.bedrock.GetModelInvocationJob", stopping)
+    try:
+        assert bedrock_hook.stop_job(job_arn) == "Stopping"
+    finally:
+        events.unregister("before-call.bedrock.StopModelInvocationJob", refuse)
+        events.unregister("after-call.bedrock.GetModelInvocationJob", stopping)
+        bedrock_hook.stop_job(job_arn)
+
+
 def test_stop_job_async_stops_a_running_job(new_job, bedrock_hook):
     job_arn = new_job(fault="stick")
     wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
