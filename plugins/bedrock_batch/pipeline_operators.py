@@ -247,7 +247,9 @@ class CollectResultsOperator(_PipelineOperator):
         if info["status"] in ACTIVE_STATUSES:
             raise AirflowException(
                 f"Job {job_arn} is still {info['status']}: its output cannot be collected yet. Clear the "
-                "wait task to keep waiting, or stop the job; its records stay staged until then."
+                "wait task to keep waiting (unless it gave up at the job's deadline: then the job is "
+                "overdue), or stop the job (bedrock_batch_ops action=stop); then clear this task. Its "
+                "records stay staged until then."
             )
         return info
 
