@@ -250,13 +250,14 @@ def collect_job(
         log.warning("Job %s has no manifest.json.out", job.job_name)
     log.info(
         "Collected job %s (%s): %d records, %d summarized, %d model errors, %d not processed, "
-        "%d quarantined lines, %d retry, %d dead-lettered",
+        "%d unreadable outputs, %d quarantined lines, %d retry, %d dead-lettered",
         job.job_name,
         status,
         outcome.records,
         outcome.summarized,
         outcome.model_errors,
         outcome.not_processed,
+        outcome.output_unreadable,
         outcome.quarantined,
         outcome.retry,
         outcome.dead_lettered,

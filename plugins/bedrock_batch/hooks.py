@@ -39,9 +39,9 @@ TOKEN_PATTERN = re.compile(r"[a-zA-Z0-9]{1,256}(-*[a-zA-Z0-9]){0,256}")
 _ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:bedrock:[^:]*:[^:]*:model-invocation-job/([a-zA-Z0-9]+)$")
 
 _STOP_REFUSED_CODES = frozenset({"ValidationException", "ConflictException"})
+"""What Bedrock answers when asked to stop a job that is no longer running."""
 _STOPPED_OR_STOPPING = frozenset({*TERMINAL_STATUSES, "Stopping"})
 """A stop Bedrock refuses for a job in one of these states has nothing left to do."""
-"""What Bedrock answers when asked to stop a job that is no longer running."""
 _MAX_LIST_PAGES = 1000
 """Upper bound of ListModelInvocationJobs pages one call reads, whatever nextToken says."""
 

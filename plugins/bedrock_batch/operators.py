@@ -139,8 +139,13 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         return BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        self._forget_job_of_other_input(context)
-        result = self.execute_resumable(context)
+        try:
+            self._forget_job_of_other_input(context)
+            result = self.execute_resumable(context)
+        except ConfigError as error:  # a malformed plan job: a retry reads the same plan
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(error)) from error
         if result is None:
             # The mixin returns poll_until_complete()'s value (None) when it re-attaches to a
             # running job; the ARN it re-attached to is the one in the state store.
@@ -178,9 +183,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
                 vpc_config=self.vpc_config,
             )
         except ConfigError as error:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"Bedrock batch job {job_name}: {error}") from error
+            raise ConfigError(f"Bedrock batch job {job_name}: {error}") from error
         except Exception as error:
             code = aws_error_code(error)
             if code in REFUSED_CODES:  # Bedrock looked at the request and said no: a retry says no again
@@ -252,11 +255,15 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
 
             # Its records are in the new input too: a second job would bill them twice, and nothing
             # of this run would ever read the first one's output.
+            way_out = (
+                "wait until it has stopped"
+                if status == "Stopping"
+                else "stop it (bedrock_batch_ops action=stop) or let it end"
+            )
             raise AirflowFailException(
                 f"Bedrock batch job {stored} ({name}), submitted by an earlier try of this run, is still "
                 f"{status} on other input than prepare staged now ({job['input_s3_uri']}); submitting "
-                f"{expected} would pay for its records twice. Stop it (bedrock_batch_ops action=stop) or "
-                "let it end and load it (action=reconcile, reconcile_mode=adopt), then clear this run "
+                f"{expected} would pay for its records twice. Please {way_out}, then clear this run "
                 "from its prepare task on."
             )
         self.log.info(

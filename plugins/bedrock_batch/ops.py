@@ -55,9 +55,9 @@ MAX_RESULTS = 1000
 
 _MESSAGE_CHARS = 200
 _TOKEN_SUFFIXED = re.compile(r"-[0-9a-f]{8}")
+"""What ``operators.bedrock_job_name`` appends to a planned job name."""
 _NAME_FILTER = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9+\-.]){0,63}")
 """``nameContains`` of ListModelInvocationJobs, as the service model gives it."""
-"""What ``operators.bedrock_job_name`` appends to a planned job name."""
 
 Tracker = Callable[[RunRef, str], bool]
 """``(run named by the job's tags, job ARN) -> whether a DAG run tracks the job``."""

@@ -241,6 +241,14 @@ class CollectResultsOperator(_PipelineOperator):
             found = hook.find_job(job_name=job_name, client_request_token=token)
             job_arn = found.get("jobArn") if found else None
         if not job_arn:
+            earlier = [name for name in hook.active_job_names(f"{job.job_name}-") if name != job_name]
+            if earlier:  # queued now, its records would be submitted again while these still run
+                raise AirflowException(
+                    f"Planned job {job.job_name} was not submitted, but {', '.join(earlier)} of an earlier "
+                    "try of this run still run on its records; they stay staged until those jobs end. "
+                    "Stop them (bedrock_batch_ops action=stop) or let them end, then clear this run from "
+                    "its prepare task on."
+                )
             log.warning("Job %s was never submitted: its records are queued for the next run", job_name)
             return None
         info = hook.get_job(job_arn)

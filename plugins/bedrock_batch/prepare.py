@@ -329,8 +329,9 @@ class RunPreparer:
             self.counts.left_unread = self._count(None) - expected
             if self.counts.left_unread:
                 log.warning(
-                    "record_limit %d leaves %d rows of window %s unread: a later run over this window "
-                    "(a rerun or backfill of these days) summarizes them; the next scheduled run does not",
+                    "record_limit %d leaves %d rows unread (carried-over keys first, then window %s): a "
+                    "later run over this window (a rerun or backfill of these days) takes them; the next "
+                    "scheduled run takes only the carried-over ones",
                     self.settings.record_limit,
                     self.counts.left_unread,
                     describe_window(self.window),

@@ -141,8 +141,8 @@ def _read_line(obj: Any, *, file: str, line_no: int, family: ModelFamily) -> Res
     if error is not None:
         code, message = _error_fields(error)
         return ResultLine(record_id=record_id, output=None, error_code=code, error_message=message)
-    reason = f"record {record_id}: line has neither modelOutput nor error"
-    return Quarantined(file, line_no, reason, record_id)
+    # No sign the record was processed: left without its id, so it is queued for a retry.
+    return Quarantined(file, line_no, f"record {record_id}: line has neither modelOutput nor error")
 
 
 def _error_fields(error: Any) -> tuple[str, str | None]:

@@ -517,7 +517,8 @@ class Warehouse:
 
         One UPDATE, so two runs claiming at once split the queue between them, each key to one run.
         With ``limit`` (a run's ``record_limit``) only the first ``limit`` keys in key order, the ones
-        its pending read takes: a key it would not read is not hidden from the next runs.
+        its pending read takes, and no others (an earlier try's are let go first): a key it would not
+        read is not hidden from the next runs.
         """
         t, ph = self.tables, self._ph
         now = datetime.now(UTC)
@@ -534,6 +535,12 @@ class Warehouse:
             params = params * 2
         with self._transaction() as conn:
             cur = conn.cursor()
+            if limit is not None:  # an earlier try of this run may hold keys past the first ``limit``
+                cur.execute(
+                    f"UPDATE {t.pending_table} SET claimed_by = NULL, claimed_at = NULL"
+                    f" WHERE prompt_version = {ph} AND claimed_by = {ph}",
+                    (prompt_version, run_id),
+                )
             cur.execute(
                 f"UPDATE {t.pending_table} SET claimed_by = {ph}, claimed_at = {ph} WHERE {where}",
                 (run_id, self._ts(now), *params),

@@ -213,11 +213,11 @@ def test_an_explicit_client_request_token_is_used(plan_job, bedrock_hook):
     assert bedrock_hook.get_job(result["job_arn"])["clientRequestToken"] == "explicit-token-1"
 
 
-def test_a_job_missing_plan_keys_is_a_config_error_naming_them(plan_job):
-    from bedrock_batch.errors import ConfigError
+def test_a_job_missing_plan_keys_fails_without_retry_naming_them(plan_job):
+    from airflow.sdk.exceptions import AirflowFailException
 
     del plan_job["output_s3_uri"]
-    with pytest.raises(ConfigError, match="output_s3_uri"):
+    with pytest.raises(AirflowFailException, match="output_s3_uri"):
         submit(plan_job).execute(context(DictStateStore()))
 
 
@@ -252,3 +252,30 @@ def test_list_operator_rejects_a_bad_timestamp_naming_the_setting(aws_env):
 
     with pytest.raises(ConfigError, match="submitted_before"):
         BedrockBatchListJobsOperator(task_id="list", submitted_before="yesterday").execute({})
+
+
+def test_collect_never_queues_a_planned_job_whose_earlier_try_still_runs_on_its_records(
+    plan_job, local_aws, bedrock_hook
+):
+    from airflow.sdk import DAG
+    from airflow.sdk.exceptions import AirflowException
+
+    from bedrock_batch.pipeline_operators import CollectResultsOperator
+    from bedrock_batch.staging import StagedJob
+
+    earlier = submit(plan_job, tags={"local-aws:fault": "stick"}).execute(context(DictStateStore()))
+    restaged = {**plan_job, "records": plan_job["records"] - 1, "files": [], "est_input_tokens": 0}
+    with DAG("summaries", schedule=None):
+        collect = CollectResultsOperator(task_id="collect", pipeline="summarize_calls", job=restaged)
+    ti = SimpleNamespace(map_index=-1, xcom_pull=lambda **_: None)
+
+    try:
+        with pytest.raises(AirflowException, match=rf"{earlier['job_name']} of an earlier try .* still run"):
+            collect._job_info({"run_id": "scheduled__2026-01-01", "ti": ti}, StagedJob.from_dict(restaged))
+    finally:
+        bedrock_hook.stop_job(earlier["job_arn"])
+    wait_terminal(bedrock_hook, earlier["job_arn"])
+    assert (
+        collect._job_info({"run_id": "scheduled__2026-01-01", "ti": ti}, StagedJob.from_dict(restaged))
+        is None
+    )

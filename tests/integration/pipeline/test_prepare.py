@@ -104,7 +104,7 @@ def test_record_limit_counts_and_warns_about_the_rows_it_leaves_unread(harness, 
     with caplog.at_level(logging.WARNING, logger="bedrock_batch.prepare"):
         prepared = harness.prepare(tiny_quotas(), record_limit=7)
     assert prepared.counts["left_unread"] == 13
-    assert "record_limit 7 leaves 13 rows of window" in caplog.text
+    assert "record_limit 7 leaves 13 rows unread" in caplog.text
 
 
 def test_record_limit_claims_only_the_pending_keys_the_run_reads(harness):

@@ -513,6 +513,21 @@ def test_a_limited_claim_takes_the_first_keys_in_key_order_and_leaves_the_rest_t
     assert keys(read(warehouse, run_id="other", claimed_only=True)) == ["k2", "k3", "k4"]
 
 
+def test_a_limited_claim_lets_go_of_what_an_earlier_try_of_the_run_held_past_the_limit(
+    warehouse, warehouse_db
+):
+    insert_calls(warehouse_db, [(f"k{i}", DAY - timedelta(days=5), "t") for i in range(1, 9)])
+    warehouse.carry_over([f"k{i}" for i in range(5, 9)], run_id="run-1", prompt_version=PROMPT)
+    warehouse.claim_pending(run_id="limited", prompt_version=PROMPT, limit=4)  # first try: k5-k8
+    warehouse.carry_over(["k1"], run_id="other", prompt_version=PROMPT)
+
+    warehouse.claim_pending(run_id="limited", prompt_version=PROMPT, limit=4)  # the retry
+
+    assert keys(read(warehouse, run_id="limited", claimed_only=True)) == ["k1", "k5", "k6", "k7"]
+    assert warehouse.claim_pending(run_id="next", prompt_version=PROMPT) == 1
+    assert keys(read(warehouse, run_id="next", claimed_only=True)) == ["k8"]
+
+
 def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
     wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls", claim_ttl=timedelta(0))
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
