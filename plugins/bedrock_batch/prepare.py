@@ -76,7 +76,7 @@ class PrepareCounts:
     carried_over: int = 0
     on_demand: int = 0
     left_unread: int = 0
-    """Rows of the window past ``record_limit``: not read by this run (a later run over it takes them)."""
+    """Rows past ``record_limit`` (carried-over keys first, then the window): not read by this run."""
     by_origin: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
