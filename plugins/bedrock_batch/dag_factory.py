@@ -24,6 +24,8 @@ POLL_INTERVAL_ENV = "BEDROCK_BATCH_POLL_INTERVAL_SECONDS"
 RETRY_DELAY_ENV = "BEDROCK_BATCH_RETRY_DELAY_SECONDS"
 # `submit.output["job_arn"]` would name an XCom key; the ARN is a field of submit's return value.
 SUBMITTED_JOB_ARN = "{{ ti.xcom_pull(task_ids='batch_job.submit', map_indexes=ti.map_index)['job_arn'] }}"
+WAIT_PRIORITY = 100
+"""Above every other task of the DAG (they weigh at most their downstream count): see the wait task."""
 
 
 def _poll_interval(config: PipelineConfig) -> float:
@@ -176,6 +178,11 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
                 poll_interval=_poll_interval(config),
                 max_poll_interval=max(_poll_interval(config), config.jobs.max_poll_interval_seconds),
                 pool=config.jobs.pool,
+                # A submitted job's wait takes a free slot before another submit does: the slot its
+                # submit gave back is the job's. (Should a submit still get in, Bedrock's quota error
+                # reschedules it.)
+                priority_weight=WAIT_PRIORITY,
+                weight_rule="absolute",
                 **aws,
             )
             collect = CollectResultsOperator(

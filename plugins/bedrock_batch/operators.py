@@ -11,7 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +52,10 @@ def derive_client_request_token(
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+QUOTA_EXCEEDED_CODE = "ServiceQuotaExceededException"
+"""CreateModelInvocationJob's answer when the account's jobs in flight (per model) are at the quota."""
+
+
 def bedrock_job_name(planned_name: str, token: str) -> str:
     """The planned job name plus 8 characters of the input's token.
 
@@ -71,6 +75,9 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
     :param model_id: model id or inference profile.
     :param tags: tags put on the job.
     :param timeout_hours: the job's timeout (24..168); Bedrock's default when None.
+    :param quota_retry_seconds: when Bedrock refuses the job because the account's jobs in flight are
+        at the quota (``ServiceQuotaExceededException``), the task is rescheduled this much later,
+        with its pool slot free meanwhile, instead of failing.
     :param kms_key_id: KMS key for the output.
     :param bucket_owner: account owning the buckets, when not the caller's.
     :param invocation_type: ``InvokeModel`` or ``Converse``.
@@ -116,10 +123,12 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         client_request_token: str | None = None,
+        quota_retry_seconds: int = 600,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.job = job
+        self.quota_retry_seconds = quota_retry_seconds
         self.role_arn = role_arn
         self.model_id = model_id
         self.tags = tags
@@ -186,6 +195,18 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
             raise ConfigError(f"Bedrock batch job {job_name}: {error}") from error
         except Exception as error:
             code = aws_error_code(error)
+            if code == QUOTA_EXCEEDED_CODE:  # refused, not created: try again once jobs have ended
+                from airflow.sdk.exceptions import AirflowRescheduleException
+
+                again = datetime.now(UTC) + timedelta(seconds=self.quota_retry_seconds)
+                self.log.warning(
+                    "Bedrock's quota of batch jobs in flight is full; submitting %s again at %s "
+                    "(the task gives its pool slot back meanwhile): %s",
+                    job_name,
+                    again.isoformat(timespec="seconds"),
+                    error,
+                )
+                raise AirflowRescheduleException(again) from error
             if code in REFUSED_CODES:  # Bedrock looked at the request and said no: a retry says no again
                 from airflow.sdk.exceptions import AirflowFailException
 

@@ -47,6 +47,18 @@ def test_every_task_retries_at_least_twice(dagbag):
             assert task.retries >= 2, f"{dag_id}.{task.task_id} retries={task.retries}"
 
 
+def test_a_submitted_jobs_wait_takes_a_free_pool_slot_before_another_submit(dagbag):
+    from bedrock_batch.config import discover_pipelines
+
+    for path in discover_pipelines(PIPELINES):
+        dag = dagbag.dags[path.stem]
+        wait, submit = dag.get_task("batch_job.wait"), dag.get_task("batch_job.submit")
+        assert wait.pool == submit.pool
+        # Any other task weighs at most the sum of the weights (downstream rule): wait's own is above it.
+        assert str(wait.weight_rule) == "absolute"
+        assert wait.priority_weight > sum(task.priority_weight for task in dag.tasks if task is not wait)
+
+
 GUARD = r"""
 import json, socket, sqlite3, sys
 import airflow  # Airflow's own start-up is not the DAG files' doing

@@ -191,6 +191,19 @@ def test_a_create_bedrock_refused_fails_at_once_naming_the_job_without_a_search(
     assert "bedrock:ListModelInvocationJobs" not in local_aws.calls()
 
 
+def test_a_create_over_the_jobs_in_flight_quota_is_rescheduled_not_failed(plan_job, local_aws_clean):
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    local_aws_clean.admin.set_quotas(max_concurrent_jobs=0)  # every job in flight counts: none fit
+    before = datetime.now(UTC)
+    with pytest.raises(AirflowRescheduleException) as caught:
+        submit(plan_job, quota_retry_seconds=300).execute(context(DictStateStore()))
+    assert 299 <= (caught.value.reschedule_date - before).total_seconds() <= 330
+    assert jobs_named(local_aws_clean, plan_job["job_name"]) == 0
+    local_aws_clean.admin.reset_quotas()
+    assert submit(plan_job).execute(context(DictStateStore()))["job_arn"]
+
+
 def test_a_create_that_failed_otherwise_is_raised_for_a_retry_after_searching_for_the_job(
     plan_job, local_aws, monkeypatch
 ):
