@@ -30,6 +30,7 @@ KMS_KEY = re.compile(r"^(arn:aws(-[a-z]+)*:kms:[a-z0-9-]+:\d{12}:(key|alias)/.+|
 PREFIX = re.compile(r"^[A-Za-z0-9!_.*'()/-]*$")
 PIPELINE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 TAG_KEY = re.compile(r"^[a-zA-Z0-9\s._:/=+@-]{1,128}$")
+TAG_VALUE = re.compile(r"^[a-zA-Z0-9\s._:/=+@-]{0,256}$")
 
 
 def is_template(value: str) -> bool:
@@ -169,9 +170,14 @@ class JobsConfig(_Strict):
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
+        for key, tag_value in value.items():
             if not TAG_KEY.match(key) or key.startswith("aws:"):
                 raise ValueError(f"tag key {key!r} is not allowed by Bedrock")
+            if not TAG_VALUE.match(str(tag_value)):
+                raise ValueError(
+                    f"tag {key!r}: value {tag_value!r} is not allowed by Bedrock (up to 256 letters, digits, "
+                    "spaces and _ . : / = + - @)"
+                )
         return value
 
 
@@ -220,6 +226,17 @@ class PipelineConfig(_Strict):
             pendulum.timezone(value)
         except Exception as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from airflow.timetables.interval import CronDataIntervalTimetable
+
+        try:
+            CronDataIntervalTimetable(value, "UTC").validate()
+        except Exception as exc:
+            raise ValueError(f"{value!r} is not a cron expression or preset Airflow accepts ({exc})") from exc
         return value
 
     @field_validator("start_date")

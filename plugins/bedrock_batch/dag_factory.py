@@ -109,6 +109,7 @@ def _params(config: PipelineConfig) -> dict[str, Any]:
 
 def build_pipeline_dag(config: PipelineConfig) -> Any:
     """Return the DAG for ``config``; only cheap objects are created here (this runs at parse time)."""
+    import pendulum
     from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task_group
 
     from bedrock_batch.operators import BedrockBatchSubmitOperator
@@ -136,7 +137,8 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
         description=config.description,
         doc_md=_doc(config),
         schedule=CronDataIntervalTimetable(config.schedule, timezone=config.timezone),
-        start_date=dt.datetime.fromisoformat(config.start_date).replace(tzinfo=dt.UTC),
+        # Midnight in the pipeline's zone: the first interval of the timetable starts on that day.
+        start_date=pendulum.parse(config.start_date, tz=config.timezone),
         catchup=False,
         max_active_runs=config.jobs.max_active_runs,
         default_args=default_args,

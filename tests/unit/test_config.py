@@ -53,6 +53,8 @@ def test_shipped_pipeline_loads():
         ("staging.kms_key_id", "not a key", "staging.kms_key_id"),
         ("staging.expected_bucket_owner", "12345", "staging.expected_bucket_owner"),
         ("warehouse.error_table", "call_summaries", "warehouse"),
+        ("schedule", "0 25 * * *", "schedule"),
+        ("jobs.tags", {"team": "support (EU)"}, "jobs.tags"),
     ],
 )
 def test_mistake_names_the_file_and_the_field(tmp_path, field, value, expected):

@@ -1,0 +1,28 @@
+"""The DAG built from a pipeline config: what its timetable makes of the config's dates."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from bedrock_batch.config import PIPELINES_DIR, load_pipeline
+from bedrock_batch.dag_factory import build_pipeline_dag
+
+
+def test_the_first_run_summarizes_the_start_date_in_the_pipelines_time_zone():
+    from airflow.timetables.base import TimeRestriction
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    config = load_pipeline(PIPELINES_DIR / "summarize_calls.yaml").model_copy(
+        update={"timezone": "Asia/Tokyo", "start_date": "2026-01-01"}
+    )
+    dag = build_pipeline_dag(config)
+    timetable = CronDataIntervalTimetable(config.schedule, config.timezone)  # as the scheduler runs it
+
+    first = timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=dag.start_date, latest=None, catchup=True),
+    )
+
+    tokyo = dt.timezone(dt.timedelta(hours=9))
+    assert first.data_interval.start == dt.datetime(2026, 1, 1, tzinfo=tokyo)
+    assert first.data_interval.end == dt.datetime(2026, 1, 2, tzinfo=tokyo)
