@@ -140,13 +140,13 @@ def _row_html(row: dict[str, Any]) -> str:
     status = str(row.get("status") or "")
     message = f'<div class="message">{esc(row["message"])}</div>' if row.get("message") else ""
     run = (
-        f'<a href="{esc(row["dag_run_url"])}" target="_top">{esc(row["dag_id"])} / {esc(row["run_id"])}</a>'
+        f'<a href="{esc(row["dag_run_url"])}">{esc(row["dag_id"])} / {esc(row["run_id"])}</a>'
         if row.get("dag_run_url")
         else '<span class="counts">not submitted by a DAG run</span>'
     )
     stop = (
         f'<button class="stop" type="button" data-arn="{esc(row["job_arn"])}" '
-        f'data-name="{esc(str(row.get("job_name")))}" onclick="stopJob(this)">Stop</button>'
+        f'data-name="{esc(str(row.get("job_name")))}" onclick="askToStop(this)">Stop</button>'
         if status in ACTIVE_STATUSES
         else ""
     )

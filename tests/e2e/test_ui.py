@@ -117,3 +117,47 @@ def test_batch_jobs_page_lists_each_backfill_job_with_its_run(page, airflow_stac
         linked_runs |= {run_id for run_id in backfill_runs if run_id in href}
     page.screenshot(path=SCREENSHOTS / "batch-jobs.png", full_page=True)
     assert linked_runs == backfill_runs
+
+
+@pytest.mark.skipif(
+    not PLUGIN.exists(), reason="the batch-jobs page (plugins/bedrock_batch/plugin.py) is not built"
+)
+def test_a_job_is_stopped_from_the_batch_jobs_view_inside_the_airflow_ui(page, airflow_stack, backfill):
+    """The view runs in the UI's sandboxed frame, where window.confirm is ignored: asked in the page."""
+    import time
+
+    import boto3
+
+    from bedrock_batch.job_tags import run_tags
+
+    done = airflow_stack.aws_admin.jobs()[backfill.jobs_before]
+    bedrock = boto3.client(
+        "bedrock",
+        endpoint_url=airflow_stack.aws_endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    tags = {**run_tags(dag_id=DAG_ID, run_id=backfill.runs[0]["dag_run_id"]), "local-aws:fault": "stick"}
+    job_arn = bedrock.create_model_invocation_job(
+        jobName="ui-stop-from-the-frame",
+        roleArn=done["role_arn"],
+        modelId=done["model_id"],
+        inputDataConfig=done["input_data_config"],
+        outputDataConfig=done["output_data_config"],
+        tags=[{"key": key, "value": value} for key, value in tags.items()],
+    )["jobArn"]
+
+    page.goto(f"{airflow_stack.base_url}/plugin/bedrock-batch", wait_until="networkidle")
+    frame = page.frame_locator("iframe")
+    row = frame.locator(f'table#jobs tr[data-job-arn="{job_arn}"]')
+    row.get_by_role("button", name="Stop").click()
+    frame.get_by_role("dialog", name="Stop a batch job").get_by_role("button", name="Stop job").click()
+
+    deadline = time.monotonic() + 60
+    status = ""
+    while time.monotonic() < deadline and status not in ("Stopping", "Stopped"):
+        status = bedrock.get_model_invocation_job(jobIdentifier=job_arn)["status"]
+        time.sleep(0.5)
+    assert status in ("Stopping", "Stopped")
+    assert frame.locator("#notice").is_hidden()
