@@ -421,6 +421,26 @@ def test_task_running_components_wait_for_a_healthy_local_aws(compose_services):
         assert depends_on_of(compose_services[name]).get("local-aws") == "service_healthy", name
 
 
+def test_init_creates_the_jobs_pool_counting_deferred_tasks_and_seeds_the_demo(compose_services):
+    from scripts.local_env import JOBS_POOL, JOBS_POOL_SLOTS
+
+    init = compose_services["airflow-init"]
+    script = "\n".join(init["command"])
+    assert f"airflow pools set {JOBS_POOL} {JOBS_POOL_SLOTS} " in script
+    pool_line = script.split(f"pools set {JOBS_POOL}", 1)[1].splitlines()[0]
+    assert pool_line.rstrip().endswith("--include-deferred")
+    assert "python -m include.compose_init" in script
+    assert (REPO / "include" / "compose_init.py").is_file()
+    assert depends_on_of(init).get("local-aws") == "service_healthy"
+
+
+def test_the_pipeline_uses_the_pool_the_init_creates():
+    from bedrock_batch.config import PIPELINES_DIR, load_pipeline
+    from scripts.local_env import JOBS_POOL
+
+    assert load_pipeline(PIPELINES_DIR / "summarize_calls.yaml").jobs.pool == JOBS_POOL
+
+
 # --- image ------------------------------------------------------------------------------------
 
 
