@@ -2,7 +2,9 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3
+# The interpreter for .venv: Python 3.11 (pyproject's requires-python). uv finds any 3.11 it knows
+# of, or fetches one; without uv, python3.11 must be on PATH. Override: make PYTHON=/path/to/python.
+PYTHON ?= 3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -28,7 +30,7 @@ ifneq ($(UV),)
 	@test -x $(BIN)/python || $(UV) venv --quiet --python $(PYTHON) $(VENV)
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(UV) pip sync --quiet requirements.txt requirements-dev.txt
 else
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(if $(filter 3.%,$(PYTHON)),python$(PYTHON),$(PYTHON)) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 endif
 	@touch $(STAMP)
