@@ -167,6 +167,23 @@ class JobsConfig(_Strict):
     max_poll_interval_seconds: int = Field(default=600, ge=1, le=3600)
     max_active_runs: int = Field(default=4, ge=1, le=64)
 
+    @field_validator("quota_overrides")
+    @classmethod
+    def _quota_overrides(cls, value: dict[str, int]) -> dict[str, int]:
+        import dataclasses
+
+        from bedrock_batch.quotas import BatchQuotas
+
+        names = {field.name for field in dataclasses.fields(BatchQuotas)}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            known = ", ".join(sorted(names))
+            raise ValueError(f"unknown quota {', '.join(map(repr, unknown))}; known: {known}")
+        bad = {key: number for key, number in value.items() if number <= 0}
+        if bad:
+            raise ValueError(f"quota overrides must be positive, got {bad}")
+        return value
+
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:

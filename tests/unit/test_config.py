@@ -55,6 +55,8 @@ def test_shipped_pipeline_loads():
         ("warehouse.error_table", "call_summaries", "warehouse"),
         ("schedule", "0 25 * * *", "schedule"),
         ("jobs.tags", {"team": "support (EU)"}, "jobs.tags"),
+        ("jobs.quota_overrides", {"max_records_per_jobs": 60000}, "jobs.quota_overrides"),
+        ("jobs.quota_overrides", {"max_records_per_job": 0}, "jobs.quota_overrides"),
     ],
 )
 def test_mistake_names_the_file_and_the_field(tmp_path, field, value, expected):
