@@ -190,7 +190,7 @@ class JobsConfig(_Strict):
         for key, tag_value in value.items():
             if not TAG_KEY.match(key) or key.startswith("aws:"):
                 raise ValueError(f"tag key {key!r} is not allowed by Bedrock")
-            if not TAG_VALUE.match(str(tag_value)):
+            if not is_template(str(tag_value)) and not TAG_VALUE.match(str(tag_value)):
                 raise ValueError(
                     f"tag {key!r}: value {tag_value!r} is not allowed by Bedrock (up to 256 letters, digits, "
                     "spaces and _ . : / = + - @)"

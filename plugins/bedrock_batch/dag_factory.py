@@ -25,7 +25,8 @@ RETRY_DELAY_ENV = "BEDROCK_BATCH_RETRY_DELAY_SECONDS"
 # `submit.output["job_arn"]` would name an XCom key; the ARN is a field of submit's return value.
 SUBMITTED_JOB_ARN = "{{ ti.xcom_pull(task_ids='batch_job.submit', map_indexes=ti.map_index)['job_arn'] }}"
 WAIT_PRIORITY = 100
-"""Above every other task of the DAG (they weigh at most their downstream count): see the wait task."""
+"""The wait task's weight in the jobs pool: above every submit's (see the wait task)."""
+SUBMIT_PRIORITY = 1
 
 
 def _poll_interval(config: PipelineConfig) -> float:
@@ -170,6 +171,9 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
                 kms_key_id=config.staging.kms_key_id,
                 bucket_owner=config.staging.expected_bucket_owner,
                 pool=config.jobs.pool,
+                # Absolute, so it does not gather its downstream tasks' weights and outrank the waits.
+                priority_weight=SUBMIT_PRIORITY,
+                weight_rule="absolute",
                 **aws,
             )
             wait = BedrockBatchJobSensor(

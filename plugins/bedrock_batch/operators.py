@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator, ResumableJobMixin
 
@@ -77,7 +77,8 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
     :param timeout_hours: the job's timeout (24..168); Bedrock's default when None.
     :param quota_retry_seconds: when Bedrock refuses the job because the account's jobs in flight are
         at the quota (``ServiceQuotaExceededException``), the task is rescheduled this much later,
-        with its pool slot free meanwhile, instead of failing.
+        with its pool slot free meanwhile, instead of failing; after ``quota_max_wait_seconds`` of
+        that it fails, naming the job.
     :param kms_key_id: KMS key for the output.
     :param bucket_owner: account owning the buckets, when not the caller's.
     :param invocation_type: ``InvokeModel`` or ``Converse``.
@@ -124,11 +125,13 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         region_name: str | None = None,
         client_request_token: str | None = None,
         quota_retry_seconds: int = 600,
+        quota_max_wait_seconds: int = 24 * 3600,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.job = job
         self.quota_retry_seconds = quota_retry_seconds
+        self.quota_max_wait_seconds = quota_max_wait_seconds
         self.role_arn = role_arn
         self.model_id = model_id
         self.tags = tags
@@ -195,18 +198,12 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
             raise ConfigError(f"Bedrock batch job {job_name}: {error}") from error
         except Exception as error:
             code = aws_error_code(error)
-            if code == QUOTA_EXCEEDED_CODE:  # refused, not created: try again once jobs have ended
-                from airflow.sdk.exceptions import AirflowRescheduleException
-
-                again = datetime.now(UTC) + timedelta(seconds=self.quota_retry_seconds)
-                self.log.warning(
-                    "Bedrock's quota of batch jobs in flight is full; submitting %s again at %s "
-                    "(the task gives its pool slot back meanwhile): %s",
-                    job_name,
-                    again.isoformat(timespec="seconds"),
-                    error,
-                )
-                raise AirflowRescheduleException(again) from error
+            if code == QUOTA_EXCEEDED_CODE:  # refused: try again once jobs have ended
+                # A create the client resent may have been accepted the first time: look once.
+                found = self._find_once(job_name, token)
+                if found:
+                    return found
+                self._wait_for_quota(context, job_name, error)
             if code in REFUSED_CODES:  # Bedrock looked at the request and said no: a retry says no again
                 from airflow.sdk.exceptions import AirflowFailException
 
@@ -322,6 +319,36 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         ti = context.get("ti")
         dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
         return {**dict(self.tags or {}), **run_tags(dag_id=dag_id, run_id=context["run_id"])}
+
+    def _find_once(self, job_name: str, token: str) -> str | None:
+        try:
+            found = self.hook.find_job(job_name=job_name, client_request_token=token)
+        except Exception as error:
+            self.log.warning("Looking for Bedrock batch job %s failed: %s", job_name, error)
+            return None
+        return found["jobArn"] if found else None
+
+    def _wait_for_quota(self, context: Context, job_name: str, error: BaseException) -> NoReturn:
+        """Reschedule the task (its pool slot free) until the quota has room, for at most a while."""
+        from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
+
+        waited = int(context.get("task_reschedule_count") or 0) * self.quota_retry_seconds
+        if waited >= self.quota_max_wait_seconds:
+            raise AirflowFailException(
+                f"Bedrock's quota of batch jobs in flight stayed full for {waited // 60} minutes; job "
+                f"{job_name} was not submitted ({error}). Raise the quota (Service Quotas) or stop other "
+                "jobs, then clear this task."
+            ) from error
+        again = datetime.now(UTC) + timedelta(seconds=self.quota_retry_seconds)
+        self.log.warning(
+            "Bedrock's quota of batch jobs in flight is full; submitting %s again at %s "
+            "(the task gives its pool slot back meanwhile; gives up after %d minutes): %s",
+            job_name,
+            again.isoformat(timespec="seconds"),
+            self.quota_max_wait_seconds // 60,
+            error,
+        )
+        raise AirflowRescheduleException(again) from error
 
     def _adopt(self, job_name: str, token: str) -> str | None:
         for attempt in range(_ADOPT_ATTEMPTS):

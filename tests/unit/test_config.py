@@ -114,6 +114,11 @@ def test_file_that_is_not_a_mapping_is_rejected(tmp_path):
         load_pipeline(path)
 
 
+def test_a_templated_tag_value_is_left_for_run_time(tmp_path):
+    path = write_variant(tmp_path, set_in("jobs.tags", {"team": "{{ var.value.team }}"}))
+    assert load_pipeline(path).jobs.tags == {"team": "{{ var.value.team }}"}
+
+
 def test_templated_values_are_left_for_run_time(tmp_path):
     path = write_variant(tmp_path, set_in("aws.role_arn", "{{ var.value.some_role }}"))
     assert load_pipeline(path).aws.role_arn == "{{ var.value.some_role }}"

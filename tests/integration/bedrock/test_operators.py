@@ -204,6 +204,20 @@ def test_a_create_over_the_jobs_in_flight_quota_is_rescheduled_not_failed(plan_j
     assert submit(plan_job).execute(context(DictStateStore()))["job_arn"]
 
 
+def test_a_quota_that_stays_full_fails_the_submit_naming_the_job_after_the_longest_wait(
+    plan_job, local_aws_clean
+):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    local_aws_clean.admin.set_quotas(max_concurrent_jobs=0)
+    rescheduled_three_times = {**context(DictStateStore()), "task_reschedule_count": 3}
+    task = submit(plan_job, quota_retry_seconds=300, quota_max_wait_seconds=900)
+    with pytest.raises(
+        AirflowFailException, match=rf"stayed full for 15 minutes; job {plan_job['job_name']}-"
+    ):
+        task.execute(rescheduled_three_times)
+
+
 def test_a_create_that_failed_otherwise_is_raised_for_a_retry_after_searching_for_the_job(
     plan_job, local_aws, monkeypatch
 ):
