@@ -166,6 +166,10 @@ class JobsConfig(_Strict):
     poll_interval_seconds: int = Field(default=60, ge=1, le=3600)
     max_poll_interval_seconds: int = Field(default=600, ge=1, le=3600)
     max_active_runs: int = Field(default=4, ge=1, le=64)
+    quota_retry_minutes: int = Field(default=10, ge=1, le=240)
+    """How long a submit refused for Bedrock's jobs-in-flight quota waits (slot free) before trying again."""
+    quota_max_wait_hours: int = Field(default=24, ge=1, le=168)
+    """How long it keeps trying before it fails, naming the job."""
 
     @field_validator("quota_overrides")
     @classmethod

@@ -174,6 +174,8 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
                 # Absolute, so it does not gather its downstream tasks' weights and outrank the waits.
                 priority_weight=SUBMIT_PRIORITY,
                 weight_rule="absolute",
+                quota_retry_seconds=config.jobs.quota_retry_minutes * 60,
+                quota_max_wait_seconds=config.jobs.quota_max_wait_hours * 3600,
                 **aws,
             )
             wait = BedrockBatchJobSensor(

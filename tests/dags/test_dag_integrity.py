@@ -67,6 +67,16 @@ def test_a_submitted_jobs_wait_takes_a_free_pool_slot_before_another_submit(dagb
         assert effective_weight(wait) > effective_weight(submit)
 
 
+def test_the_submit_waits_for_bedrocks_quota_as_the_config_says(dagbag):
+    from bedrock_batch.config import discover_pipelines, load_pipeline
+
+    for path in discover_pipelines(PIPELINES):
+        jobs = load_pipeline(path).jobs
+        submit = dagbag.dags[path.stem].get_task("batch_job.submit")
+        assert submit.quota_retry_seconds == jobs.quota_retry_minutes * 60
+        assert submit.quota_max_wait_seconds == jobs.quota_max_wait_hours * 3600
+
+
 GUARD = r"""
 import json, socket, sqlite3, sys
 import airflow  # Airflow's own start-up is not the DAG files' doing
