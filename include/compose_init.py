@@ -14,9 +14,8 @@ import argparse
 import logging
 import os
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
-from include.demo_data import SOURCE_TABLE, generate, source_ddl
+from include.demo_data import SOURCE_TABLE, source_ddl, source_rows
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,8 @@ def seed_days(days: list[date], count: int, *, conn_id: str = "warehouse_default
     hook = BaseHook.get_connection(conn_id).get_hook()
     if not isinstance(hook, DbApiHook):
         raise TypeError(f"connection {conn_id!r} is not a SQL database")
-    dialect = "sqlite" if hook.conn_type == "sqlite" else "postgres"
-    mark = "?" if dialect == "sqlite" else "%s"
+    sqlite = hook.conn_type == "sqlite"
+    mark = "?" if sqlite else "%s"
     conn = hook.get_conn()
     inserted = 0
     try:
@@ -55,7 +54,7 @@ def seed_days(days: list[date], count: int, *, conn_id: str = "warehouse_default
         for statement in source_ddl():
             cur.execute(statement)
         for day in days:
-            rows = [_source_row(row, dialect) for row in generate(day, count, seed)]
+            rows = list(source_rows(day, count, seed, sqlite=sqlite))
             cur.executemany(
                 f"INSERT INTO {SOURCE_TABLE} (call_id, started_at, agent_id, customer_id, transcript)"
                 f" VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) ON CONFLICT (call_id) DO NOTHING",
@@ -66,12 +65,6 @@ def seed_days(days: list[date], count: int, *, conn_id: str = "warehouse_default
     finally:
         conn.close()
     return inserted
-
-
-def _source_row(row: dict[str, Any], dialect: str) -> tuple[Any, ...]:
-    started = row["started_at"]
-    stamp = started.strftime("%Y-%m-%d %H:%M:%S") if dialect == "sqlite" else started.replace(tzinfo=None)
-    return (row["call_id"], stamp, row["agent_id"], row["customer_id"], row["transcript"])
 
 
 def main(argv: list[str] | None = None) -> int:

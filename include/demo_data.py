@@ -214,21 +214,24 @@ def source_ddl() -> list[str]:
     return [stmt.strip() for stmt in "\n".join(lines).split(";") if stmt.strip()]
 
 
+def source_rows(day: date, count: int, seed: int, *, sqlite: bool) -> Iterator[tuple[Any, ...]]:
+    """``generate``'s calls as source-table rows (call_id, started_at, agent_id, customer_id, transcript).
+
+    ``started_at`` is UTC: text ``YYYY-MM-DD HH:MM:SS`` on SQLite (so window filters compare as
+    text), a naive datetime for a ``TIMESTAMP`` column elsewhere.
+    """
+    for row in generate(day, count, seed):
+        started = row["started_at"]
+        stamp = started.strftime("%Y-%m-%d %H:%M:%S") if sqlite else started.replace(tzinfo=None)
+        yield (row["call_id"], stamp, row["agent_id"], row["customer_id"], row["transcript"])
+
+
 def seed_sqlite(path: str | Path, day: date, count: int, seed: int) -> int:
     """Create the source table if missing and insert (or replace) the day's records; return the count.
 
     ``started_at`` is stored as UTC text ``YYYY-MM-DD HH:MM:SS`` so window filters compare correctly.
     """
-    rows = (
-        (
-            row["call_id"],
-            row["started_at"].strftime("%Y-%m-%d %H:%M:%S"),
-            row["agent_id"],
-            row["customer_id"],
-            row["transcript"],
-        )
-        for row in generate(day, count, seed)
-    )
+    rows = source_rows(day, count, seed, sqlite=True)
     conn = sqlite3.connect(path, timeout=30)
     try:
         with conn:

@@ -200,7 +200,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
             code = aws_error_code(error)
             if code == QUOTA_EXCEEDED_CODE:  # refused: try again once jobs have ended
                 # A create the client resent may have been accepted the first time: look once.
-                found = self._find_once(job_name, token)
+                found = self._adopt(job_name, token, attempts=1)
                 if found:
                     return found
                 self._wait_for_quota(context, job_name, error)
@@ -320,14 +320,6 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
         return {**dict(self.tags or {}), **run_tags(dag_id=dag_id, run_id=context["run_id"])}
 
-    def _find_once(self, job_name: str, token: str) -> str | None:
-        try:
-            found = self.hook.find_job(job_name=job_name, client_request_token=token)
-        except Exception as error:
-            self.log.warning("Looking for Bedrock batch job %s failed: %s", job_name, error)
-            return None
-        return found["jobArn"] if found else None
-
     def _wait_for_quota(self, context: Context, job_name: str, error: BaseException) -> NoReturn:
         """Reschedule the task (its pool slot free) until the quota has room, for at most a while."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
@@ -350,8 +342,9 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         )
         raise AirflowRescheduleException(again) from error
 
-    def _adopt(self, job_name: str, token: str) -> str | None:
-        for attempt in range(_ADOPT_ATTEMPTS):
+    def _adopt(self, job_name: str, token: str, *, attempts: int = _ADOPT_ATTEMPTS) -> str | None:
+        """The ARN of the job this create made after all, looked for ``attempts`` times; else None."""
+        for attempt in range(attempts):
             try:
                 found = self.hook.find_job(job_name=job_name, client_request_token=token)
             except Exception as error:
@@ -359,7 +352,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
                 found = None
             if found:
                 return found["jobArn"]
-            if attempt + 1 < _ADOPT_ATTEMPTS:
+            if attempt + 1 < attempts:
                 time.sleep(_ADOPT_PAUSE)
         return None
 

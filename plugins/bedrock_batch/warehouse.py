@@ -503,14 +503,20 @@ class Warehouse:
             sql += f" AND p.claimed_by = {ph}"
             claim_params: tuple[Any, ...] = (run_id,)
         else:
-            sql += f" AND (p.claimed_by IS NULL OR p.claimed_by = {ph} OR p.claimed_at < {ph})"
-            claim_params = (run_id or "", self._ts(datetime.now(UTC) - self.claim_ttl))
+            claimable, claim_params = self._claimable(run_id or "", column_prefix="p.")
+            sql += f" AND {claimable}"
         if not include_summarized:
             sql += (
                 f" AND NOT EXISTS (SELECT 1 FROM {t.output_table} o"
                 f"  WHERE o.source_key = p.source_key AND o.prompt_version = p.prompt_version)"
             )
         return sql, (prompt_version, *attempts_params, prompt_version, self._bool(True), *claim_params)
+
+    def _claimable(self, run_id: str, *, column_prefix: str = "") -> tuple[str, tuple[Any, ...]]:
+        """A pending key ``run_id`` may take: nobody holds it, ``run_id`` does, or its claim is stale."""
+        c, ph = column_prefix, self._ph
+        sql = f"({c}claimed_by IS NULL OR {c}claimed_by = {ph} OR {c}claimed_at < {ph})"
+        return sql, (run_id, self._ts(datetime.now(UTC) - self.claim_ttl))
 
     def claim_pending(self, *, run_id: str, prompt_version: str, limit: int | None = None) -> int:
         """Claim for ``run_id`` every pending key no other live run holds; returns how many it holds.
@@ -522,10 +528,9 @@ class Warehouse:
         """
         t, ph = self.tables, self._ph
         now = datetime.now(UTC)
-        claimable = (
-            f"prompt_version = {ph} AND (claimed_by IS NULL OR claimed_by = {ph} OR claimed_at < {ph})"
-        )
-        params: tuple[Any, ...] = (prompt_version, run_id, self._ts(now - self.claim_ttl))
+        free, free_params = self._claimable(run_id)
+        claimable = f"prompt_version = {ph} AND {free}"
+        params: tuple[Any, ...] = (prompt_version, *free_params)
         where = claimable
         if limit is not None:
             where = (
