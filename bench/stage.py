@@ -34,8 +34,8 @@ def _stager(s3: Any, prefix: str, size: int) -> Any:
 
 
 def project(size: int, *, sink: str = "s3") -> dict[str, Any]:
-    """prepare.py's path: iter_records (RecordBuilder, rejections) -> JsonlStager; S3 or a null sink."""
-    from bedrock_batch.prepare import PrepareCounts, RejectionSink, iter_records
+    """prepare.py's path: stage_records (RecordBuilder, rejections -> JsonlStager); S3 or a null sink."""
+    from bedrock_batch.prepare import PrepareCounts, RejectionSink, stage_records
 
     p = pipeline()
     s3 = NullS3() if sink == "null" else s3_client()
@@ -48,8 +48,7 @@ def project(size: int, *, sink: str = "s3") -> dict[str, Any]:
     with stager:
         for chunk in iter_chunks(size):
             with watch:
-                for record in iter_records(chunk, p.config, builder, rejections, counts):
-                    stager.add(record)
+                stage_records(chunk, p.config, builder, rejections, counts, stager, capacity=size)
         with watch:
             plan = stager.close()
     if plan.records != size or rejections.count:

@@ -222,6 +222,8 @@ class RecordBuilder:
         self._seen: set[int] = set()
         self.template = LineTemplate.for_run(family, prompt, self.params)
         self._fast_text = self.template is not None and self.template.single_field == text_field
+        # Columns the prompt sends besides the text: checked to be valid UTF-8 (unused ones are not sent).
+        self._other_fields = tuple(name for name in prompt.fields if name != text_field)
         self.built = 0
         self.truncated = 0
         self.rejected: Counter[str] = Counter()
@@ -234,12 +236,15 @@ class RecordBuilder:
         self, source_key: Any, raw_text: Any, fields: Mapping[str, Any], attempt: int = 1
     ) -> BatchRecord | Rejection:
         """
-        :meth:`build` without the :class:`SourceRow`: the hot path of a run (~1M rows a night).
-
-        Checks that are rare to fail ride on the one serialisation every record needs: orjson
-        refuses lone surrogates, and escapes C0 controls as ``\\u00XX``; only a line that trips
-        one of those (or holds DEL or a C1 control) pays for the exact, character-level check.
+        :meth:`build` without the :class:`SourceRow`. The usual row takes :meth:`fast_line`; any
+        other (a key or text to convert, a prompt with several fields, a text to truncate, a hint of
+        a control character) is checked here one step at a time, and the first problem found names
+        the rejection.
         """
+        if self._fast_text and type(source_key) is str and type(raw_text) is str:
+            made = self.fast_line(source_key, raw_text)
+            if made is not None:
+                return BatchRecord(made[0], source_key, attempt, None, made[2], False, made[1])
         key = source_key if source_key is None or type(source_key) is str else str(source_key)
         if key is None or not key or key.isspace():
             return self._reject(key, NULL_KEY, "source key is NULL or empty")
@@ -265,34 +270,61 @@ class RecordBuilder:
             text, problem = _clean_text(raw_text)
             if problem is not None:
                 return self._reject(key, problem[0], problem[1])
-        for name, value in fields.items():
+        for name in self._other_fields:
+            value = fields.get(name)
             if type(value) is str and not value.isascii() and _has_surrogates(value):
                 return self._reject(key, INVALID_UTF8, f"column {name!r} is not valid UTF-8")
 
-        template = self.template
-        if template is not None and self._fast_text:  # the usual prompt: fixed text around the text column
-            tokens = template.system_tokens + math.ceil(
-                (template.literal_chars + len(text)) / CHARS_PER_TOKEN
-            )
-            if tokens <= self.budget:
-                try:
-                    text_json = _dumps(text)
-                except orjson.JSONEncodeError:
-                    return self._reject_text(key, text, "the text is not valid UTF-8")
-                rejection = self._control_rejection(key, text, text_json)
-                if rejection is not None:
-                    return rejection
-                self.built += 1
-                line = template.line_around(record_id, text_json)
-                return BatchRecord(record_id, key, attempt, None, tokens, False, line)
-
         values = dict(fields)
         values[self.text_field] = text
+        template = self.template
         if template is not None and not self._fast_text:
             tokens = template.system_tokens + math.ceil(template.user_chars(values) / CHARS_PER_TOKEN)
             if tokens <= self.budget:
                 return self._spliced(template, key, record_id, text, values, attempt, tokens)
         return self._plain(key, record_id, text, values, attempt)
+
+    @property
+    def takes_fast_lines(self) -> bool:
+        """Whether :meth:`fast_line` applies: the prompt is fixed text around the text column."""
+        return self._fast_text
+
+    def fast_line(self, key: str, text: str) -> tuple[str, bytes, int] | None:
+        """
+        ``(record id, line, estimated tokens)`` of the usual row, or ``None`` to leave it to
+        :meth:`build_from`: the hot path of a run (~1M rows a night), only when
+        :attr:`takes_fast_lines`.
+
+        The usual row has a text key, a text that is neither blank nor too long, valid UTF-8, and no
+        hint of a control character (the prompt uses no other column). Checks that
+        are rare to fail ride on the one serialisation every record needs: orjson refuses lone
+        surrogates and escapes C0 controls as ``\\u00XX``. A row it declines leaves no trace (not even
+        its key among those seen), so :meth:`build_from` then decides, and words any rejection,
+        exactly as for any other row.
+        """
+        if not key or key.isspace() or not text or text.isspace():
+            return None
+        try:
+            record_id = record_id_for(key)
+        except UnicodeEncodeError:
+            return None
+        fingerprint = hash(record_id)
+        if fingerprint in self._seen:
+            return None
+        template = self.template
+        assert template is not None  # takes_fast_lines
+        tokens = template.system_tokens + math.ceil((template.literal_chars + len(text)) / CHARS_PER_TOKEN)
+        if tokens > self.budget:
+            return None
+        try:
+            text_json = _dumps(text)
+        except orjson.JSONEncodeError:
+            return None
+        if _may_hold_controls(text, text_json):
+            return None
+        self._seen.add(fingerprint)
+        self.built += 1
+        return record_id, template.line_around(record_id, text_json), tokens
 
     def _spliced(
         self,

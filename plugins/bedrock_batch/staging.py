@@ -406,19 +406,34 @@ class JsonlStager:
             raise StagingError(f"record {record.record_id}: the stager is already closed")
         record_id = record.record_id
         line, prebuilt = self._serialise(record)
-        size = len(line)
-        quotas = self.quotas
-        if size > self._line_limit:
-            raise StagingError(
-                f"record {record_id} is {size} bytes as a JSONL line, over the "
-                f"{self._line_limit}-byte file/job limit (quotas max_file_bytes / max_job_bytes)"
-            )
-        job = self._job_for(size)
+        job = self._job_for(self._checked_size(record_id, line))
         # The record builder writes text prompts only; other records are searched for media references.
         if not prebuilt and b'"s3Location"' in line:
             self._check_s3_references(record, job)
         if record_id in job.record_ids:
             raise DuplicateRecordIdError(record_id, record.source_key, job.job_name)
+        job.record_ids.add(record_id)
+        self.add_line(record_id, record.source_key, record.attempt, line, int(record.est_input_tokens))
+
+    def add_line(
+        self, record_id: str, source_key: str, attempt: int, line: bytes, est_input_tokens: int
+    ) -> None:
+        """
+        Append a record's JSONL line as the run's ``records.RecordBuilder`` wrote it: the hot path.
+
+        The builder's lines are trusted to be one JSON object of ``record_id`` with an alphanumeric
+        id, and its record ids to be unique in the run (it rejects a second row of a key or id), so
+        none of :meth:`add`'s checks is repeated here; only the quotas are.
+        """
+        if self._closed:
+            raise StagingError(f"record {record_id}: the stager is already closed")
+        size = len(line)
+        job = self._job
+        if job is None or job.records >= job.target or job.bytes + size > self.quotas.max_job_bytes:
+            job = self._job_for(self._checked_size(record_id, line))
+        elif size > self._line_limit:
+            self._checked_size(record_id, line)
+        quotas = self.quotas
         data = job.data
         if data is not None and (
             data.records >= quotas.max_records_per_file or data.bytes + size > quotas.max_file_bytes
@@ -433,15 +448,20 @@ class JsonlStager:
             job.map = _S3StreamWriter(self, self._map_key(job.job_name))
         data.write(line)
         job.map.write(
-            orjson.dumps(
-                {"r": record_id, "k": record.source_key, "a": record.attempt},
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
+            orjson.dumps({"r": record_id, "k": source_key, "a": attempt}, option=orjson.OPT_APPEND_NEWLINE)
         )
-        job.record_ids.add(record_id)
         job.records += 1
         job.bytes += size
-        job.est_input_tokens += int(record.est_input_tokens)
+        job.est_input_tokens += est_input_tokens
+
+    def _checked_size(self, record_id: str, line: bytes) -> int:
+        size = len(line)
+        if size > self._line_limit:
+            raise StagingError(
+                f"record {record_id} is {size} bytes as a JSONL line, over the "
+                f"{self._line_limit}-byte file/job limit (quotas max_file_bytes / max_job_bytes)"
+            )
+        return size
 
     def _serialise(self, record: StageableRecord) -> tuple[bytes, bool]:
         """The record's JSONL line, and whether the record builder made it."""

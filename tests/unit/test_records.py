@@ -214,10 +214,19 @@ def test_lone_surrogate_is_rejected(builder):
     assert_rejected(builder.build(row("C1", text=SECRET + "\ud800")), "invalid_utf8", "C1")
 
 
-def test_lone_surrogate_in_other_column_is_rejected(builder):
-    result = builder.build(row("C1", agent_name="Bob\udc80"))
+def test_lone_surrogate_in_a_column_the_prompt_uses_is_rejected():
+    prompt = PromptTemplate(name="p", version="v1", system=None, user="{{ agent_name }}: {{ transcript }}")
+    result = RecordBuilder(AnthropicClaude(), prompt, {"max_tokens": 300}).build(
+        row("C1", agent_name="Bob\udc80")
+    )
     assert_rejected(result, "invalid_utf8", "C1")
     assert "agent_name" in result.message
+
+
+def test_lone_surrogate_in_a_column_the_prompt_never_sends_is_no_reason_to_reject(builder):
+    record = builder.build(row("C1", agent_name="Bob\udc80"))
+    assert isinstance(record, BatchRecord)
+    assert "Bob" not in record.line.decode()
 
 
 CONTROL_CHARACTERS = [
