@@ -124,3 +124,67 @@ def test_a_nul_in_a_model_output_is_written_as_a_replacement_character_not_a_fai
     ]
     assert query(postgres_warehouse, f"SELECT message FROM {TABLES.error_table}") == [("bad\ufffdinput",)]
     assert "Row of key 'a': NUL characters written as U+FFFD" in caplog.text
+
+
+def load(warehouse: Warehouse, results: list[SummaryRow], *, run_id: str = "run-1") -> None:
+    warehouse.load_job(
+        results, [], run_id=run_id, job_arn=None, prompt_version=PROMPT, model_id=MODEL, max_attempts=3
+    )
+
+
+@pytest.fixture
+def straight_copies(monkeypatch) -> list[bool]:
+    """Whether each upsert's rows went straight into their table (``True``) or through an upsert."""
+    from bedrock_batch import warehouse as module
+
+    outcomes: list[bool] = []
+    original = module._copy_if_new
+
+    def spy(*args, **kwargs):
+        outcomes.append(original(*args, **kwargs))
+        return outcomes[-1]
+
+    monkeypatch.setattr(module, "_copy_if_new", spy)
+    return outcomes
+
+
+def test_a_first_load_copies_rows_straight_into_the_table(pg_warehouse, postgres_warehouse, straight_copies):
+    pg_warehouse.carry_over(["a"], run_id="run-0", prompt_version=PROMPT)
+
+    load(pg_warehouse, [SummaryRow("a", "one", 1, 1, "end_turn"), SummaryRow("b", "two", 1, 1, "end_turn")])
+
+    assert straight_copies[-1] is True
+    assert query(postgres_warehouse, f"SELECT source_key, summary FROM {TABLES.output_table} ORDER BY 1") == [
+        ("a", "one"),
+        ("b", "two"),
+    ]
+    assert query(postgres_warehouse, f"SELECT source_key FROM {TABLES.pending_table}") == []
+
+
+def test_a_load_whose_keys_are_partly_in_the_table_updates_those_and_inserts_the_rest(
+    pg_warehouse, postgres_warehouse, straight_copies
+):
+    load(pg_warehouse, [SummaryRow("a", "old", 1, 1, "end_turn")], run_id="run-0")
+    pg_warehouse.carry_over(["b"], run_id="run-0", prompt_version=PROMPT)
+
+    load(
+        pg_warehouse,
+        [SummaryRow("b", "new b", 2, 2, "end_turn"), SummaryRow("a", "new a", 2, 2, "max_tokens")],
+    )
+
+    assert straight_copies[-1] is False
+
+    assert query(
+        postgres_warehouse,
+        f"SELECT source_key, summary, stop_reason, run_id FROM {TABLES.output_table} ORDER BY 1",
+    ) == [("a", "new a", "max_tokens", "run-1"), ("b", "new b", "end_turn", "run-1")]
+    assert query(postgres_warehouse, f"SELECT source_key FROM {TABLES.pending_table}") == []
+
+
+def test_a_copy_refused_for_another_reason_fails_the_load_and_writes_nothing(
+    pg_warehouse, postgres_warehouse
+):
+    with pytest.raises(Exception, match=r"null value|not-null"):
+        load(pg_warehouse, [SummaryRow("a", "fine", 1, 1, "end_turn"), SummaryRow(None, "no key", 1, 1, "x")])
+
+    assert query(postgres_warehouse, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(0,)]
