@@ -14,9 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bedrock_batch.errors import OutputParseError
+from bedrock_batch.heap import frozen_heap
 from bedrock_batch.models import ModelFamily
-from bedrock_batch.results import Manifest, Quarantined, ResultLine, iter_output, parse_manifest, reconcile
-from bedrock_batch.s3paths import iter_lines, list_keys, split_s3_uri
+from bedrock_batch.results import (
+    Manifest,
+    Quarantined,
+    ResultLine,
+    iter_output_chunks,
+    parse_manifest,
+    reconcile,
+)
+from bedrock_batch.s3paths import iter_chunks, iter_lines, list_keys, split_s3_uri
 from bedrock_batch.staging import StagedJob, iter_record_map
 from bedrock_batch.warehouse import ErrorRow, SummaryRow, Warehouse
 
@@ -119,19 +127,21 @@ class JobCollector:
                 continue
             if not name.endswith(".jsonl.out"):
                 continue
-            for item in iter_output(
-                iter_lines(self.s3, bucket, key, owner=self.owner), file=key, family=self.family
-            ):
-                if isinstance(item, Quarantined):
-                    if item.record_id is not None:
-                        where = f"{item.file}:{item.line_no}: {item.reason}"
-                        self.unreadable.setdefault(item.record_id, where)
-                    self.outcome.quarantined += 1
-                    if len(self.outcome.quarantine_samples) < 20:
-                        self.outcome.quarantine_samples.append(f"{item.file}:{item.line_no}: {item.reason}")
-                    log.warning("Quarantined output line %s:%d: %s", item.file, item.line_no, item.reason)
-                    continue
-                yield item
+            chunks = iter_chunks(self.s3, bucket, key, owner=self.owner)
+            for items in iter_output_chunks(chunks, file=key, family=self.family):
+                for item in items:
+                    if type(item) is Quarantined:
+                        self._quarantine(item)
+                        continue
+                    yield item  # type: ignore[misc]  # a ResultLine
+
+    def _quarantine(self, item: Quarantined) -> None:
+        if item.record_id is not None:
+            self.unreadable.setdefault(item.record_id, f"{item.file}:{item.line_no}: {item.reason}")
+        self.outcome.quarantined += 1
+        if len(self.outcome.quarantine_samples) < 20:
+            self.outcome.quarantine_samples.append(f"{item.file}:{item.line_no}: {item.reason}")
+        log.warning("Quarantined output line %s:%d: %s", item.file, item.line_no, item.reason)
 
     def summaries(self, job_arn: str) -> Iterator[SummaryRow]:
         """Successful lines as rows; error lines are kept aside for the same transaction."""
@@ -193,6 +203,7 @@ class JobCollector:
             )
 
 
+@frozen_heap()
 def collect_job(
     *,
     s3: Any,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.config import PipelineConfig, check_runtime_values
 from bedrock_batch.errors import QuotaError
+from bedrock_batch.heap import frozen_heap
 from bedrock_batch.models import family_for
 from bedrock_batch.prompts import load_prompt
 from bedrock_batch.quotas import BatchQuotas, default_quotas, plan_job_sizes, quotas_from_service
@@ -160,6 +161,7 @@ def iter_records(
             yield built
 
 
+@frozen_heap()
 def stage_records(
     rows: Iterable[Mapping[str, Any]],
     config: PipelineConfig,

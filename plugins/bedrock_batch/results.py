@@ -62,15 +62,15 @@ def _loads(data: bytes | str) -> Any:
 
 
 def iter_output(
-    lines: Iterable[bytes | str], *, file: str, family: ModelFamily
+    lines: Iterable[bytes | str], *, file: str, family: ModelFamily, first_line_no: int = 1
 ) -> Iterator[ResultLine | Quarantined]:
     """
     Yield one ``ResultLine`` or ``Quarantined`` per non-blank line of an output file.
 
     ``lines`` are the raw lines (bytes as read from S3; ``str`` is accepted too); line numbers count
-    from 1 and include blank lines so they match the file.
+    from ``first_line_no`` and include blank lines so they match the file.
     """
-    for line_no, raw in enumerate(lines, start=1):
+    for line_no, raw in enumerate(lines, start=first_line_no):
         stripped = raw.strip()
         if not stripped:
             continue
@@ -88,6 +88,88 @@ def iter_output(
 
 
 _RECORD_ID_FIRST = re.compile(rb'\{\s*"recordId"\s*:\s*"([A-Za-z0-9]{1,256})"\s*,')
+_MODEL_OUTPUT = b'"modelOutput":'
+
+
+def iter_output_chunks(
+    chunks: Iterable[bytes], *, file: str, family: ModelFamily
+) -> Iterator[list[ResultLine | Quarantined]]:
+    """
+    :func:`iter_output` over an output file read in chunks: one list per chunk's whole lines.
+
+    This is where a million-record load spends its time. The usual line (``recordId`` first, then
+    the ``modelInput`` echo, then ``modelOutput``) is not cut out of its chunk: its ``recordId`` is
+    matched in place and only the text from its last ``"modelOutput":`` to its end is copied, and a
+    chunk's outputs are parsed as one JSON array. Any other line, and every line of a chunk whose
+    array does not parse into one object per line, goes through :func:`iter_output` on its own.
+    """
+    line_no = 0
+    pending = b""
+    for chunk in chunks:
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n") + 1
+        pending = data[cut:]
+        if cut:
+            items, line_no = _read_chunk(data, cut, line_no, file, family)
+            yield items
+    if pending:
+        yield _read_chunk(pending, len(pending), line_no, file, family)[0]
+
+
+def _read_chunk(
+    data: bytes, stop: int, line_no: int, file: str, family: ModelFamily
+) -> tuple[list[ResultLine | Quarantined], int]:
+    """The items of the lines in ``data[:stop]`` (the last line number read is returned too)."""
+    items: list[ResultLine | Quarantined | None] = []
+    usual: list[tuple[int, int, int, int, bytes]] = []  # (item index, line no, start, end, record id)
+    match, find, rfind = _RECORD_ID_FIRST.match, data.find, data.rfind
+    pos = 0
+    while pos < stop:
+        end = find(b"\n", pos, stop)
+        if end < 0:
+            end = stop
+        line_no += 1
+        head = match(data, pos, end)
+        if head is not None and rfind(_MODEL_OUTPUT, pos, end) > head.end():
+            usual.append((len(items), line_no, pos, end, head.group(1)))
+            items.append(None)
+        elif pos < end:
+            items.extend(iter_output((data[pos:end],), file=file, family=family, first_line_no=line_no))
+        pos = end + 1
+    if usual:
+        parsed = _parse_outputs(data, usual)
+        for (index, number, start, end, record_id), obj in zip(usual, parsed, strict=True):
+            if obj is None:
+                (items[index],) = iter_output(
+                    (data[start:end],), file=file, family=family, first_line_no=number
+                )
+            else:
+                obj["recordId"] = record_id.decode()
+                items[index] = _read_line(obj, file=file, line_no=number, family=family)
+    return items, line_no  # type: ignore[return-value]  # every None was replaced
+
+
+def _parse_outputs(data: bytes, usual: list[tuple[int, int, int, int, bytes]]) -> list[dict[str, Any] | None]:
+    """``{"modelOutput": ...}`` of each usual line, parsed together; ``None`` for a line to read alone.
+
+    ``{`` plus the text from a line's last ``"modelOutput":`` to its end is that line's outcome when
+    ``modelOutput`` is a key of the line's own object (unescaped ``"modelOutput":`` only occurs as a
+    key; a nested one leaves unbalanced braces, and the chunk's array then does not parse).
+    """
+    rfind = data.rfind
+    tails = [data[rfind(_MODEL_OUTPUT, start, end) : end] for _, _, start, end, _ in usual]
+    try:
+        parsed = orjson.loads(b"[{" + b",{".join(tails) + b"]")
+    except orjson.JSONDecodeError:
+        parsed = None
+    if type(parsed) is not list or len(parsed) != len(usual):
+        return [None] * len(usual)
+    return [
+        obj if type(obj) is dict and "recordId" not in obj and obj.get("modelOutput") is not None else None
+        for obj in parsed
+    ]
+
+
 #: (key, how it starts in a line): ``modelOutput`` first, as ``_read_line`` prefers it.
 _OUTCOME_KEYS = (("modelOutput", b'"modelOutput":'), ("error", b'"error":'))
 

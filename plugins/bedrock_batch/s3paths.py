@@ -43,17 +43,23 @@ def iter_line_blocks(
     Every block but possibly the last holds lines that ended with a newline; a last line without
     one comes alone, flagged ``False``. Callers that parse many small lines parse a block at once.
     """
-    body = s3.get_object(Bucket=bucket, Key=key, **(owner or {}))["Body"]
     pending = b""
+    for chunk in iter_chunks(s3, bucket, key, owner=owner):
+        pending += chunk
+        lines = pending.split(b"\n")
+        pending = lines.pop()
+        if lines:
+            yield lines, True
+    if pending:
+        yield [pending], False
+
+
+def iter_chunks(s3: Any, bucket: str, key: str, *, owner: dict[str, str] | None = None) -> Iterator[bytes]:
+    """Stream an object ``READ_CHUNK`` bytes at a time (the body is closed however the caller stops)."""
+    body = s3.get_object(Bucket=bucket, Key=key, **(owner or {}))["Body"]
     try:
         while chunk := body.read(READ_CHUNK):
-            pending += chunk
-            lines = pending.split(b"\n")
-            pending = lines.pop()
-            if lines:
-                yield lines, True
-        if pending:
-            yield [pending], False
+            yield chunk
     finally:
         body.close()
 

@@ -26,6 +26,7 @@ from bedrock_batch.results import (
     Reconciliation,
     ResultLine,
     iter_output,
+    iter_output_chunks,
     parse_manifest,
     reconcile,
 )
@@ -359,3 +360,66 @@ def test_claude_outputs_read_the_same_through_the_quick_and_the_general_path(out
 
     general = AnthropicClaude().parse_output(MappingProxyType(output))  # not a dict: the general path
     assert AnthropicClaude().parse_output(output) == general
+
+
+# --- reading a file a chunk at a time ---------------------------------------------------------------
+
+ODD_FILE = b"".join(
+    [
+        line({"recordId": "R1", "modelInput": {"messages": []}, "modelOutput": CLAUDE_OUTPUT}),
+        b"\n",
+        line({"recordId": "R2", "modelInput": {}, "error": {"errorCode": 429, "errorMessage": "slow down"}}),
+        b'{"recordId":"R3","modelInput":{"q":"\\"modelOutput\\": in a string"},"modelOutput":'
+        + json.dumps(CLAUDE_OUTPUT).encode()
+        + b"}\r\n",
+        b"   \n",
+        b'{"recordId": "R4", "modelOutput": {"generation": "cut of\n',
+        line({"recordId": "R5", "modelOutput": {**CLAUDE_OUTPUT, "content": [{"modelOutput": 1}]}}),
+        line({"recordId": "R6", "modelOutput": None, "error": {"errorCode": 500, "errorMessage": "boom"}}),
+        line({"modelOutput": CLAUDE_OUTPUT}),
+        line({"recordId": "R7", "modelOutput": "text"}),
+        b'{"recordId":"R8","modelOutput":{"content":[{"type":"text","text":"\\ud800"}]}}\n',
+        line({"recordId": "R9", "modelOutput": CLAUDE_OUTPUT, "recordId2": "x"}),
+        line({"recordId": "R10", "modelInput": {}, "modelOutput": {"content": []}}),
+        b'{"recordId":"R11","modelInput":{},"modelOutput":' + json.dumps(CLAUDE_OUTPUT).encode() + b"}",
+    ]
+)
+
+
+def chunked(data: bytes, size: int) -> list[bytes]:
+    return [data[at : at + size] for at in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 100, 1000, len(ODD_FILE)])
+def test_reading_in_chunks_gives_what_reading_line_by_line_gives(chunk_size):
+    by_line = list(iter_output(ODD_FILE.split(b"\n"), file=FILE, family=AnthropicClaude()))
+
+    by_chunk = [
+        item
+        for items in iter_output_chunks(chunked(ODD_FILE, chunk_size), file=FILE, family=AnthropicClaude())
+        for item in items
+    ]
+
+    assert by_chunk == by_line
+    assert [item.record_id for item in by_chunk if isinstance(item, ResultLine)] == [
+        "R1",
+        "R2",
+        "R3",
+        "R5",
+        "R6",
+        "R9",
+        "R10",
+        "R11",
+    ]
+
+
+def test_a_chunk_whose_outputs_do_not_parse_together_is_read_line_by_line():
+    nested = b'{"recordId":"R1","modelInput":{},"modelOutput":{"content":[{"modelOutput":{"a":1}}]}}\n'
+    usual = line({"recordId": "R2", "modelInput": {}, "modelOutput": CLAUDE_OUTPUT})
+    data = usual + nested + usual
+
+    [items] = iter_output_chunks([data], file=FILE, family=AnthropicClaude())
+
+    assert items == list(iter_output(data.splitlines(), file=FILE, family=AnthropicClaude()))
+    assert [item.record_id for item in items] == ["R2", "R1", "R2"]
+    assert items[0].output == ModelOutput("Summary.", 11, 2, "end_turn")

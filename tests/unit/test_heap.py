@@ -1,0 +1,49 @@
+"""frozen_heap: the objects a process holds are left out of collections for a block, then handed back."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+from bedrock_batch.heap import frozen_heap
+
+
+@pytest.fixture(autouse=True)
+def thawed():
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def test_objects_that_exist_when_the_block_starts_are_frozen_until_it_ends():
+    held = [object() for _ in range(3)]
+    with frozen_heap():
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    assert held
+
+
+def test_a_nested_block_leaves_the_heap_frozen_until_the_outer_one_ends():
+    with frozen_heap():
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_heap_is_thawed_when_the_block_raises():
+    with pytest.raises(RuntimeError), frozen_heap():
+        raise RuntimeError("boom")
+    assert gc.get_freeze_count() == 0
+
+
+def test_cyclic_garbage_made_inside_the_block_is_still_collected():
+    class Node:
+        pass
+
+    with frozen_heap():
+        node = Node()
+        node.self = node
+        del node
+        assert gc.collect() > 0
