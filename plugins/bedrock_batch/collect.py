@@ -144,37 +144,46 @@ class JobCollector:
         log.warning("Quarantined output line %s:%d: %s", item.file, item.line_no, item.reason)
 
     def summaries(self, job_arn: str) -> Iterator[SummaryRow]:
-        """Successful lines as rows; error lines are kept aside for the same transaction."""
-        for line in self.iter_lines(job_arn):
-            entry = self.record_map.get(line.record_id)
-            if entry is None or line.record_id in self.seen:
-                self.outcome.unexpected += 1
-                continue
-            self.seen.add(line.record_id)
-            key, attempt = entry
-            if line.output is not None:
-                self.outcome.summarized += 1
-                self.outcome.input_tokens += line.output.input_tokens or 0
-                self.outcome.output_tokens += line.output.output_tokens or 0
-                yield SummaryRow(
-                    source_key=key,
-                    summary=line.output.text,
-                    input_tokens=line.output.input_tokens,
-                    output_tokens=line.output.output_tokens,
-                    stop_reason=line.output.stop_reason,
-                )
-            else:
-                self.outcome.model_errors += 1
+        """Successful lines as rows; error lines are kept aside for the same transaction.
+
+        Counts are kept in locals and added to the outcome when the lines end (or reading stops):
+        this loop runs once per record of the job.
+        """
+        record_map, seen, outcome = self.record_map, self.seen, self.outcome
+        unexpected = summarized = input_tokens = output_tokens = 0
+        try:
+            for line in self.iter_lines(job_arn):
+                record_id = line.record_id
+                entry = record_map.get(record_id)
+                if entry is None or record_id in seen:
+                    unexpected += 1
+                    continue
+                seen.add(record_id)
+                output = line.output
+                if output is not None:
+                    summarized += 1
+                    input_tokens += output.input_tokens or 0
+                    output_tokens += output.output_tokens or 0
+                    yield SummaryRow(
+                        entry[0], output.text, output.input_tokens, output.output_tokens, output.stop_reason
+                    )
+                    continue
+                outcome.model_errors += 1
                 self.errors.append(
                     ErrorRow(
-                        source_key=key,
+                        source_key=entry[0],
                         stage=MODEL_STAGE,
                         code=str(line.error_code),
                         message=line.error_message,
                         retryable=is_retryable(line.error_code, line.error_message),
-                        attempt=attempt,
+                        attempt=entry[1],
                     )
                 )
+        finally:
+            outcome.unexpected += unexpected
+            outcome.summarized += summarized
+            outcome.input_tokens += input_tokens
+            outcome.output_tokens += output_tokens
 
     def unprocessed(self, *, code: str, message: str) -> Iterable[ErrorRow]:
         """Every mapped record the output did not account for: queued for a retry with the reason.
