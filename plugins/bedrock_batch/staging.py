@@ -216,7 +216,7 @@ class _S3StreamWriter:
             )
             self._upload_id = response["UploadId"]
             self._stager.open_uploads[self.key] = self._upload_id
-        body = bytes(self._buffer)
+        body = self._buffer  # handed over, not copied: the writer starts a new buffer
         self._buffer = bytearray()
         number = len(self._parts) + len(self._in_flight) + 1
         upload = self._stager.uploader().submit(self._upload_part, self._upload_id, number, body)
@@ -224,7 +224,7 @@ class _S3StreamWriter:
         while len(self._in_flight) > MAX_PARTS_IN_FLIGHT:
             self._collect_part()
 
-    def _upload_part(self, upload_id: str, number: int, body: bytes) -> dict[str, Any]:
+    def _upload_part(self, upload_id: str, number: int, body: bytearray) -> dict[str, Any]:
         response = self._stager.s3.upload_part(
             Bucket=self._stager.bucket,
             Key=self.key,
@@ -258,7 +258,7 @@ class _S3StreamWriter:
             response = stager.s3.put_object(
                 Bucket=stager.bucket,
                 Key=self.key,
-                Body=bytes(self._buffer),
+                Body=self._buffer,
                 ContentType="application/jsonl",
                 ChecksumAlgorithm=CHECKSUM_ALGORITHM,
                 **stager.put_kwargs,
