@@ -4,6 +4,8 @@ Server faults (POST /_local/faults, JSON, every key optional):
 - ``throttle``: ``{"CreateModelInvocationJob": 2}`` -> the next 2 calls of that operation get 429.
 - ``throttle_rate``: ``{"GetModelInvocationJob": 0.5}`` -> that share of calls get 429 (seeded).
 - ``internal_error``: ``{"CreateModelInvocationJob": 1}`` -> the next call gets 500.
+- ``access_denied``: ``{"GetModelInvocationJob": 1}`` -> the next call gets 403 AccessDeniedException
+  (an IAM change that is later undone).
 - ``record_error_rate``: share of records that fail with a per-record error (seeded).
 - ``job_outcome``: ``fail`` | ``expire`` | ``stick`` | ``partial`` for every job created afterwards.
 - ``partial_after``: records processed before a ``partial`` job stops (default: half).
@@ -59,6 +61,7 @@ class ServerFaults:
     throttle: dict[str, int] = field(default_factory=dict)
     throttle_rate: dict[str, float] = field(default_factory=dict)
     internal_error: dict[str, int] = field(default_factory=dict)
+    access_denied: dict[str, int] = field(default_factory=dict)
     record_error_rate: float = 0.0
     job_outcome: str | None = None
     partial_after: int | None = None
@@ -72,6 +75,7 @@ class ServerFaults:
     def reset(self, runtime_rps: float | None = None) -> None:
         with self._lock:
             self.throttle, self.throttle_rate, self.internal_error = {}, {}, {}
+            self.access_denied = {}
             self.record_error_rate, self.job_outcome, self.partial_after = 0.0, None, None
             self.runtime_rps = runtime_rps
             self._rng.seed(f"faults:{self.seed}")
@@ -82,6 +86,7 @@ class ServerFaults:
             "throttle",
             "throttle_rate",
             "internal_error",
+            "access_denied",
             "record_error_rate",
             "job_outcome",
             "partial_after",
@@ -91,7 +96,7 @@ class ServerFaults:
         if unknown:
             raise ValueError(f"unknown fault keys {sorted(unknown)}; known: {sorted(known)}")
         with self._lock:
-            for key in ("throttle", "internal_error"):
+            for key in ("throttle", "internal_error", "access_denied"):
                 for op, count in (data.get(key) or {}).items():
                     if not isinstance(count, int) or count < 0:
                         raise ValueError(f"{key}.{op} must be a non-negative integer, got {count!r}")
@@ -115,6 +120,7 @@ class ServerFaults:
                 "throttle": dict(self.throttle),
                 "throttle_rate": dict(self.throttle_rate),
                 "internal_error": dict(self.internal_error),
+                "access_denied": dict(self.access_denied),
                 "record_error_rate": self.record_error_rate,
                 "job_outcome": self.job_outcome,
                 "partial_after": self.partial_after,
@@ -122,8 +128,12 @@ class ServerFaults:
             }
 
     def api_fault(self, operation: str) -> str | None:
-        """``"throttle"``, ``"internal"`` or None for this call of ``operation`` (consumes counters)."""
+        """``"throttle"``, ``"internal"``, ``"access_denied"`` or None for this call of ``operation``
+        (consumes counters)."""
         with self._lock:
+            if self.access_denied.get(operation, 0) > 0:
+                self.access_denied[operation] -= 1
+                return "access_denied"
             if self.internal_error.get(operation, 0) > 0:
                 self.internal_error[operation] -= 1
                 return "internal"

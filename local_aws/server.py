@@ -144,6 +144,8 @@ class LocalAws:
             raise throttled()
         if fault == "internal":
             raise internal()
+        if fault == "access_denied":
+            raise AwsError("AccessDeniedException", f"User is not authorized to perform bedrock:{operation}")
 
     def _service_quotas(self, operation: str, request: Request, region: str) -> Response:
         body = json.loads(request.get_data() or b"{}")

@@ -39,6 +39,10 @@ _TRANSIENT_CODES = frozenset(
 REFUSED_CODES = frozenset({"ValidationException", "AccessDeniedException", "ResourceNotFoundException"})
 """AWS answers meaning the request is wrong (model, role, input, an unknown job): a retry gets the same."""
 
+WAIT_REFUSED_CODES = REFUSED_CODES - {"AccessDeniedException"}
+"""The answers that end a wait at once (a malformed or unknown job). Access denied while waiting is left
+to the task's retries: it is often an IAM change in progress, and the job keeps running (and billing)."""
+
 
 def aws_error_code(error: BaseException) -> str | None:
     """The AWS error code of a botocore ``ClientError`` (or anything with its ``response``); else None."""

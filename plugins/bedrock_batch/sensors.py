@@ -18,8 +18,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from bedrock_batch.errors import JobFailedError
 from bedrock_batch.job_status import (
-    REFUSED_CODES,
     TERMINAL_STATUSES,
+    WAIT_REFUSED_CODES,
     aws_error_code,
     job_deadline,
     job_progress,
@@ -145,7 +145,7 @@ class BedrockBatchJobSensor(BaseSensorOperator):
             return self.hook.get_job(self.job_arn)
         except Exception as error:
             text = f"Reading Bedrock batch job {self.job_arn} failed: {error}"
-            if aws_error_code(error) in REFUSED_CODES:
+            if aws_error_code(error) in WAIT_REFUSED_CODES:
                 raise AirflowFailException(text) from error
             raise AirflowException(text) from error
 
@@ -173,7 +173,7 @@ class BedrockBatchJobSensor(BaseSensorOperator):
             )
         if outcome == "deadline":
             raise AirflowFailException(f"Gave up waiting for Bedrock batch job {job_arn}: {message}")
-        if event.get("error_code") in REFUSED_CODES:  # e.g. the job is gone or access was revoked
+        if event.get("error_code") in WAIT_REFUSED_CODES:  # e.g. the job is gone
             raise AirflowFailException(f"Waiting for Bedrock batch job {job_arn} failed: {message}")
         raise AirflowException(f"Waiting for Bedrock batch job {job_arn} failed: {message}")
 

@@ -44,6 +44,8 @@ SourceRowDict = dict[str, Any]
 
 RESERVED_ROW_KEYS = frozenset({"source_key", "text", "attempt", "origin", "pending_since"})
 MIGRATIONS_TABLE = "bedrock_batch_schema_migrations"
+_WINDOW_CLAIMS_VERSION = 3
+"""The migration that adds the window claims table (0003_window_claims.sql)."""
 SQL_DIR_ENV = "BEDROCK_BATCH_SQL_DIR"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MIGRATION_FILE = re.compile(r"(\d{4})_[A-Za-z0-9_]+\.sql")
@@ -344,6 +346,23 @@ class Warehouse:
         if applied_now:
             log.info("Pipeline %s: applied warehouse schema versions %s", self.pipeline, applied_now)
         return applied_now
+
+    def applied_versions(self) -> set[int]:
+        """The schema versions applied to this pipeline's tables, without applying any (read-only)."""
+        with self._read_cursor(server_side=False) as cur:
+            if self.dialect == "sqlite":
+                cur.execute(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (MIGRATIONS_TABLE,),
+                )
+            else:
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (MIGRATIONS_TABLE,))
+            if not cur.fetchone()[0]:
+                return set()
+            cur.execute(
+                f"SELECT version FROM {MIGRATIONS_TABLE} WHERE pipeline = {self._ph}", (self.pipeline,)
+            )
+            return {int(row[0]) for row in cur.fetchall()}
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -660,6 +679,8 @@ class Warehouse:
 
         Returns how many claims ended (0: the run held none).
         """
+        if _WINDOW_CLAIMS_VERSION not in self.applied_versions():
+            return 0  # tables from before window claims: no run holds one
         table, ph = self.tables.window_claims_table, self._ph
         sql, params = f"DELETE FROM {table} WHERE run_id = {ph}", (run_id,)
         if prompt_version is not None:
@@ -673,7 +694,10 @@ class Warehouse:
         return released
 
     def window_claims(self) -> list[dict[str, Any]]:
-        """Every window claim, earliest window first, as dicts of the claims table's columns."""
+        """Every window claim, earliest window first, as dicts of the claims table's columns (none while
+        the pipeline's tables predate window claims: this never migrates them)."""
+        if _WINDOW_CLAIMS_VERSION not in self.applied_versions():
+            return []
         columns = ("run_id", "prompt_version", "window_start", "window_end", "claimed_at")
         with self._read_cursor(server_side=False) as cur:
             cur.execute(

@@ -112,6 +112,33 @@ def test_execute_complete_fails_without_retry_when_bedrock_refuses_to_answer_for
         sensor().execute_complete({}, event)
 
 
+def test_execute_complete_leaves_access_denied_to_the_tasks_retries():
+    event = {
+        "status": "error",
+        "job_arn": ARN,
+        "message": "not authorized",
+        "error_code": "AccessDeniedException",
+    }
+    with pytest.raises(AirflowException, match=f"{ARN} failed: not authorized") as caught:
+        sensor().execute_complete({}, event)
+    assert not isinstance(caught.value, AirflowFailException)
+
+
+def test_access_denied_while_waiting_fails_the_poke_for_a_retry_and_the_next_poke_goes_on(
+    new_job, bedrock_hook, local_aws_clean
+):
+    running = new_job(fault="stick")
+    wait_for_status(bedrock_hook, running, {"Scheduled"})
+    local_aws_clean.admin.set_faults(access_denied={"GetModelInvocationJob": 1})
+
+    with pytest.raises(AirflowException, match=f"Reading Bedrock batch job {running} failed") as caught:
+        sensor(running, deferrable=False).poke({})
+
+    assert not isinstance(caught.value, AirflowFailException)
+    assert "AccessDenied" in str(caught.value)
+    assert sensor(running, deferrable=False).poke({}) is False
+
+
 def test_a_job_bedrock_does_not_know_fails_the_sensor_without_retry_naming_it(aws_env, local_aws_clean):
     unknown = ARN.replace("abc123def456", "nosuchjob000")
     with pytest.raises(AirflowFailException, match=f"Reading Bedrock batch job {unknown} failed"):

@@ -77,6 +77,15 @@ def test_an_internal_error_answers_500(local_aws_clean):
     assert "invocationJobSummaries" in bedrock.list_model_invocation_jobs()
 
 
+def test_an_access_denied_fault_answers_403_then_lets_calls_through(local_aws_clean):
+    local_aws_clean.admin.set_faults(access_denied={"ListModelInvocationJobs": 1})
+    bedrock = local_aws_clean.client("bedrock")
+    with pytest.raises(bedrock.exceptions.AccessDeniedException) as info:
+        bedrock.list_model_invocation_jobs()
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert "invocationJobSummaries" in bedrock.list_model_invocation_jobs()
+
+
 @pytest.mark.parametrize(("tag", "status"), [("fail", "Failed"), ("expire", "Expired")])
 def test_a_job_tag_decides_a_bad_ending(local_aws_clean, tag, status):
     job, _ = run_job(local_aws_clean, 100, tags=[{"key": "local-aws:fault", "value": tag}])

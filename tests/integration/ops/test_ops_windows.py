@@ -23,7 +23,10 @@ def run_state(dag_id: str, run_id: str) -> str | None:
 
 @pytest.fixture
 def warehouse(sqlite_warehouse):
-    return ops.pipeline_warehouse(PIPELINE)
+    """The pipeline's warehouse with its tables made, as its first run leaves them."""
+    warehouse = ops.pipeline_warehouse(PIPELINE)
+    warehouse.ensure_schema()
+    return warehouse
 
 
 def hold(warehouse, run_id: str, day: dt.datetime = DAY) -> None:
@@ -73,14 +76,29 @@ def test_releasing_a_run_that_holds_nothing_is_refused_naming_it(warehouse):
         ops.release_window_claim(warehouse, PIPELINE, "manual__1", run_state)
 
 
+def test_listing_windows_never_migrates_a_pipelines_tables(sqlite_warehouse):
+    untouched = ops.pipeline_warehouse(PIPELINE)
+
+    rows, failures = ops.list_window_claims([PIPELINE], run_state)
+
+    assert (rows, failures) == ([], {})
+    assert untouched.applied_versions() == set()
+
+
+def test_releasing_a_window_in_tables_from_before_window_claims_finds_none(sqlite_warehouse):
+    with pytest.raises(ConfigError, match=r"run 'manual__1' holds no window"):
+        ops.release_window_claim(ops.pipeline_warehouse(PIPELINE), PIPELINE, "manual__1", run_state)
+    assert ops.pipeline_warehouse(PIPELINE).applied_versions() == set()
+
+
 def test_an_unknown_pipeline_is_refused_naming_the_known_ones(sqlite_warehouse):
     with pytest.raises(ConfigError, match=r"pipeline 'nope': no such pipeline config \(known: summarize"):
         ops.pipeline_warehouse("nope")
 
 
-def test_the_ops_dag_lists_and_releases_a_claim_airflow_cannot_vouch_for(sqlite_warehouse, airflow_db):
+def test_the_ops_dag_lists_and_releases_a_claim_airflow_cannot_vouch_for(warehouse, airflow_db):
     """The real chain: `airflow dags test` of the ops DAG, the Task SDK asked about the holder."""
-    hold(ops.pipeline_warehouse(PIPELINE), "scheduled__gone")
+    hold(warehouse, "scheduled__gone")
 
     listed = airflow_db("dags", "test", "bedrock_batch_ops", "-c", json.dumps({"action": "windows"}))
     conf = {"action": "release_window", "pipeline": PIPELINE, "run_id": "scheduled__gone"}
