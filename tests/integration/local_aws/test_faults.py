@@ -68,21 +68,16 @@ def test_a_throttle_rate_on_get_throttles_some_calls(local_aws_clean):
     assert 5 < outcomes.count("throttled") < 35
 
 
-def test_an_internal_error_answers_500(local_aws_clean):
-    local_aws_clean.admin.set_faults(internal_error={"ListModelInvocationJobs": 1})
+@pytest.mark.parametrize(
+    ("fault", "error", "status"),
+    [("internal_error", "InternalServerException", 500), ("access_denied", "AccessDeniedException", 403)],
+)
+def test_a_counted_fault_answers_its_error_then_lets_calls_through(local_aws_clean, fault, error, status):
+    local_aws_clean.admin.set_faults(**{fault: {"ListModelInvocationJobs": 1}})
     bedrock = local_aws_clean.client("bedrock")
-    with pytest.raises(bedrock.exceptions.InternalServerException) as info:
+    with pytest.raises(getattr(bedrock.exceptions, error)) as info:
         bedrock.list_model_invocation_jobs()
-    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
-    assert "invocationJobSummaries" in bedrock.list_model_invocation_jobs()
-
-
-def test_an_access_denied_fault_answers_403_then_lets_calls_through(local_aws_clean):
-    local_aws_clean.admin.set_faults(access_denied={"ListModelInvocationJobs": 1})
-    bedrock = local_aws_clean.client("bedrock")
-    with pytest.raises(bedrock.exceptions.AccessDeniedException) as info:
-        bedrock.list_model_invocation_jobs()
-    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
     assert "invocationJobSummaries" in bedrock.list_model_invocation_jobs()
 
 
