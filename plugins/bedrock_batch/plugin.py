@@ -264,8 +264,12 @@ def create_app(
             raise HTTPException(status_code=400, detail=str(problem)) from None
 
     @app.post("/api/jobs/stop")
-    def stop(body: StopRequest, user: Annotated[Any, Depends(current_user)]) -> dict[str, Any]:
-        """Stop a job; needs edit permission on DAG runs of the job's DAG (every DAG if untagged)."""
+    def stop(body: StopRequest, user: Annotated[Any, Depends(can_read)]) -> dict[str, Any]:
+        """Stop a job; needs edit permission on DAG runs of the job's DAG (every DAG if untagged).
+
+        Reading DAG runs is asked first, before Bedrock is: a user who may not list the jobs learns
+        nothing about them from here (not even whether an ARN exists).
+        """
         from botocore.exceptions import ClientError
 
         from bedrock_batch import ops

@@ -131,6 +131,24 @@ def test_stop_endpoint_needs_edit_permission_on_the_jobs_dag(aws_env, make_job, 
     assert hook.get_job(job_arn)["status"] in ACTIVE_STATUSES - {"Stopping"}
 
 
+def test_stop_endpoint_tells_a_user_who_may_not_read_dag_runs_nothing_about_the_job(
+    aws_env, make_job, hook, marker
+):
+    app = create_app(authorizer=Authorizer(refuse=("GET", "PUT")))
+    app.dependency_overrides[current_user] = lambda: "tester"
+    job_arn = make_job(f"blind-{marker}", run=(DAG_ID, RUN_ID), fault="stick")
+    unknown = job_arn[:-12] + "nosuchjob000"
+
+    answers = [
+        mounted(app).post(f"{URL_PREFIX}/api/jobs/stop", json={"job_arn": arn}) for arn in (job_arn, unknown)
+    ]
+
+    assert [(answer.status_code, answer.json()) for answer in answers] == [
+        (403, {"detail": "Forbidden: reading DAG runs is not allowed"})
+    ] * 2
+    assert hook.get_job(job_arn)["status"] in ACTIVE_STATUSES - {"Stopping"}
+
+
 def test_stop_endpoint_rejects_a_malformed_arn(client):
     response = client.post(f"{URL_PREFIX}/api/jobs/stop", json={"job_arn": "arn:aws:s3:::bucket"})
     assert response.status_code == 400
