@@ -710,14 +710,24 @@ def iter_record_map(
     one cost more than the JSON work); a block that does not parse is read line by line, so the
     error is the bad line's own.
     """
-    from bedrock_batch.s3paths import iter_line_blocks, split_s3_uri
+    from bedrock_batch.s3paths import iter_chunks, split_s3_uri
 
     bucket, key = split_s3_uri(map_uri)
-    for lines, _ in iter_line_blocks(s3, bucket, key, owner=dict(owner or {})):
-        lines = [line for line in lines if line.strip()]
-        try:
-            entries = orjson.loads(b"[" + b",".join(lines) + b"]")
-        except orjson.JSONDecodeError:
-            entries = [orjson.loads(line) for line in lines]
-        for entry in entries:
-            yield str(entry["r"]), str(entry["k"]), int(entry["a"])
+    pending = b""
+    for chunk in iter_chunks(s3, bucket, key, owner=dict(owner or {})):
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n") + 1
+        pending = data[cut:]
+        if cut:
+            yield from _map_entries(data[: cut - 1])
+    if pending:
+        yield from _map_entries(pending)
+
+
+def _map_entries(block: bytes) -> list[tuple[str, str, int]]:
+    """The entries of whole map lines (without the last newline)."""
+    try:
+        entries = orjson.loads(b"[" + block.replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:  # blank or bad lines: read one by one (the error names the bad one)
+        entries = [orjson.loads(line) for line in block.split(b"\n") if line.strip()]
+    return [(str(entry["r"]), str(entry["k"]), int(entry["a"])) for entry in entries]
