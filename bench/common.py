@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -104,55 +104,8 @@ def delete_prefix(s3: Any, bucket: str, prefix: str) -> int:
     return deleted
 
 
-@dataclass
-class NullS3:
-    """An S3 client that discards every body; answers what JsonlStager asks, with made-up ETags.
+def null_s3() -> Any:
+    """The library's S3 client that discards every body (``staging.DiscardingS3``): a null sink."""
+    from bedrock_batch.staging import DiscardingS3
 
-    The stager checks each object's size and that its ETag did not change, so an ETag that names
-    the write (no hashing here) keeps its checks running unchanged while this sink costs next to nothing.
-    """
-
-    objects: dict[str, tuple[int, str]] = field(default_factory=dict)
-    uploads: dict[str, list[int]] = field(default_factory=dict)
-    received_bytes: int = 0
-    writes: int = 0
-
-    def _etag(self) -> str:
-        self.writes += 1
-        return f"null{self.writes:08d}"
-
-    def put_object(self, *, Key: str, Body: bytes, **_: Any) -> dict[str, str]:
-        etag = self._etag()
-        self.objects[Key] = (len(Body), etag)
-        self.received_bytes += len(Body)
-        return {"ETag": f'"{etag}"'}
-
-    def create_multipart_upload(self, *, Key: str, **_: Any) -> dict[str, str]:
-        upload_id = f"u{len(self.uploads) + 1}"
-        self.uploads[upload_id] = []
-        return {"UploadId": upload_id}
-
-    def upload_part(self, *, UploadId: str, Body: bytes, **_: Any) -> dict[str, str]:
-        self.uploads[UploadId].append(len(Body))
-        self.received_bytes += len(Body)
-        return {"ETag": f'"{self._etag()}"'}
-
-    def complete_multipart_upload(self, *, Key: str, UploadId: str, **_: Any) -> dict[str, str]:
-        sizes = self.uploads.pop(UploadId)
-        etag = f"{self._etag()}-{len(sizes)}"
-        self.objects[Key] = (sum(sizes), etag)
-        return {"ETag": f'"{etag}"'}
-
-    def abort_multipart_upload(self, *, UploadId: str, **_: Any) -> dict[str, Any]:
-        self.uploads.pop(UploadId, None)
-        return {}
-
-    def head_object(self, *, Key: str, **_: Any) -> dict[str, Any]:
-        size, etag = self.objects[Key]
-        return {"ContentLength": size, "ETag": f'"{etag}"'}
-
-    def list_objects_v2(self, *, Prefix: str, **_: Any) -> dict[str, Any]:
-        return {"Contents": [{"Key": k} for k in self.objects if k.startswith(Prefix)], "IsTruncated": False}
-
-    def delete_objects(self, **_: Any) -> dict[str, Any]:
-        return {}
+    return DiscardingS3()

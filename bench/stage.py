@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from bench.common import BUCKET, NullS3, Stopwatch, delete_prefix, pipeline, s3_client
+from bench.common import BUCKET, Stopwatch, delete_prefix, null_s3, pipeline, s3_client
 from bench.data import iter_chunks
 
 PART_SIZE = 8 * 1024 * 1024
@@ -38,7 +38,7 @@ def project(size: int, *, sink: str = "s3") -> dict[str, Any]:
     from bedrock_batch.prepare import PrepareCounts, RejectionSink, stage_records
 
     p = pipeline()
-    s3 = NullS3() if sink == "null" else s3_client()
+    s3 = null_s3() if sink == "null" else s3_client()
     prefix = f"stage/project-{sink}-{size}"
     builder = p.builder()
     rejections = RejectionSink(None, run_id="bench", prompt_version=p.prompt.version)

@@ -29,3 +29,7 @@ class JobFailedError(BedrockBatchError):
 
 class WindowBusyError(BedrockBatchError):
     """Another live run holds part of this run's time window (its rows are in flight there)."""
+
+
+class EarlierTryError(BedrockBatchError):
+    """Jobs an earlier try of the same run submitted would lose their input or output to a re-stage."""

@@ -209,12 +209,20 @@ class BedrockBatchHook(AwsBaseHook):
             request["nextToken"] = token
         self.log.warning("Stopped listing Bedrock batch jobs after %d pages", _MAX_LIST_PAGES)
 
+    def jobs_named(self, name_contains: str) -> list[dict[str, Any]]:
+        """Summaries of the jobs whose name holds ``name_contains`` (whatever their status), newest first."""
+        return [
+            summary
+            for summary in self.iter_jobs(name_contains=name_contains, max_items=1000)
+            if name_contains in summary.get("jobName", "")
+        ]
+
     def active_job_names(self, name_contains: str) -> list[str]:
         """Names of the jobs whose name holds ``name_contains`` and that have not ended (may still bill)."""
         return [
             summary["jobName"]
-            for summary in self.iter_jobs(name_contains=name_contains, max_items=1000)
-            if summary.get("status") in ACTIVE_STATUSES and name_contains in summary.get("jobName", "")
+            for summary in self.jobs_named(name_contains)
+            if summary.get("status") in ACTIVE_STATUSES
         ]
 
     def find_job(self, *, job_name: str, client_request_token: str | None = None) -> dict[str, Any] | None:

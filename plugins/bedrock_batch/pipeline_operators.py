@@ -17,6 +17,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from bedrock_batch.config import PIPELINES_DIR, PipelineConfig, load_pipeline
+from bedrock_batch.errors import EarlierTryError
+from bedrock_batch.job_status import ACTIVE_STATUSES
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -195,18 +197,26 @@ class PrepareBatchOperator(_PipelineOperator):
             s3=self.aws_client("s3"),
             quotas=resolve_quotas(self.config, model_id, quotas_client),
             run_is_live=run_liveness(context["ti"], self.dag_id, self._active_jobs),
+            earlier_jobs=lambda: self._jobs_of_run(context["run_id"]),
         )
-        plan = preparer.prepare()
+        try:
+            plan = preparer.prepare()
+        except EarlierTryError as err:  # a retry finds the same jobs: the operator must act
+            raise AirflowFailException(str(err)) from err
         context["ti"].xcom_push(key=PLAN_KEY, value=plan)
         return plan["jobs"]
 
     def _active_jobs(self, run_id: str) -> list[str]:
         """The Bedrock jobs of run ``run_id`` of this DAG that have not ended."""
+        return [job["jobName"] for job in self._jobs_of_run(run_id) if job.get("status") in ACTIVE_STATUSES]
+
+    def _jobs_of_run(self, run_id: str) -> list[dict[str, Any]]:
+        """The Bedrock jobs of run ``run_id`` of this DAG, whatever their status."""
         from bedrock_batch.hooks import BedrockBatchHook
         from bedrock_batch.prepare import run_job_marker
 
         hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        return hook.active_job_names(run_job_marker(self.dag_id, run_id))
+        return hook.jobs_named(run_job_marker(self.dag_id, run_id))
 
 
 class CollectResultsOperator(_PipelineOperator):

@@ -18,13 +18,14 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.config import PipelineConfig, check_runtime_values
-from bedrock_batch.errors import QuotaError
+from bedrock_batch.errors import EarlierTryError, QuotaError
 from bedrock_batch.heap import frozen_heap
+from bedrock_batch.job_status import ACTIVE_STATUSES
 from bedrock_batch.models import family_for
 from bedrock_batch.prompts import load_prompt
 from bedrock_batch.quotas import BatchQuotas, default_quotas, plan_job_sizes, quotas_from_service
 from bedrock_batch.records import BatchRecord, RecordBuilder, Rejection, SourceRow, run_key
-from bedrock_batch.staging import JsonlStager, StagePlan, iter_record_map
+from bedrock_batch.staging import DiscardingS3, JsonlStager, StagePlan, iter_record_map
 from bedrock_batch.warehouse import SourceSpec
 from bedrock_batch.windows import Window
 
@@ -308,6 +309,7 @@ class RunPreparer:
         s3: Any,
         quotas: BatchQuotas,
         run_is_live: Callable[[str], bool | None] | None = None,
+        earlier_jobs: Callable[[], list[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -318,6 +320,8 @@ class RunPreparer:
         self.quotas = quotas
         self.run_is_live = run_is_live
         """Whether another run is still in flight (Airflow's answer); ``None`` when unknown."""
+        self.earlier_jobs = earlier_jobs
+        """The Bedrock jobs earlier tries of this run submitted (their summaries, any status)."""
         self.model_id = settings.model_id or config.model.id
         self.family = family_for(self.model_id, config.model.invocation_type)
         self.prompt = load_prompt(config.prompt_path)
@@ -372,9 +376,73 @@ class RunPreparer:
         self.counts.carried_over += len(keys)
         return len(keys)
 
+    def _unsettled_earlier_jobs(self) -> list[tuple[str, str]]:
+        """``(job name, why)`` of each job an earlier try of this run submitted that still runs, or
+        that ended and has nothing loaded under this run (no summary or error row names it)."""
+        if self.earlier_jobs is None:
+            return []
+        unsettled = []
+        for job in self.earlier_jobs():
+            arn, name, status = job.get("jobArn"), str(job.get("jobName")), job.get("status")
+            if status in ACTIVE_STATUSES:
+                unsettled.append((name, f"{name} ({arn}) is still {status}"))
+            elif arn and not self.warehouse.job_loaded(str(arn), run_id=self.run.run_id):
+                unsettled.append((name, f"{name} ({arn}) ended {status} and its output was never loaded"))
+        return unsettled
+
+    def _refuse_other_input(self, unsettled: list[tuple[str, str]], resubmitted: set[str]) -> None:
+        """Fail, before anything is staged, unless each unsettled job is one this plan submits again.
+
+        Staging rewrites each planned job's input folder and record map. The same input gives the
+        same job name and request token, so the submit task gets that job back from Bedrock (a try
+        killed after the create). Other input would leave a running job reading it, or an ended
+        job's output without the record map that joins it to its records: billed, never loaded.
+        """
+        blockers = [why for name, why in unsettled if name not in resubmitted]
+        if blockers:
+            raise EarlierTryError(
+                f"Run {self.run.run_id} of {self.config.name}: staging again would take their input or "
+                f"their output's record map from jobs an earlier try of this run submitted for other "
+                f"input: {'; '.join(blockers)}. Let a running job end (or stop it: bedrock_batch_ops "
+                "action=stop), load an ended one by clearing this run's collect task for it (or "
+                "bedrock_batch_ops action=reconcile), then clear the run from prepare again."
+            )
+
+    def _resubmitted_names(self, sizes: list[int]) -> set[str]:
+        """The Bedrock job names the jobs of this staging would get, planned without writing anything."""
+        from bedrock_batch.operators import bedrock_job_name, derive_client_request_token
+
+        stager = self._stager(DiscardingS3(), sizes)
+        with stager:
+            stage_records(
+                self._rows(self.settings.record_limit),
+                self.config,
+                self._builder(),
+                RejectionSink(None, run_id=self.run.run_id, prompt_version=self.prompt.version),
+                PrepareCounts(),
+                stager,
+                capacity=sum(sizes),
+            )
+        assert stager.plan is not None
+        return {
+            bedrock_job_name(
+                job.job_name,
+                derive_client_request_token(
+                    dag_id=self.run.dag_id,
+                    run_id=self.run.run_id,
+                    job_name=job.job_name,
+                    input_s3_uri=job.input_s3_uri,
+                    records=job.records,
+                    size_bytes=job.bytes,
+                ),
+            )
+            for job in stager.plan.jobs
+        }
+
     def prepare(self) -> dict[str, Any]:
         """Stage the run's input; return the plan for XCom (URIs and counts only)."""
         self.warehouse.ensure_schema()
+        unsettled = self._unsettled_earlier_jobs() if self.writes else []
         if self.writes:
             # Before any row is read: a second run over days whose rows are in flight stops here.
             self.warehouse.claim_window(
@@ -411,9 +479,10 @@ class RunPreparer:
             self.prompt.version,
         )
         if expected < self.quotas.min_records_per_job:
+            self._refuse_other_input(unsettled, set())
             plan, on_demand = None, self._small_batch(list(self._rows(self.settings.record_limit)))
         else:
-            plan, on_demand = self._stage(expected), None
+            plan, on_demand = self._stage(expected, unsettled), None
         self.rejections.flush()
         self.counts.rejected = self.rejections.count
         jobs = [job.to_dict() for job in plan.jobs] if plan else []
@@ -445,11 +514,9 @@ class RunPreparer:
         )
         return result
 
-    def _stage(self, expected: int) -> StagePlan:
-        sizes = plan_job_sizes(expected, self.quotas)
-        capacity = sum(sizes)
-        stager = JsonlStager(
-            self.s3,
+    def _stager(self, s3: Any, sizes: list[int]) -> JsonlStager:
+        return JsonlStager(
+            s3,
             bucket=self.settings.input_bucket,
             prefix=self.input_prefix,
             job_sizes=sizes,
@@ -460,6 +527,13 @@ class RunPreparer:
             kms_key_id=self.settings.kms_key_id,
             expected_bucket_owner=self.settings.expected_bucket_owner,
         )
+
+    def _stage(self, expected: int, unsettled: list[tuple[str, str]]) -> StagePlan:
+        sizes = plan_job_sizes(expected, self.quotas)
+        capacity = sum(sizes)
+        if unsettled:
+            self._refuse_other_input(unsettled, self._resubmitted_names(sizes))
+        stager = self._stager(self.s3, sizes)
         with stager:
             # Rows that arrived after the count overflow the plan: the next run takes them.
             overflow = stage_records(

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -699,6 +700,65 @@ class JsonlStager:
             if self._switch_interval is not None:
                 sys.setswitchinterval(self._switch_interval)
                 self._switch_interval = None
+
+
+class DiscardingS3:
+    """An S3 client that keeps nothing: what :class:`JsonlStager` asks is answered, every body dropped.
+
+    Staging into it gives the plan a staging would give (job sizes, bytes, files) without writing
+    anything: prepare plans with it before it stages over an earlier try's jobs. Sizes are kept and
+    ETags made up per write, so the stager's size and ETag checks run as they do against S3.
+    """
+
+    def __init__(self) -> None:
+        self.objects: dict[str, tuple[int, str]] = {}
+        self.uploads: dict[str, list[int]] = {}
+        self.writes = 0
+        self._lock = threading.Lock()
+
+    def _etag(self) -> str:
+        with self._lock:
+            self.writes += 1
+            return f"discarded{self.writes:08d}"
+
+    def put_object(self, *, Key: str, Body: bytes | bytearray, **_: Any) -> dict[str, str]:
+        etag = self._etag()
+        self.objects[Key] = (len(Body), etag)
+        return {"ETag": f'"{etag}"'}
+
+    def create_multipart_upload(self, *, Key: str, **_: Any) -> dict[str, str]:
+        upload_id = f"discarded-upload-{self._etag()}"
+        self.uploads[upload_id] = []
+        return {"UploadId": upload_id}
+
+    def upload_part(
+        self, *, UploadId: str, PartNumber: int, Body: bytes | bytearray, **_: Any
+    ) -> dict[str, str]:
+        self.uploads[UploadId].append(len(Body))
+        return {"ETag": f'"{self._etag()}"'}
+
+    def complete_multipart_upload(self, *, Key: str, UploadId: str, **_: Any) -> dict[str, str]:
+        sizes = self.uploads.pop(UploadId)
+        etag = f"{self._etag()}-{len(sizes)}"
+        self.objects[Key] = (sum(sizes), etag)
+        return {"ETag": f'"{etag}"'}
+
+    def abort_multipart_upload(self, *, UploadId: str, **_: Any) -> dict[str, Any]:
+        self.uploads.pop(UploadId, None)
+        return {}
+
+    def head_object(self, *, Key: str, **_: Any) -> dict[str, Any]:
+        size, etag = self.objects[Key]
+        return {"ContentLength": size, "ETag": f'"{etag}"'}
+
+    def list_objects_v2(self, *, Prefix: str, **_: Any) -> dict[str, Any]:
+        return {
+            "Contents": [{"Key": key} for key in self.objects if key.startswith(Prefix)],
+            "IsTruncated": False,
+        }
+
+    def delete_objects(self, **_: Any) -> dict[str, Any]:
+        return {}
 
 
 def iter_record_map(

@@ -693,6 +693,17 @@ class Warehouse:
             log.info("Run %s released its window: its output is loaded", run_id)
         return released
 
+    def job_loaded(self, job_arn: str, *, run_id: str) -> bool:
+        """Whether run ``run_id`` loaded anything of job ``job_arn`` (a summary or an error row)."""
+        t, ph = self.tables, self._ph
+        with self._read_cursor(server_side=False) as cur:
+            cur.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {t.output_table} WHERE run_id = {ph} AND job_arn = {ph})"
+                f" OR EXISTS (SELECT 1 FROM {t.error_table} WHERE run_id = {ph} AND job_arn = {ph})",
+                (run_id, job_arn, run_id, job_arn),
+            )
+            return bool(cur.fetchone()[0])
+
     def window_claims(self) -> list[dict[str, Any]]:
         """Every window claim, earliest window first, as dicts of the claims table's columns (none while
         the pipeline's tables predate window claims: this never migrates them)."""

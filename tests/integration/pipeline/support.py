@@ -25,7 +25,7 @@ from bedrock_batch.config import PipelineConfig
 from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
 from bedrock_batch.models import family_for
 from bedrock_batch.on_demand import read_records, run_on_demand
-from bedrock_batch.prepare import RunContext, RunPreparer, RuntimeSettings
+from bedrock_batch.prepare import RunContext, RunPreparer, RuntimeSettings, run_job_marker
 from bedrock_batch.quotas import BatchQuotas
 from bedrock_batch.s3paths import iter_lines, split_s3_uri
 from bedrock_batch.staging import StagedJob, iter_record_map
@@ -209,6 +209,8 @@ class PipelineHarness:
             quotas=quotas,
             # The harness runs one run at a time: any earlier run of the day is over, as Airflow would say.
             run_is_live=lambda other_run_id: False,
+            # As the prepare task asks: the stand-in's jobs named after this run.
+            earlier_jobs=lambda: self.hook.jobs_named(run_job_marker(DAG_ID, run_id)),
         )
         return Prepared(preparer.prepare(), preparer, run_id)
 
@@ -220,9 +222,16 @@ class PipelineHarness:
         tags: Mapping[str, str] | None = None,
         model_id: str | None = None,
     ) -> str:
-        from bedrock_batch.operators import bedrock_job_name
+        from bedrock_batch.operators import bedrock_job_name, derive_client_request_token
 
-        token = uuid.uuid5(uuid.NAMESPACE_URL, f"{run_id}/{job.job_name}").hex
+        token = derive_client_request_token(
+            dag_id=DAG_ID,
+            run_id=run_id,
+            job_name=job.job_name,
+            input_s3_uri=job.input_s3_uri,
+            records=job.records,
+            size_bytes=job.bytes,
+        )
         return self.hook.create_job(
             # Named as the submit operator names it: the planned name plus 8 characters of the token.
             job_name=bedrock_job_name(job.job_name, token),

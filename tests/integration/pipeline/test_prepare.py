@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from bedrock_batch.errors import QuotaError
+from bedrock_batch.errors import EarlierTryError, QuotaError
 from bedrock_batch.prepare import resolve_quotas
 from tests.integration.pipeline.support import DAY, tiny_quotas
 
@@ -211,3 +211,67 @@ def test_quota_overrides_of_the_config_win_over_live_values(harness, local_aws_c
     harness.configure(jobs__quota_overrides={"max_records_per_job": 9})
     quotas = resolve_quotas(harness.config, harness.config.model.id, local_aws_clean.client("service-quotas"))
     assert quotas.max_records_per_job == 9
+
+
+# -- a cleared run staging again --------------------------------------------------------------------
+
+
+def staged_map(harness, prepared) -> bytes:
+    (job,) = prepared.jobs
+    bucket, key = job.map_s3_uri.removeprefix("s3://").split("/", 1)
+    return harness.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_a_cleared_run_does_not_stage_again_over_a_job_of_its_earlier_try_that_still_runs(harness):
+    harness.add_calls(5)
+    prepared = harness.prepare(tiny_quotas())
+    job_arn = harness.submit(prepared.jobs[0], run_id=prepared.run_id, tags={"local-aws:fault": "stick"})
+    harness.wait(job_arn, until=frozenset({"Scheduled"}))
+    harness.add_calls(2, tag="late")
+    before = staged_map(harness, prepared)
+
+    with pytest.raises(EarlierTryError, match=rf"\({job_arn}\) is still Scheduled.*action=stop"):
+        harness.prepare(tiny_quotas(), run_id=prepared.run_id)
+
+    assert staged_map(harness, prepared) == before
+    harness.hook.stop_job(job_arn)
+
+
+def test_a_cleared_run_does_not_stage_other_input_over_an_ended_job_whose_output_was_never_loaded(harness):
+    harness.add_calls(5)
+    prepared = harness.prepare(tiny_quotas())
+    job_arn = harness.wait(harness.submit(prepared.jobs[0], run_id=prepared.run_id))["jobArn"]
+    harness.add_calls(2, tag="late")
+    before = staged_map(harness, prepared)
+
+    with pytest.raises(
+        EarlierTryError, match=rf"\({job_arn}\) ended Completed and its output was never loaded"
+    ):
+        harness.prepare(tiny_quotas(), run_id=prepared.run_id)
+
+    assert staged_map(harness, prepared) == before
+
+
+def test_a_cleared_run_stages_the_same_input_again_for_the_job_its_killed_try_submitted(harness):
+    """The try was killed after the create: the same input gives the same job, which submit gets back."""
+    harness.add_calls(5)
+    prepared = harness.prepare(tiny_quotas())
+    job_arn = harness.submit(prepared.jobs[0], run_id=prepared.run_id, tags={"local-aws:fault": "stick"})
+    before = staged_map(harness, prepared)
+
+    again = harness.prepare(tiny_quotas(), run_id=prepared.run_id)
+
+    assert staged_map(harness, again) == before
+    assert harness.submit(again.jobs[0], run_id=again.run_id) == job_arn
+    harness.hook.stop_job(job_arn)
+
+
+def test_a_cleared_run_whose_earlier_jobs_were_loaded_stages_what_is_left(harness):
+    harness.add_calls(5)
+    prepared = harness.prepare(tiny_quotas())
+    harness.run_jobs(prepared)
+    harness.add_calls(6, tag="late")
+
+    again = harness.prepare(tiny_quotas(), run_id=prepared.run_id)
+
+    assert sorted(harness.staged_keys(again)) == [f"late-{DAY:%Y%m%d}-{n:04d}" for n in range(6)]
