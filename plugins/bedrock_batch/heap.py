@@ -18,20 +18,29 @@ from contextlib import contextmanager
 
 _lock = threading.Lock()
 _depth = 0
+_froze = False
 
 
 @contextmanager
 def frozen_heap() -> Generator[None, None, None]:
-    """Freeze the heap for the block; nested or concurrent blocks thaw it when the last one ends."""
-    global _depth
+    """Freeze the heap for the block; nested or concurrent blocks thaw it when the last one ends.
+
+    A heap something else froze (a forking executor freezes its own before it forks workers) is
+    left as it is: thawing it would hand the parent's objects to the collector, whose writes to them
+    copy their shared pages into this process.
+    """
+    global _depth, _froze
     with _lock:
         if _depth == 0:
-            gc.freeze()
+            _froze = gc.get_freeze_count() == 0
+            if _froze:
+                gc.freeze()
         _depth += 1
     try:
         yield
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0:
+            if _depth == 0 and _froze:
                 gc.unfreeze()
+                _froze = False

@@ -376,9 +376,14 @@ class RunPreparer:
         self.counts.carried_over += len(keys)
         return len(keys)
 
-    def _unsettled_earlier_jobs(self) -> list[tuple[str, str]]:
-        """``(job name, why)`` of each job an earlier try of this run submitted that still runs, or
-        that ended and has nothing loaded under this run (no summary or error row names it)."""
+    def _settle_earlier_jobs(self) -> list[tuple[str, str]]:
+        """Load the ended jobs earlier tries of this run submitted that nothing loaded; return
+        ``(job name, why)`` of each one that still runs (or cannot be loaded).
+
+        Staging rewrites each planned job's input folder and record map, so an ended job's output
+        (billed) is loaded first, with its record map as it is, as its collect task would have: its
+        records then count as summarized or errored, or are queued again, before rows are read.
+        """
         if self.earlier_jobs is None:
             return []
         unsettled = []
@@ -387,25 +392,55 @@ class RunPreparer:
             if status in ACTIVE_STATUSES:
                 unsettled.append((name, f"{name} ({arn}) is still {status}"))
             elif arn and not self.warehouse.job_loaded(str(arn), run_id=self.run.run_id):
-                unsettled.append((name, f"{name} ({arn}) ended {status} and its output was never loaded"))
+                problem = self._load_earlier_job(job)
+                if problem is not None:
+                    unsettled.append((name, f"{name} ({arn}) ended {status}, and {problem}"))
         return unsettled
+
+    def _load_earlier_job(self, job: Mapping[str, Any]) -> str | None:
+        """Collect an earlier try's ended job into the warehouse; why it cannot be, else ``None``."""
+        from bedrock_batch.collect import collect_job
+        from bedrock_batch.ops import AdoptError, staged_job_from
+
+        try:
+            staged = staged_job_from(job)
+        except AdoptError as err:
+            return f"its output cannot be loaded: {err}"
+        model_id = str(job.get("modelId") or self.model_id)
+        log.warning(
+            "Job %s of an earlier try of this run ended %s and its output was never loaded: loading it "
+            "before staging again",
+            job.get("jobArn"),
+            job.get("status"),
+        )
+        collect_job(
+            s3=self.s3,
+            warehouse=self.warehouse,
+            job=staged,
+            job_info=dict(job),
+            family=family_for(model_id, self.config.model.invocation_type),
+            run_id=self.run.run_id,
+            prompt_version=self.prompt.version,
+            model_id=model_id,
+            max_attempts=self.config.max_attempts,
+            owner=_owner(self.settings),
+        )
+        return None
 
     def _refuse_other_input(self, unsettled: list[tuple[str, str]], resubmitted: set[str]) -> None:
         """Fail, before anything is staged, unless each unsettled job is one this plan submits again.
 
-        Staging rewrites each planned job's input folder and record map. The same input gives the
-        same job name and request token, so the submit task gets that job back from Bedrock (a try
-        killed after the create). Other input would leave a running job reading it, or an ended
-        job's output without the record map that joins it to its records: billed, never loaded.
+        The same input gives the same job name and request token, so the submit task gets that job
+        back from Bedrock (a try killed after the create). Other input would be read by a job that
+        still runs, and its output could not be joined to its records (billed, never loaded).
         """
         blockers = [why for name, why in unsettled if name not in resubmitted]
         if blockers:
             raise EarlierTryError(
-                f"Run {self.run.run_id} of {self.config.name}: staging again would take their input or "
-                f"their output's record map from jobs an earlier try of this run submitted for other "
-                f"input: {'; '.join(blockers)}. Let a running job end (or stop it: bedrock_batch_ops "
-                "action=stop), load an ended one by clearing this run's collect task for it (or "
-                "bedrock_batch_ops action=reconcile), then clear the run from prepare again."
+                f"Run {self.run.run_id} of {self.config.name}: staging again would change the input "
+                f"of jobs an earlier try of this run submitted: {'; '.join(blockers)}. Let a running "
+                "job end (or stop it: bedrock_batch_ops action=stop), then clear the run from prepare "
+                "again: prepare loads an ended job's output before it stages."
             )
 
     def _resubmitted_names(self, sizes: list[int]) -> set[str]:
@@ -437,12 +472,13 @@ class RunPreparer:
                 ),
             )
             for job in stager.plan.jobs
+            if job.records >= self.quotas.min_records_per_job  # a shorter one is carried over, not submitted
         }
 
     def prepare(self) -> dict[str, Any]:
         """Stage the run's input; return the plan for XCom (URIs and counts only)."""
         self.warehouse.ensure_schema()
-        unsettled = self._unsettled_earlier_jobs() if self.writes else []
+        unsettled = self._settle_earlier_jobs() if self.writes else []
         if self.writes:
             # Before any row is read: a second run over days whose rows are in flight stops here.
             self.warehouse.claim_window(

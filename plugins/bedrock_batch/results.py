@@ -99,9 +99,9 @@ def iter_output_chunks(
 
     This is where a million-record load spends its time. The usual line (``recordId`` first, then
     the ``modelInput`` echo, then ``modelOutput``) is not cut out of its chunk: its ``recordId`` is
-    matched in place and only the text from its last ``"modelOutput":`` to its end is copied, and a
-    chunk's outputs are parsed as one JSON array. Any other line, and every line of a chunk whose
-    array does not parse into one object per line, goes through :func:`iter_output` on its own.
+    matched in place and only the text from its last ``"modelOutput":`` to its end is copied and
+    parsed (as :func:`_outcome_only` does). Any other line goes through :func:`iter_output` alone, so
+    the items are the same as reading line by line.
     """
     line_no = 0
     pending = b""
@@ -120,9 +120,8 @@ def _read_chunk(
     data: bytes, stop: int, line_no: int, file: str, family: ModelFamily
 ) -> tuple[list[ResultLine | Quarantined], int]:
     """The items of the lines in ``data[:stop]`` (the last line number read is returned too)."""
-    items: list[ResultLine | Quarantined | None] = []
-    usual: list[tuple[int, int, int, int, bytes]] = []  # (item index, line no, start, end, record id)
-    match, find, rfind = _RECORD_ID_FIRST.match, data.find, data.rfind
+    items: list[ResultLine | Quarantined] = []
+    match, find, rfind, parse = _RECORD_ID_FIRST.match, data.find, data.rfind, family.parse_output
     pos = 0
     while pos < stop:
         end = find(b"\n", pos, stop)
@@ -130,48 +129,42 @@ def _read_chunk(
             end = stop
         line_no += 1
         head = match(data, pos, end)
-        if head is not None and rfind(_MODEL_OUTPUT, pos, end) > head.end():
-            usual.append((len(items), line_no, pos, end, head.group(1)))
-            items.append(None)
-        elif pos < end:
+        if head is not None:
+            at = rfind(_MODEL_OUTPUT, pos, end)
+            outcome = _own_outcome(data, at, end) if at > head.end() else None
+            if outcome is not None:
+                record_id = head.group(1).decode()
+                try:
+                    items.append(ResultLine(record_id, parse(outcome["modelOutput"]), None, None))
+                except OutputParseError:  # _read_line words the quarantine
+                    outcome["recordId"] = record_id
+                    items.append(_read_line(outcome, file=file, line_no=line_no, family=family))
+                pos = end + 1
+                continue
+        if pos < end:
             items.extend(iter_output((data[pos:end],), file=file, family=family, first_line_no=line_no))
         pos = end + 1
-    if usual:
-        parsed = _parse_outputs(data, usual)
-        for (index, number, start, end, record_id), obj in zip(usual, parsed, strict=True):
-            if obj is None:
-                (items[index],) = iter_output(
-                    (data[start:end],), file=file, family=family, first_line_no=number
-                )
-            else:
-                obj["recordId"] = record_id.decode()
-                items[index] = _read_line(obj, file=file, line_no=number, family=family)
-    return items, line_no  # type: ignore[return-value]  # every None was replaced
+    return items, line_no
 
 
-def _parse_outputs(data: bytes, usual: list[tuple[int, int, int, int, bytes]]) -> list[dict[str, Any] | None]:
-    """``{"modelOutput": ...}`` of each usual line, parsed together; ``None`` for a line to read alone.
+def _own_outcome(data: bytes, at: int, end: int) -> dict[str, Any] | None:
+    """``{"modelOutput": {...}}`` of the line ending at ``end`` whose last ``"modelOutput":`` is at
+    ``at``; ``None`` when that is not the line's own object (then the line is read alone).
 
-    ``{`` plus the text from a line's last ``"modelOutput":`` to its end is that line's outcome when
-    ``modelOutput`` is a key of the line's own object (unescaped ``"modelOutput":`` only occurs as a
-    key; a nested one leaves unbalanced braces, and the chunk's array then does not parse).
+    ``{`` plus the text from the key to the end of the line parses as one object only when the key
+    belongs to the line's own object: a nested one leaves unbalanced braces (see _outcome_only).
     """
-    rfind = data.rfind
-    tails = [data[rfind(_MODEL_OUTPUT, start, end) : end] for _, _, start, end, _ in usual]
     try:
-        parsed = orjson.loads(b"[{" + b",{".join(tails) + b"]")
+        outcome = orjson.loads(b"{" + data[at:end])
     except orjson.JSONDecodeError:
-        parsed = None
-    if type(parsed) is not list or len(parsed) != len(usual):
-        return [None] * len(usual)
-    return [
-        obj if type(obj) is dict and "recordId" not in obj and obj.get("modelOutput") is not None else None
-        for obj in parsed
-    ]
+        return None
+    if type(outcome) is not dict or "recordId" in outcome or type(outcome.get("modelOutput")) is not dict:
+        return None
+    return outcome
 
 
 #: (key, how it starts in a line): ``modelOutput`` first, as ``_read_line`` prefers it.
-_OUTCOME_KEYS = (("modelOutput", b'"modelOutput":'), ("error", b'"error":'))
+_OUTCOME_KEYS = (("modelOutput", _MODEL_OUTPUT), ("error", b'"error":'))
 
 
 def _outcome_only(line: bytes) -> dict[str, Any] | None:

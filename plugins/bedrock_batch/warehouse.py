@@ -1252,6 +1252,7 @@ def _copy_if_new(cur: Any, table: str, cols: str, rows: list[tuple[Any, ...]]) -
         if code != _UNIQUE_VIOLATION:
             raise
         cur.execute(f"ROLLBACK TO SAVEPOINT {_COPY_SAVEPOINT}")
+        cur.execute(f"RELEASE SAVEPOINT {_COPY_SAVEPOINT}")
         return False
     cur.execute(f"RELEASE SAVEPOINT {_COPY_SAVEPOINT}")
     return True

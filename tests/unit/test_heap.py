@@ -47,3 +47,11 @@ def test_cyclic_garbage_made_inside_the_block_is_still_collected():
         node.self = node
         del node
         assert gc.collect() > 0
+
+
+def test_a_heap_something_else_froze_is_left_frozen():
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    with frozen_heap():
+        pass
+    assert gc.get_freeze_count() == frozen

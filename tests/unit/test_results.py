@@ -423,3 +423,22 @@ def test_a_chunk_whose_outputs_do_not_parse_together_is_read_line_by_line():
     assert items == list(iter_output(data.splitlines(), file=FILE, family=AnthropicClaude()))
     assert [item.record_id for item in items] == ["R2", "R1", "R2"]
     assert items[0].output == ModelOutput("Summary.", 11, 2, "end_turn")
+
+
+def test_lines_whose_tails_would_mend_each_other_in_one_array_are_each_read_alone():
+    """An unclosed bracket on one line and closers on the next: no record gets another's output."""
+    data = b"".join(
+        [
+            b'{"recordId":"A","modelInput":{},"modelOutput":["x"\n',
+            b'{"recordId":"B","modelInput":{},"modelOutput":{"k":1}}]}\n',
+            b'{"recordId":"C","modelInput":{},"modelOutput":'
+            + json.dumps(CLAUDE_OUTPUT).encode()
+            + b'},{"q":1}\n',
+            line({"recordId": "D", "modelInput": {}, "modelOutput": CLAUDE_OUTPUT}),
+        ]
+    )
+
+    [items] = iter_output_chunks([data], file=FILE, family=AnthropicClaude())
+
+    assert items == list(iter_output(data.splitlines(), file=FILE, family=AnthropicClaude()))
+    assert [type(item) for item in items] == [Quarantined, Quarantined, Quarantined, ResultLine]
