@@ -121,7 +121,7 @@ def _read_chunk(
 ) -> tuple[list[ResultLine | Quarantined], int]:
     """The items of the lines in ``data[:stop]`` (the last line number read is returned too)."""
     items: list[ResultLine | Quarantined] = []
-    match, find, rfind, parse = _RECORD_ID_FIRST.match, data.find, data.rfind, family.parse_output
+    match, find, rfind = _RECORD_ID_FIRST.match, data.find, data.rfind
     pos = 0
     while pos < stop:
         end = find(b"\n", pos, stop)
@@ -129,36 +129,43 @@ def _read_chunk(
             end = stop
         line_no += 1
         head = match(data, pos, end)
-        if head is not None:
-            at = rfind(_MODEL_OUTPUT, pos, end)
-            outcome = _own_outcome(data, at, end) if at > head.end() else None
-            if outcome is not None:
-                record_id = head.group(1).decode()
-                try:
-                    items.append(ResultLine(record_id, parse(outcome["modelOutput"]), None, None))
-                except OutputParseError:  # _read_line words the quarantine
-                    outcome["recordId"] = record_id
-                    items.append(_read_line(outcome, file=file, line_no=line_no, family=family))
-                pos = end + 1
-                continue
-        if pos < end:
+        at = rfind(_MODEL_OUTPUT, pos, end) if head is not None else -1
+        outcome = _own_outcome(data, at, end) if head is not None and at > head.end() else None
+        if outcome is not None and head is not None:
+            items.append(_usual_item(outcome, head.group(1).decode(), file, line_no, family))
+        elif pos < end:
             items.extend(iter_output((data[pos:end],), file=file, family=family, first_line_no=line_no))
         pos = end + 1
     return items, line_no
 
 
-def _own_outcome(data: bytes, at: int, end: int) -> dict[str, Any] | None:
-    """``{"modelOutput": {...}}`` of the line ending at ``end`` whose last ``"modelOutput":`` is at
-    ``at``; ``None`` when that is not the line's own object (then the line is read alone).
+def _usual_item(
+    outcome: dict[str, Any], record_id: str, file: str, line_no: int, family: ModelFamily
+) -> ResultLine | Quarantined:
+    """A usual line's item: its output parsed at once, else what :func:`_read_line` says of it."""
+    model_output = outcome["modelOutput"]
+    if type(model_output) is dict:
+        try:
+            return ResultLine(record_id, family.parse_output(model_output), None, None)
+        except OutputParseError:
+            pass
+    outcome["recordId"] = record_id
+    return _read_line(outcome, file=file, line_no=line_no, family=family)
+
+
+def _own_outcome(data: bytes, at: int, end: int, key: str = "modelOutput") -> dict[str, Any] | None:
+    """``{key: ...}`` of the line ending at ``end`` whose last ``"key":`` is at ``at``; ``None`` when
+    that is not the line's own outcome (then the whole line is parsed).
 
     ``{`` plus the text from the key to the end of the line parses as one object only when the key
-    belongs to the line's own object: a nested one leaves unbalanced braces (see _outcome_only).
+    belongs to the line's own object: a nested one leaves unbalanced braces (see _outcome_only). Odd
+    shapes (a second ``recordId``, a null outcome) are left to the full parse.
     """
     try:
         outcome = orjson.loads(b"{" + data[at:end])
     except orjson.JSONDecodeError:
         return None
-    if type(outcome) is not dict or "recordId" in outcome or type(outcome.get("modelOutput")) is not dict:
+    if type(outcome) is not dict or "recordId" in outcome or outcome.get(key) is None:
         return None
     return outcome
 
@@ -184,13 +191,9 @@ def _outcome_only(line: bytes) -> dict[str, Any] | None:
         at = line.rfind(needle)
         if at <= head.end():
             continue
-        try:
-            tail = orjson.loads(b"{" + line[at:])
-        except orjson.JSONDecodeError:
-            return None
-        if type(tail) is not dict or "recordId" in tail or tail.get(key) is None:
-            return None  # odd shapes (a second recordId, a null outcome) are left to the full parse
-        tail["recordId"] = head.group(1).decode()
+        tail = _own_outcome(line, at, len(line), key)
+        if tail is not None:
+            tail["recordId"] = head.group(1).decode()
         return tail
     return None
 
