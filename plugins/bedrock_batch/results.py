@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bedrock_batch.errors import OutputParseError
+from bedrock_batch.s3paths import whole_line_blocks
 
 if TYPE_CHECKING:
     from bedrock_batch.models import ModelFamily, ModelOutput
@@ -104,16 +105,9 @@ def iter_output_chunks(
     the items are the same as reading line by line.
     """
     line_no = 0
-    pending = b""
-    for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n") + 1
-        pending = data[cut:]
-        if cut:
-            items, line_no = _read_chunk(data, cut, line_no, file, family)
-            yield items
-    if pending:
-        yield _read_chunk(pending, len(pending), line_no, file, family)[0]
+    for data, end in whole_line_blocks(chunks):
+        items, line_no = _read_chunk(data, end, line_no, file, family)
+        yield items
 
 
 def _read_chunk(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from bedrock_batch.errors import ConfigError
@@ -43,15 +43,29 @@ def iter_line_blocks(
     Every block but possibly the last holds lines that ended with a newline; a last line without
     one comes alone, flagged ``False``. Callers that parse many small lines parse a block at once.
     """
+    for data, end in whole_line_blocks(iter_chunks(s3, bucket, key, owner=owner)):
+        if data[end - 1 : end] == b"\n":
+            yield data[: end - 1].split(b"\n"), True
+        else:
+            yield [data[:end]], False
+
+
+def whole_line_blocks(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:
+    """The bytes of ``chunks`` regrouped at newlines: ``(data, end)`` where ``data[:end]`` is a
+    read's whole lines (the last newline included), and what follows ``end`` starts the next block.
+
+    Only the last block may lack the newline: the object's last line, when nothing ends it. The
+    block is not copied out of ``data`` (a copy of every byte cost a million-record load ~1 us a line).
+    """
     pending = b""
-    for chunk in iter_chunks(s3, bucket, key, owner=owner):
-        pending += chunk
-        lines = pending.split(b"\n")
-        pending = lines.pop()
-        if lines:
-            yield lines, True
+    for chunk in chunks:
+        data = pending + chunk if pending else chunk
+        cut = data.rfind(b"\n") + 1
+        pending = data[cut:]
+        if cut:
+            yield data, cut
     if pending:
-        yield [pending], False
+        yield pending, len(pending)
 
 
 def iter_chunks(s3: Any, bucket: str, key: str, *, owner: dict[str, str] | None = None) -> Iterator[bytes]:

@@ -429,11 +429,11 @@ class JsonlStager:
         if self._closed:
             raise StagingError(f"record {record_id}: the stager is already closed")
         size = len(line)
+        if size > self._line_limit:
+            self._checked_size(record_id, line)  # raises, naming the record
         job = self._job
         if job is None or job.records >= job.target or job.bytes + size > self.quotas.max_job_bytes:
-            job = self._job_for(self._checked_size(record_id, line))
-        elif size > self._line_limit:
-            self._checked_size(record_id, line)
+            job = self._job_for(size)
         quotas = self.quotas
         data = job.data
         if data is not None and (
@@ -770,18 +770,11 @@ def iter_record_map(
     one cost more than the JSON work); a block that does not parse is read line by line, so the
     error is the bad line's own.
     """
-    from bedrock_batch.s3paths import iter_chunks, split_s3_uri
+    from bedrock_batch.s3paths import iter_chunks, split_s3_uri, whole_line_blocks
 
     bucket, key = split_s3_uri(map_uri)
-    pending = b""
-    for chunk in iter_chunks(s3, bucket, key, owner=dict(owner or {})):
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n") + 1
-        pending = data[cut:]
-        if cut:
-            yield from _map_entries(data[: cut - 1])
-    if pending:
-        yield from _map_entries(pending)
+    for data, end in whole_line_blocks(iter_chunks(s3, bucket, key, owner=dict(owner or {}))):
+        yield from _map_entries(data[: end - 1] if data[end - 1 : end] == b"\n" else data[:end])
 
 
 def _map_entries(block: bytes) -> list[tuple[str, str, int]]:
