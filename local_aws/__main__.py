@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
 
 
 #: moto spools an S3 object to a temporary file past this size (5 MB by default, so every 8 MiB part
-#: of a staging run went to disk and back). Held in memory, uploads run ~1.6x faster here.
+#: of a staging run went to disk and back). Held in memory, uploads run ~1.6x faster here. Only in
+#: force when s3_speedups cannot install its ObjectValue (then moto's own spooled files are used).
 S3_KEY_BUFFER_BYTES = 1 << 30
 
 
