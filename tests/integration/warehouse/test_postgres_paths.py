@@ -188,3 +188,20 @@ def test_a_copy_refused_for_another_reason_fails_the_load_and_writes_nothing(
         load(pg_warehouse, [SummaryRow("a", "fine", 1, 1, "end_turn"), SummaryRow(None, "no key", 1, 1, "x")])
 
     assert query(postgres_warehouse, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(0,)]
+
+
+def test_a_load_cut_into_many_small_batches_loads_every_row_and_the_last_of_a_key_wins(
+    pg_warehouse, postgres_warehouse, straight_copies, monkeypatch
+):
+    monkeypatch.setattr("bedrock_batch.warehouse._WRITE_STEP", 3)
+    monkeypatch.setattr("bedrock_batch.warehouse._WRITE_BATCH", 6)
+    rows = [SummaryRow(f"k{i:03d}", f"first {i}", 1, 1, "end_turn") for i in range(40)]
+    rows.append(SummaryRow("k000", "second 0", 1, 1, "end_turn"))
+
+    load(pg_warehouse, rows)
+
+    assert len(straight_copies) >= 7  # 41 rows in batches of at most 6
+    assert query(postgres_warehouse, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(40,)]
+    assert query(
+        postgres_warehouse, f"SELECT summary FROM {TABLES.output_table} WHERE source_key = 'k000'"
+    ) == [("second 0",)]
