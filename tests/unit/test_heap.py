@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from bedrock_batch.heap import frozen_heap
+from bedrock_batch.heap import YOUNG_THRESHOLD, frozen_heap
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +56,20 @@ def test_a_heap_something_else_froze_is_left_frozen():
         pass
     # Thawing would empty the permanent generation; objects freed or made meanwhile move it a little.
     assert gc.get_freeze_count() > frozen // 2
+
+
+def test_young_objects_are_collected_less_often_inside_the_block_and_as_before_after_it():
+    before = gc.get_threshold()
+    with frozen_heap():
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, before[1], before[2])
+    assert gc.get_threshold() == before
+
+
+def test_a_collector_set_to_collect_even_less_often_is_left_so():
+    before = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD * 2, before[1], before[2])
+    try:
+        with frozen_heap():
+            assert gc.get_threshold()[0] == YOUNG_THRESHOLD * 2
+    finally:
+        gc.set_threshold(*before)

@@ -342,6 +342,26 @@ def test_a_summary_takes_the_key_off_the_queue(warehouse, warehouse_db):
     assert read(warehouse, run_id="run-3") == []
 
 
+def test_a_load_takes_only_the_keys_it_summarized_off_the_queue(warehouse, warehouse_db):
+    warehouse.carry_over(["a", "b", "c"], run_id="run-1", prompt_version=PROMPT)
+
+    load(warehouse, [summary("a")], [throttled("c", 1)], run_id="run-2")
+
+    assert query(
+        warehouse_db, f"SELECT source_key, reason FROM {TABLES.pending_table} ORDER BY source_key"
+    ) == [("b", "carried_over"), ("c", "retry")]
+
+
+def test_a_reloaded_summary_takes_its_key_off_the_queue_again(warehouse, warehouse_db):
+    load(warehouse, [summary("a", "first")], run_id="run-1")
+    warehouse.carry_over(["a"], run_id="run-2", prompt_version=PROMPT)
+
+    load(warehouse, [summary("a", "again")], run_id="run-1")
+
+    assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.pending_table}") == [(0,)]
+    assert query(warehouse_db, f"SELECT summary FROM {TABLES.output_table}") == [("again",)]
+
+
 def test_a_summary_leaves_the_keys_queued_under_another_prompt_version(warehouse, warehouse_db):
     warehouse.carry_over(["a"], run_id="run-1", prompt_version="v0")
     warehouse.carry_over(["a"], run_id="run-1", prompt_version=PROMPT)
