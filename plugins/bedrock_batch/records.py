@@ -59,6 +59,9 @@ _B32_PAIRS = tuple(first + second for first in _B32_ALPHABET for second in _B32_
 """Two base32 characters per 10 bits: a record id is 6 lookups (``base64.b32encode`` is pure Python)."""
 
 
+_blake2b = hashlib.blake2b
+
+
 def _b32(digest: bytes) -> str:
     return base64.b32encode(digest).decode("ascii").rstrip("=").lower()
 
@@ -70,19 +73,12 @@ def record_id_for(source_key: str) -> str:
     Short, alphanumeric and deterministic, so a rerun writes the same ids and the output joins
     back to the key without trusting the order of the lines.
     """
-    digest = hashlib.blake2b(source_key.encode("utf-8"), digest_size=8).digest()
+    digest = _blake2b(source_key.encode("utf-8"), digest_size=8).digest()
     bits = int.from_bytes(digest, "big") >> 4  # the 60 bits of the first 12 base32 characters
     pairs = _B32_PAIRS
-    return "".join(
-        (
-            "R",
-            pairs[bits >> 50],
-            pairs[(bits >> 40) & 1023],
-            pairs[(bits >> 30) & 1023],
-            pairs[(bits >> 20) & 1023],
-            pairs[(bits >> 10) & 1023],
-            pairs[bits & 1023],
-        )
+    return (
+        f"R{pairs[bits >> 50]}{pairs[(bits >> 40) & 1023]}{pairs[(bits >> 30) & 1023]}"
+        f"{pairs[(bits >> 20) & 1023]}{pairs[(bits >> 10) & 1023]}{pairs[bits & 1023]}"
     )
 
 
@@ -428,16 +424,16 @@ def _may_hold_controls(text: str, line: bytes) -> bool:
     """Whether ``text`` may hold a control character; never false when it does. ``line`` holds it
     serialised by orjson.
 
-    orjson writes backspace and form feed as ``\\b`` / ``\\f`` (looked for in the text: two
-    characters are cheaper to find there) and the other C0 controls but tab, newline and carriage
-    return as ``\\u00XX``; DEL is the byte 0x7f and a C1 control the bytes 0xc2 0x80-0x9f. A hit
-    elsewhere in the line (the template, another column, a literal backslash-u) only costs the
-    caller the exact check of the text.
+    orjson writes backspace and form feed as ``\\b`` / ``\\f`` and the other C0 controls but tab,
+    newline and carriage return as ``\\u00XX``; a C1 control is the bytes 0xc2 0x80-0x9f. Single
+    characters (backspace, form feed, DEL) are looked for in the text, where one is cheaper to find
+    than in the bytes. A hit elsewhere in the line (the template, another column, a literal
+    backslash-u) only costs the caller the exact check of the text.
     """
     return (
         "\x08" in text
         or "\x0c" in text
-        or b"\x7f" in line
+        or "\x7f" in text
         or line.rfind(b"\\u00") >= 0
         or (b"\xc2" in line and _has_c1(line))
     )
