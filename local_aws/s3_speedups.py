@@ -99,6 +99,10 @@ class ObjectValue:
         self._pos += len(chunk)
         return len(chunk)
 
+    def getvalue(self) -> bytes:
+        """The whole object, whatever the position (see :func:`_whole_value`)."""
+        return self._data
+
     def truncate(self, size: int | None = None) -> int:
         size = self._pos if size is None else size
         self._data = self._data[:size]
@@ -107,6 +111,16 @@ class ObjectValue:
     def close(self) -> None:
         self._data = b""
         self._pos = 0
+
+
+def _whole_value(self: Any) -> bytes:
+    """``FakeKey.value``: the object's bytes without the shared position.
+
+    moto's getter seeks to 0 and reads to the end, and its ETag reads the same buffer 16 MB at a time
+    without the key's lock: a GET racing the first ETag of an object could send only its tail.
+    """
+    with self.lock:
+        return self._value_buffer.getvalue()
 
 
 def install() -> bool:
@@ -121,10 +135,13 @@ def install() -> bool:
     multipart = getattr(models, "FakeMultipart", None)
     builder = getattr(models, "MultipartChecksumBuilder", None)
     spooled = getattr(getattr(models, "tempfile", None), "SpooledTemporaryFile", None)
+    value = getattr(getattr(models, "FakeKey", None), "value", None)
     if (
         multipart is None
         or builder is None
         or spooled is None
+        or not isinstance(value, property)
+        or value.fset is None
         or not hasattr(models, "S3_UPLOAD_PART_MIN_SIZE")
     ):
         log.warning("local_aws: moto's S3 models changed; keeping its own object storage")
@@ -132,4 +149,5 @@ def install() -> bool:
     multipart.complete = _complete
     # moto/s3/models.py creates every object's buffer as tempfile.SpooledTemporaryFile(...).
     models.tempfile = SimpleNamespace(SpooledTemporaryFile=ObjectValue)  # type: ignore[attr-defined]
+    models.FakeKey.value = property(_whole_value, models.FakeKey.value.fset)
     return True

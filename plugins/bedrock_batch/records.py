@@ -373,7 +373,9 @@ class RecordBuilder:
             line = line_of(record_id, model_input)
         except orjson.JSONEncodeError:
             return self._reject_text(key, text, "the rendered prompt is not valid UTF-8")
-        rejection = self._control_rejection(key, text, line)
+        # A truncated line holds only part of the text, so its bytes hint at nothing: the whole text
+        # is checked, as an untruncated one is (a control in the cut-off tail still rejects the row).
+        rejection = self._control_rejection(key, text, line, hint=not truncated)
         if rejection is not None:
             return rejection
         if truncated:
@@ -381,9 +383,12 @@ class RecordBuilder:
         self.built += 1
         return BatchRecord(record_id, key, attempt, model_input, tokens, truncated, line)
 
-    def _control_rejection(self, key: str, text: str, serialised: bytes) -> Rejection | None:
-        """The rejection of a text holding control characters; the exact check runs only on a hint."""
-        if _may_hold_controls(text, serialised):
+    def _control_rejection(
+        self, key: str, text: str, serialised: bytes, *, hint: bool = True
+    ) -> Rejection | None:
+        """The rejection of a text holding control characters; with ``hint``, the exact check runs
+        only when ``serialised`` (which holds the whole text) hints at one."""
+        if not hint or _may_hold_controls(text, serialised):
             problem = _clean_text(text)[1]
             if problem is not None:
                 return self._reject(key, problem[0], problem[1])

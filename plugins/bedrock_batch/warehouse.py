@@ -220,6 +220,8 @@ def _batches_when(
     fixed batches: the writes keep pace with the reading, and what is left to write after the last
     line is only what arrived during the last write (a fixed 20,000-row batch left up to 0.1 s).
     """
+    if step < 1 or size < 1:
+        raise ValueError(f"batches need a positive size and step, got size={size}, step={step}")
     iterator = iter(items)
     batch: list[Any] = []
     while chunk := list(islice(iterator, min(step, size - len(batch)))):
@@ -880,7 +882,9 @@ class Warehouse:
                     counts["dead_lettered"] += rows.dead_lettered
                     writer.write(self._write_batch, conn, prompt_version, rows)
             if counts["summarized"]:
-                self._clear_loaded_pending(conn, prompt_version, run_id=run_id, loaded_at=now)
+                self._clear_loaded_pending(
+                    conn, prompt_version, run_id=run_id, loaded_at=now, summarized=counts["summarized"]
+                )
         log.info("Loaded job %s of run %s: %s", job_arn, run_id, counts)
         return counts
 
@@ -940,22 +944,41 @@ class Warehouse:
         if rows.summaries:
             self._upsert(conn, self.tables.output_table, _OUTPUT_COLUMNS, 2, rows.summaries)
 
-    def _clear_loaded_pending(self, conn: Any, prompt_version: str, *, run_id: str, loaded_at: Any) -> None:
+    def _clear_loaded_pending(
+        self, conn: Any, prompt_version: str, *, run_id: str, loaded_at: Any, summarized: int
+    ) -> None:
         """Take the keys this load summarized off the pending queue: one statement at the end.
 
-        The load's summaries are the output rows stamped with its ``loaded_at`` and ``run_id``, so the
-        database joins the (usually short) queue to them; sending every loaded key back as a parameter
-        cost a million-record load ~2 us a record.
+        The load's summaries are the output rows stamped with its ``run_id`` and ``loaded_at``;
+        sending every loaded key back as a parameter cost a million-record load ~2 us a record.
+        Whichever is shorter drives the delete: a queue shorter than the load is walked and each key
+        looked up in the output table; else the load's rows are found by the (run_id, loaded_at)
+        index (migration 0004) and looked up in the queue. Counting the queue stops at the load's size.
         """
-        pending, output = self.tables.pending_table, self.tables.output_table
+        pending, output, ph = self.tables.pending_table, self.tables.output_table, self._ph
         cur = conn.cursor()
         try:
             cur.execute(
-                f"DELETE FROM {pending} WHERE prompt_version = {self._ph} AND EXISTS ("
-                f"SELECT 1 FROM {output} o WHERE o.source_key = {pending}.source_key"
-                f" AND o.prompt_version = {pending}.prompt_version"
-                f" AND o.run_id = {self._ph} AND o.loaded_at = {self._ph})",
-                (prompt_version, run_id, loaded_at),
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM {pending} WHERE prompt_version = {ph} LIMIT {ph}) q",
+                (prompt_version, summarized),
+            )
+            queued = int(cur.fetchone()[0])
+            if queued == 0:
+                return
+            if queued < summarized:  # a correlated scalar subquery: the planner keeps it per queued row
+                cur.execute(
+                    f"DELETE FROM {pending} WHERE prompt_version = {ph} AND ("
+                    f"SELECT o.run_id = {ph} AND o.loaded_at = {ph} FROM {output} o"
+                    f" WHERE o.source_key = {pending}.source_key"
+                    f" AND o.prompt_version = {pending}.prompt_version)",
+                    (prompt_version, run_id, loaded_at),
+                )
+                return
+            cur.execute(
+                f"DELETE FROM {pending} WHERE prompt_version = {ph} AND source_key IN ("
+                f"SELECT source_key FROM {output} WHERE run_id = {ph} AND loaded_at = {ph}"
+                f" AND prompt_version = {ph})",
+                (prompt_version, run_id, loaded_at, prompt_version),
             )
         finally:
             cur.close()

@@ -73,3 +73,19 @@ def test_a_collector_set_to_collect_even_less_often_is_left_so():
             assert gc.get_threshold()[0] == YOUNG_THRESHOLD * 2
     finally:
         gc.set_threshold(*before)
+
+
+def test_an_inner_block_leaves_the_young_threshold_raised_until_the_outer_one_ends():
+    before = gc.get_threshold()
+    with frozen_heap():
+        with frozen_heap():
+            pass
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+    assert gc.get_threshold() == before
+
+
+def test_the_young_threshold_is_restored_when_the_block_raises():
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), frozen_heap():
+        raise RuntimeError("boom")
+    assert gc.get_threshold() == before

@@ -288,3 +288,12 @@ def test_builder_counts_outcomes(builder):
         builder.build(result_row)
     assert builder.built == 2
     assert dict(builder.rejected) == {"duplicate_key": 1, "null_key": 1, "empty_text": 1}
+
+
+@pytest.mark.parametrize("char", ["\x01", "\x7f", "\x85"], ids=["C0", "DEL", "C1"])
+def test_a_control_character_in_the_cut_off_tail_of_a_truncated_text_is_rejected(call_prompt, char):
+    builder = RecordBuilder(AmazonTitanText(), call_prompt, {"max_tokens": 512}, on_too_long="truncate")
+
+    result = builder.build(row("C1", text="word " * 10_000 + char + "end"))
+
+    assert_rejected(result, "control_characters", "C1")

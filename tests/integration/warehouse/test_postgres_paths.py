@@ -190,7 +190,7 @@ def test_a_copy_refused_for_another_reason_fails_the_load_and_writes_nothing(
     assert query(postgres_warehouse, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(0,)]
 
 
-def test_a_load_cut_into_many_small_batches_loads_every_row_and_the_last_of_a_key_wins(
+def test_a_load_in_batches_of_a_few_rows_loads_every_row_and_the_last_of_a_key_wins(
     pg_warehouse, postgres_warehouse, straight_copies, monkeypatch
 ):
     monkeypatch.setattr("bedrock_batch.warehouse._WRITE_STEP", 3)

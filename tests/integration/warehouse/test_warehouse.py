@@ -69,11 +69,11 @@ def without_timestamps(rows: dict[str, list[tuple]]) -> dict[str, list[tuple]]:
 def test_ensure_schema_applies_each_version_once(warehouse_db):
     wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls")
 
-    assert wh.ensure_schema() == [1, 2, 3]
+    assert wh.ensure_schema() == [1, 2, 3, 4]
     assert wh.ensure_schema() == []
     assert query(
         warehouse_db, "SELECT pipeline, version FROM bedrock_batch_schema_migrations ORDER BY version"
-    ) == [("summarize_calls", 1), ("summarize_calls", 2), ("summarize_calls", 3)]
+    ) == [("summarize_calls", 1), ("summarize_calls", 2), ("summarize_calls", 3), ("summarize_calls", 4)]
     assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(0,)]
 
 
@@ -81,7 +81,12 @@ def test_ensure_schema_creates_each_pipelines_own_tables(warehouse_db):
     Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls").ensure_schema()
     other = WarehouseTables("ticket_summaries", "ticket_summary_errors", "ticket_summary_pending")
 
-    assert Warehouse(warehouse_db.conn_id, other, pipeline="summarize_tickets").ensure_schema() == [1, 2, 3]
+    assert Warehouse(warehouse_db.conn_id, other, pipeline="summarize_tickets").ensure_schema() == [
+        1,
+        2,
+        3,
+        4,
+    ]
     assert query(warehouse_db, "SELECT COUNT(*) FROM ticket_summary_pending") == [(0,)]
 
 
@@ -360,6 +365,29 @@ def test_a_reloaded_summary_takes_its_key_off_the_queue_again(warehouse, warehou
 
     assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.pending_table}") == [(0,)]
     assert query(warehouse_db, f"SELECT summary FROM {TABLES.output_table}") == [("again",)]
+
+
+def test_a_load_leaves_queued_a_key_summarized_by_an_earlier_load_of_the_same_run(warehouse, warehouse_db):
+    load(warehouse, [summary("a")], run_id="run-1")
+    warehouse.carry_over(["a"], run_id="run-2", prompt_version=PROMPT)
+
+    load(warehouse, [summary("b")], run_id="run-1")
+    load(warehouse, [summary("c")], run_id="run-3")
+
+    assert query(warehouse_db, f"SELECT source_key FROM {TABLES.pending_table}") == [("a",)]
+
+
+@pytest.mark.parametrize("queued", [1, 5], ids=["queue shorter than the load", "load shorter"])
+def test_the_keys_a_load_summarized_leave_the_queue_whichever_is_shorter(warehouse, warehouse_db, queued):
+    keys = [f"k{i}" for i in range(5)]
+    warehouse.carry_over(keys[:queued], run_id="run-0", prompt_version=PROMPT)
+    warehouse.carry_over(["other"], run_id="run-0", prompt_version=PROMPT)
+
+    load(warehouse, [summary(key) for key in keys[:3]], run_id="run-1")
+
+    assert query(warehouse_db, f"SELECT source_key FROM {TABLES.pending_table} ORDER BY 1") == [
+        (key,) for key in [*keys[3:queued], "other"]
+    ]
 
 
 def test_a_summary_leaves_the_keys_queued_under_another_prompt_version(warehouse, warehouse_db):
