@@ -2,7 +2,7 @@
 Leaner object storage and CompleteMultipartUpload for moto's S3 backend.
 
 moto 5 keeps each object in a ``SpooledTemporaryFile`` and copies it in on every write and out on
-every read: a GET of a 150 MB output file spent ~0.1 s of the server's CPU copying before the first
+every read: a GET of a 150 MB output file spent ~0.07 s of the server's CPU copying before the first
 byte went out. :class:`ObjectValue` holds the object's bytes as they are, so a GET sends them
 without a copy. moto 5 also assembles a multipart object by reading every part twice, growing a
 ``bytearray`` and copying it again, and (when the upload named no checksum algorithm) computing a full-object
