@@ -241,6 +241,28 @@ def test_control_characters_are_rejected(builder, char):
     assert "1 control character" in result.message
 
 
+TEXT_KINDS = {"ascii": "a", "latin-1": "\u00e9", "bmp": "\u4e2d", "astral": "\U0001f642"}
+
+
+@pytest.mark.parametrize("kind", TEXT_KINDS)
+@pytest.mark.parametrize("fast", [True, False], ids=["text-only-prompt", "prompt-with-columns"])
+def test_a_control_character_is_found_wherever_it_sits(call_prompt, kind, fast):
+    """The search for controls runs over the text's UTF-8 in vector-sized steps: every offset
+    around the step sizes, in texts of every storage kind, must still be seen."""
+    text_only = PromptTemplate(name="t", version="v1", system="Summarize.", user="{{ transcript }}")
+    prompt = text_only if fast else call_prompt
+    builder = RecordBuilder(AnthropicClaude(), prompt, {"max_tokens": 300})
+    assert builder.takes_fast_lines is fast
+    filler = "Agent: hello " + TEXT_KINDS[kind] * 70
+    for at in range(0, 140):
+        for char in ("\x00", "\x1f", "\x7f", "\x85"):
+            key = f"K{at}-{ord(char)}"
+            result = builder.build(row(key, text=filler[:at] + char + filler[at:]))
+            assert isinstance(result, Rejection) and result.code == "control_characters", (at, char)
+    clean = builder.build(row("clean", text=filler))
+    assert isinstance(clean, BatchRecord)
+
+
 def test_too_long_text_is_rejected_by_default(call_prompt):
     builder = RecordBuilder(AmazonTitanText(), call_prompt, {"max_tokens": 512})
     result = builder.build(row("C1", text=SECRET + " " + "word " * 10_000))
