@@ -64,8 +64,8 @@ def naive_load(
     loaded_at: Any = now.isoformat(sep=" ") if dialect == "sqlite" else now
     mapping = {}
     for line in s3.get_object(Bucket=bucket, Key=map_key)["Body"].read().decode().splitlines():
-        entry = json.loads(line)
-        mapping[entry["r"]] = entry["k"]
+        for record_id, source_key, _attempt in json.loads(line):  # a block of map entries per line
+            mapping[record_id] = source_key
     rows = []
     for key in output_keys:
         for line in s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines():

@@ -69,6 +69,7 @@ def setup(size: int) -> dict[str, Any]:
 
     from bedrock_batch.quotas import plan_job_sizes
     from bedrock_batch.records import record_id_for
+    from bedrock_batch.staging import MAP_BLOCK
     from bench.baselines import naive_model_input
 
     p = pipeline()
@@ -90,9 +91,16 @@ def setup(size: int) -> dict[str, Any]:
             job_id=job_id,
             data=_MultipartWriter(s3, f"{prefix}/out/{name}/{job_id}/part-00001.jsonl.out"),
             map=_MultipartWriter(s3, f"{prefix}/maps/{name}.jsonl"),
+            map_block=[],
         )
 
+    def write_map_block() -> None:
+        if state["map_block"]:
+            state["map"].write(orjson.dumps(state["map_block"], option=orjson.OPT_APPEND_NEWLINE))
+            state["map_block"] = []
+
     def close_job() -> None:
+        write_map_block()
         state["data"].close()
         state["map"].close()
         written, errors = state["written"], state["errors"]
@@ -155,7 +163,9 @@ def setup(size: int) -> dict[str, Any]:
                     "usage": {"input_tokens": 700 + index % 300, "output_tokens": 80 + index % 40},
                 }
             state["data"].write(orjson.dumps(line) + b"\n")
-            state["map"].write(orjson.dumps({"r": record_id, "k": row["source_key"], "a": 1}) + b"\n")
+            state["map_block"].append((record_id, row["source_key"], 1))
+            if len(state["map_block"]) >= MAP_BLOCK:
+                write_map_block()
             state["written"] += 1
     close_job()
     return {"jobs": jobs, "records": size, "errors": sum(job["errors"] for job in jobs)}

@@ -26,7 +26,8 @@ def jobs_of(local_aws, day: dt.date) -> list[dict]:
 def submit_again(local_aws, job: dict, run_id: str) -> dict:
     """The submit task of ``run_id`` retried on a worker that lost its state: same plan job, same run."""
     from bedrock_batch.operators import BedrockBatchSubmitOperator
-    from bedrock_batch.s3paths import iter_lines, list_keys, split_s3_uri
+    from bedrock_batch.s3paths import list_keys, split_s3_uri
+    from bedrock_batch.staging import iter_record_map
 
     s3 = local_aws.client("s3")
     input_uri = job["input_data_config"]["s3InputDataConfig"]["s3Uri"]
@@ -38,7 +39,7 @@ def submit_again(local_aws, job: dict, run_id: str) -> dict:
         "job_name": job["job_name"].rsplit("-", 1)[0],
         "input_s3_uri": input_uri,
         "output_s3_uri": job["output_data_config"]["s3OutputDataConfig"]["s3Uri"],
-        "records": sum(1 for line in iter_lines(s3, bucket, map_key) if line.strip()),
+        "records": sum(1 for _ in iter_record_map(s3, f"s3://{bucket}/{map_key}")),
         "bytes": sum(sizes),
     }
     task = BedrockBatchSubmitOperator(

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
+from bedrock_batch import staging
 from bedrock_batch.errors import ConfigError, StagingError
 from bedrock_batch.quotas import BatchQuotas
 from bedrock_batch.staging import (
@@ -22,6 +23,7 @@ from bedrock_batch.staging import (
     DuplicateRecordIdError,
     JsonlStager,
     StagePlan,
+    iter_record_map,
 )
 
 ACCOUNT = "123456789012"
@@ -165,7 +167,19 @@ def test_map_file_maps_every_record_id_to_source_key_and_attempt(s3, make_stager
     plan = stage(make_stager([6]), records)
 
     lines = [json.loads(line) for line in read(s3, plan.jobs[0].map_s3_uri).splitlines()]
-    assert lines == [{"r": r.record_id, "k": r.source_key, "a": r.attempt} for r in records]
+    assert lines == [[[r.record_id, r.source_key, r.attempt] for r in records]]
+
+
+def test_map_file_holds_a_line_per_block_of_entries(s3, make_stager, monkeypatch):
+    monkeypatch.setattr(staging, "MAP_BLOCK", 4)
+    records = [record(n) for n in range(10)]
+    plan = stage(make_stager([10]), records)
+
+    lines = [json.loads(line) for line in read(s3, plan.jobs[0].map_s3_uri).splitlines()]
+    assert [len(line) for line in lines] == [4, 4, 2]
+    assert list(iter_record_map(s3, plan.jobs[0].map_s3_uri)) == [
+        (r.record_id, r.source_key, r.attempt) for r in records
+    ]
 
 
 def test_job_names_match_the_bedrock_job_name_pattern(make_stager):
