@@ -48,6 +48,8 @@ CHECKSUM_ALGORITHM = "CRC32"
 CHECKSUM_FIELD = "ChecksumCRC32"
 MAX_PARTS_IN_FLIGHT = 3
 """Parts of one object handed to the upload threads and not yet sent: bounds its memory at ~4 parts."""
+PART_SLACK = 64 * 1024
+"""Room past ``part_size`` in a part's buffer: the line that fills a part usually fits in it."""
 MAP_BLOCK = 1000
 """Record map entries per map line (see :func:`iter_record_map` for the format)."""
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
@@ -194,19 +196,40 @@ class _S3StreamWriter:
         self.key = key
         self.records = 0
         self.bytes = 0
+        # The part being filled is self._buffer[:self._filled]. Once an object has sent a part, each
+        # next part's buffer is allocated at its full size and lines are copied into it: appending to a
+        # growing bytearray reallocated (and so copied) each part several times over.
         self._buffer = bytearray()
+        self._filled = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._in_flight: deque[Future[dict[str, Any]]] = deque()
 
     def write(self, line: bytes) -> None:
-        self._buffer += line
+        size = len(line)
+        start = self._filled
+        end = start + size
+        buffer = self._buffer
+        if end <= len(buffer):
+            buffer[start:end] = line
+        else:
+            del buffer[start:]
+            buffer += line
+        self._filled = end
         self.records += 1
-        self.bytes += len(line)
-        if len(self._buffer) >= self._stager.part_size:
+        self.bytes += size
+        if end >= self._stager.part_size:
             self._flush_part()
 
-    def _flush_part(self) -> None:
+    def _take_part(self, *, next_size: int = 0) -> bytearray:
+        """The buffered bytes, handed over uncopied; the next part starts in a buffer of ``next_size``."""
+        body = self._buffer
+        del body[self._filled :]
+        self._buffer = bytearray(next_size)
+        self._filled = 0
+        return body
+
+    def _flush_part(self, *, last: bool = False) -> None:
         """Hand the buffer to the stager's upload threads; wait only when too many parts are in flight."""
         client = self._stager.s3
         if self._upload_id is None:
@@ -219,8 +242,7 @@ class _S3StreamWriter:
             )
             self._upload_id = response["UploadId"]
             self._stager.open_uploads[self.key] = self._upload_id
-        body = self._buffer  # handed over, not copied: the writer starts a new buffer
-        self._buffer = bytearray()
+        body = self._take_part(next_size=0 if last else self._stager.part_size + PART_SLACK)
         number = len(self._parts) + len(self._in_flight) + 1
         upload = self._stager.uploader().submit(self._upload_part, self._upload_id, number, body)
         self._in_flight.append(upload)
@@ -248,8 +270,8 @@ class _S3StreamWriter:
 
     def seal(self) -> None:
         """No more lines: queue the last part. Called on the caller's thread, never the uploader's."""
-        if self._upload_id is not None and self._buffer:
-            self._flush_part()
+        if self._upload_id is not None and self._filled:
+            self._flush_part(last=True)
 
     def complete(self) -> None:
         """Finish a sealed object and check S3 holds as many bytes as were written, under the ETag it gave.
@@ -261,7 +283,7 @@ class _S3StreamWriter:
             response = stager.s3.put_object(
                 Bucket=stager.bucket,
                 Key=self.key,
-                Body=self._buffer,
+                Body=self._take_part(),
                 ContentType="application/jsonl",
                 ChecksumAlgorithm=CHECKSUM_ALGORITHM,
                 **stager.put_kwargs,
@@ -277,7 +299,7 @@ class _S3StreamWriter:
                 **stager.owner_kwargs,
             )
             stager.open_uploads.pop(self.key, None)
-        self._buffer = bytearray()
+        self._take_part()
         self._verify(response.get("ETag"))
 
     def _verify(self, etag: str | None) -> None:
@@ -297,7 +319,7 @@ class _S3StreamWriter:
         if self._upload_id is not None:
             self._stager.abort_upload(self.key, self._upload_id)
             self._upload_id = None
-        self._buffer = bytearray()
+        self._take_part()
 
 
 @dataclass

@@ -286,6 +286,20 @@ def test_file_larger_than_a_part_is_uploaded_in_parts(local_aws_clean, s3, bucke
     assert head["ETag"].strip('"').endswith("-2")
 
 
+def test_a_file_of_many_parts_holds_exactly_the_lines_written_whatever_their_sizes(s3, make_stager):
+    # Lines from 10 bytes to 700 KiB: some fit the room left in a part's buffer, some cross its end.
+    sizes = [10, 300 * 1024, 5, 700 * 1024, 64 * 1024 - 40, 3, 150 * 1024] * 10
+    records = [record(n, text="x" * size) for n, size in enumerate(sizes)]
+    plan = stage(make_stager([len(records)], BIG_FILE_QUOTAS, part_size=5 * MIB), records)
+
+    (staged,) = plan.jobs[0].files
+    expected = b"".join(
+        orjson.dumps({"recordId": r.record_id, "modelInput": r.model_input}) + b"\n" for r in records
+    )
+    assert len(expected) > 2 * 5 * MIB  # three parts at least
+    assert read(s3, staged.s3_uri) == expected
+
+
 def test_part_size_under_the_s3_minimum_is_a_config_error(make_stager):
     with pytest.raises(ConfigError, match="part_size"):
         make_stager([1], part_size=1 * MIB)
