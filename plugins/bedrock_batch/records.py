@@ -295,11 +295,11 @@ class RecordBuilder:
         :attr:`takes_fast_lines`.
 
         The usual row has a text key, a text that is neither blank nor too long, valid UTF-8, and no
-        hint of a control character (the prompt uses no other column). Checks that
-        are rare to fail ride on the one serialisation every record needs: orjson refuses lone
-        surrogates and escapes C0 controls as ``\\u00XX``. A row it declines leaves no trace (not even
-        its key among those seen), so :meth:`build_from` then decides, and words any rejection,
-        exactly as for any other row.
+        hint of a control character (the prompt uses no other column). Checks that are rare to fail
+        ride on the one serialisation every record needs: orjson refuses lone surrogates, and leaves
+        the text's UTF-8 form cached for :func:`_may_hold_controls`. A row it declines leaves no
+        trace (not even its key among those seen), so :meth:`build_from` then decides, and words any
+        rejection, exactly as for any other row.
         """
         if not key or key.isspace() or not text or text.isspace():
             return None
@@ -431,6 +431,9 @@ def _estimate(system: str | None, user: str) -> int:
 def _may_hold_controls(text: str, line: bytes) -> bool:
     """Whether ``text`` may hold a control character; never false when it does. ``line`` holds it
     serialised by orjson, which has left the text's UTF-8 form cached on it.
+
+    Only call it with a text orjson has serialised: ``find_first_of`` (stringzilla 5.3) crashes the
+    process on a lone surrogate instead of raising, and orjson refuses those.
 
     A C0 control or DEL is one byte of that UTF-8 form, found by one vectorised search for any of
     them (``stringzilla.find_first_of``: ~0.3 us for a 2 KB text where the builtin substring

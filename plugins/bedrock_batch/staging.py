@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -196,11 +196,13 @@ class _S3StreamWriter:
         self.key = key
         self.records = 0
         self.bytes = 0
-        # The part being filled is self._buffer[:self._filled]. Once an object has sent a part, each
-        # next part's buffer is allocated at its full size and lines are copied into it: appending to a
-        # growing bytearray reallocated (and so copied) each part several times over.
+        # The part being filled is self._buffer[:self._filled]. Once an object has handed a part to the
+        # upload threads, each next part's buffer is allocated at its full size (self._room) by its
+        # first line, and lines are copied into it: appending to a growing bytearray reallocated (and
+        # so copied) each part several times over.
         self._buffer = bytearray()
         self._filled = 0
+        self._room = 0
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
         self._in_flight: deque[Future[dict[str, Any]]] = deque()
@@ -212,6 +214,9 @@ class _S3StreamWriter:
         buffer = self._buffer
         if end <= len(buffer):
             buffer[start:end] = line
+        elif start == 0 and size < self._room:
+            self._buffer = buffer = bytearray(self._room)
+            buffer[:size] = line
         else:
             del buffer[start:]
             buffer += line
@@ -221,13 +226,17 @@ class _S3StreamWriter:
         if end >= self._stager.part_size:
             self._flush_part()
 
-    def _take_part(self, *, next_size: int = 0) -> bytearray:
-        """The buffered bytes, handed over uncopied; the next part starts in a buffer of ``next_size``."""
+    def _take_part(self) -> bytearray:
+        """The buffered bytes, handed over uncopied; the writer starts an empty buffer."""
         body = self._buffer
         del body[self._filled :]
-        self._buffer = bytearray(next_size)
-        self._filled = 0
+        self._reset_buffer()
         return body
+
+    def _reset_buffer(self) -> None:
+        """Drop the buffer without touching it (a part handed over may still be read)."""
+        self._buffer = bytearray()
+        self._filled = 0
 
     def _flush_part(self, *, last: bool = False) -> None:
         """Hand the buffer to the stager's upload threads; wait only when too many parts are in flight."""
@@ -242,7 +251,8 @@ class _S3StreamWriter:
             )
             self._upload_id = response["UploadId"]
             self._stager.open_uploads[self.key] = self._upload_id
-        body = self._take_part(next_size=0 if last else self._stager.part_size + PART_SLACK)
+        body = self._take_part()
+        self._room = 0 if last else self._stager.part_size + PART_SLACK
         number = len(self._parts) + len(self._in_flight) + 1
         upload = self._stager.uploader().submit(self._upload_part, self._upload_id, number, body)
         self._in_flight.append(upload)
@@ -299,7 +309,7 @@ class _S3StreamWriter:
                 **stager.owner_kwargs,
             )
             stager.open_uploads.pop(self.key, None)
-        self._take_part()
+        self._reset_buffer()
         self._verify(response.get("ETag"))
 
     def _verify(self, etag: str | None) -> None:
@@ -319,7 +329,7 @@ class _S3StreamWriter:
         if self._upload_id is not None:
             self._stager.abort_upload(self.key, self._upload_id)
             self._upload_id = None
-        self._take_part()
+        self._reset_buffer()
 
 
 @dataclass
@@ -569,9 +579,9 @@ class JsonlStager:
         data = job.data
         if data is None:
             return
+        job.data = None  # from here the upload threads own it: an abort must not touch its buffer
         self._finish(data)
         job.files.append(StagedFile(f"s3://{self.bucket}/{data.key}", data.records, data.bytes))
-        job.data = None
 
     def _finish(self, writer: _S3StreamWriter) -> None:
         """Complete ``writer``'s object on an upload thread, so building the next file goes on meanwhile.
@@ -598,8 +608,9 @@ class JsonlStager:
             return
         self._close_file(job)
         self._write_map_block(job)
-        if job.map is not None:
-            self._finish(job.map)
+        map_writer, job.map = job.map, None  # the upload threads own it now (see _close_file)
+        if map_writer is not None:
+            self._finish(map_writer)
         if job.mapped != job.records:
             raise StagingError(
                 f"map of job {job.job_name} has {job.mapped} entries for {job.records} records"
@@ -809,29 +820,56 @@ def iter_record_map(
     before, is read too. A read's worth of lines is parsed as one JSON array; a block that does not
     parse is read line by line, so the error names the bad line's own problem.
 
-    :raises StagingError: naming the map, when a line is not JSON or an entry is not of that shape.
+    :raises StagingError: naming the map and the line, when a line is not JSON or not of that shape.
     """
     from bedrock_batch.s3paths import iter_chunks, split_s3_uri, whole_line_blocks
 
     bucket, key = split_s3_uri(map_uri)
+    first_line = 1
     for data, end in whole_line_blocks(iter_chunks(s3, bucket, key, owner=dict(owner or {}))):
+        block = data[: end - 1] if data[end - 1 : end] == b"\n" else data[:end]
         try:
-            entries = _map_entries(data[: end - 1] if data[end - 1 : end] == b"\n" else data[:end])
-        except (ValueError, TypeError, KeyError) as err:  # orjson's JSONDecodeError is a ValueError
-            raise StagingError(f"record map {map_uri} cannot be read: {type(err).__name__}: {err}") from err
+            entries = _map_entries(block, first_line)
+        except ValueError as err:
+            raise StagingError(f"record map {map_uri} cannot be read: {err}") from err
+        first_line += block.count(b"\n") + 1
         yield from entries
 
 
-def _map_entries(block: bytes) -> list[tuple[str, str, int]]:
-    """The entries of whole map lines (without the last newline)."""
+def _map_entries(block: bytes, first_line: int) -> list[tuple[str, str, int]]:
+    """The entries of whole map lines (without the last newline), the first being line ``first_line``.
+
+    :raises ValueError: naming the line that is not JSON or not of a map line's shape.
+    """
+    numbered: Iterable[tuple[int, Any]]
     try:
-        lines = orjson.loads(b"[" + block.replace(b"\n", b",") + b"]")
-    except orjson.JSONDecodeError:  # blank or bad lines: read one by one (the error names the bad one)
-        lines = [orjson.loads(line) for line in block.split(b"\n") if line.strip()]
+        numbered = enumerate(orjson.loads(b"[" + block.replace(b"\n", b",") + b"]"), start=first_line)
+    except orjson.JSONDecodeError:  # blank or bad lines: read one by one, so the error names the bad one
+        numbered = _parsed_lines(block, first_line)
     entries: list[tuple[str, str, int]] = []
-    for line in lines:
-        if type(line) is list:
-            entries.extend([(str(record_id), str(key), int(attempt)) for record_id, key, attempt in line])
-        else:
-            entries.append((str(line["r"]), str(line["k"]), int(line["a"])))
+    for line_no, line in numbered:
+        try:
+            entries.extend(_line_entries(line))
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"line {line_no}: {type(err).__name__}: {err}") from err
     return entries
+
+
+def _parsed_lines(block: bytes, first_line: int) -> list[tuple[int, Any]]:
+    parsed = []
+    for line_no, line in enumerate(block.split(b"\n"), start=first_line):
+        if line.strip():
+            try:
+                parsed.append((line_no, orjson.loads(line)))
+            except orjson.JSONDecodeError as err:
+                raise ValueError(f"line {line_no} is not JSON ({err})") from err
+    return parsed
+
+
+def _line_entries(line: Any) -> list[tuple[str, str, int]]:
+    """The entries of one parsed map line: a block of entries, or one entry object of earlier maps."""
+    if type(line) is dict:
+        return [(str(line["r"]), str(line["k"]), int(line["a"]))]
+    if type(line) is not list or any(type(entry) is not list or len(entry) != 3 for entry in line):
+        raise ValueError("not a list of [record id, source key, attempt] entries")
+    return [(str(record_id), str(key), int(attempt)) for record_id, key, attempt in line]

@@ -61,29 +61,44 @@ def test_every_entry_is_read_back_in_order(monkeypatch, data, read_chunk):
     assert list(iter_record_map(OneObject(data), "s3://bucket/maps/job.jsonl")) == ENTRIES
 
 
-def test_a_bad_line_is_an_error_naming_the_map():
+MAP = "s3://bucket/maps/job.jsonl"
+
+
+@pytest.mark.parametrize("read_chunk", [64, 1 << 20])
+def test_a_line_that_is_not_json_is_an_error_naming_the_map_and_the_line(monkeypatch, read_chunk):
+    monkeypatch.setattr(s3paths, "READ_CHUNK", read_chunk)
     data = map_file().replace(b'{"r":"R000000000007"', b'{"r":"R000000000007" oops', 1)
-    with pytest.raises(
-        StagingError, match=r"record map s3://bucket/maps/job.jsonl cannot be read: JSONDecodeError"
-    ):
-        list(iter_record_map(OneObject(data), "s3://bucket/maps/job.jsonl"))
+    with pytest.raises(StagingError, match=rf"record map {MAP} cannot be read: line 8 is not JSON"):
+        list(iter_record_map(OneObject(data), MAP))
 
 
-def test_a_bad_block_line_is_an_error_naming_the_map():
+@pytest.mark.parametrize("read_chunk", [64, 1 << 20])
+def test_a_block_line_that_is_not_json_is_an_error_naming_its_line(monkeypatch, read_chunk):
+    monkeypatch.setattr(s3paths, "READ_CHUNK", read_chunk)
     data = map_file(per_line=7).replace(b'["R000000000007"', b'["R000000000007" oops', 1)
+    with pytest.raises(StagingError, match=rf"record map {MAP} cannot be read: line 2 is not JSON"):
+        list(iter_record_map(OneObject(data), MAP))
+
+
+@pytest.mark.parametrize(
+    "entry", [["R000000000002", "key"], "ab1", ["R000000000002", "key", 1, 2]], ids=["short", "text", "long"]
+)
+def test_a_block_entry_of_the_wrong_shape_is_an_error_naming_its_line(entry):
+    data = orjson.dumps([["R000000000001", "key", 1]]) + b"\n" + orjson.dumps([["R0001", "k", 1], entry])
     with pytest.raises(
-        StagingError, match=r"record map s3://bucket/maps/job.jsonl cannot be read: JSONDecodeError"
+        StagingError, match=r"line 2: ValueError: not a list of \[record id, source key, attempt\] entries"
     ):
-        list(iter_record_map(OneObject(data), "s3://bucket/maps/job.jsonl"))
+        list(iter_record_map(OneObject(data), MAP))
 
 
-def test_a_block_entry_of_the_wrong_shape_is_an_error():
-    data = orjson.dumps([["R000000000001", "key", 1], ["R000000000002", "key"]]) + b"\n"
-    with pytest.raises(StagingError, match="cannot be read: ValueError: not enough values"):
-        list(iter_record_map(OneObject(data), "s3://bucket/maps/job.jsonl"))
+def test_an_attempt_that_is_not_a_number_is_an_error_naming_its_line():
+    data = orjson.dumps([["R000000000001", "key", "first"]])
+    with pytest.raises(StagingError, match="line 1: ValueError: invalid literal for int"):
+        list(iter_record_map(OneObject(data), MAP))
 
 
-def test_an_object_line_without_its_attempt_is_an_error():
-    data = orjson.dumps({"r": "R000000000001", "k": "key"}) + b"\n"
-    with pytest.raises(StagingError, match="cannot be read: KeyError: 'a'"):
-        list(iter_record_map(OneObject(data), "s3://bucket/maps/job.jsonl"))
+def test_an_object_line_without_its_attempt_is_an_error_naming_its_line():
+    data = orjson.dumps({"r": "R000000000001", "k": "key", "a": 1}) + b"\n"
+    data += orjson.dumps({"r": "R000000000002", "k": "key"}) + b"\n"
+    with pytest.raises(StagingError, match="line 2: KeyError: 'a'"):
+        list(iter_record_map(OneObject(data), MAP))

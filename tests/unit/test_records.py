@@ -214,6 +214,22 @@ def test_lone_surrogate_is_rejected(builder):
     assert_rejected(builder.build(row("C1", text=SECRET + "\ud800")), "invalid_utf8", "C1")
 
 
+@pytest.mark.parametrize("at", ["start", "end"])
+@pytest.mark.parametrize("path", ["text-only-prompt", "prompt-with-columns", "truncated"])
+def test_lone_surrogate_is_rejected_on_every_path(call_prompt, path, at):
+    """Also the guard of the control search, which must only ever see texts orjson has accepted."""
+    if path == "truncated":
+        builder = RecordBuilder(AmazonTitanText(), call_prompt, {"max_tokens": 512}, on_too_long="truncate")
+        body = "word " * 10_000
+    else:
+        text_only = PromptTemplate(name="t", version="v1", system="Summarize.", user="{{ transcript }}")
+        prompt = text_only if path == "text-only-prompt" else call_prompt
+        builder = RecordBuilder(AnthropicClaude(), prompt, {"max_tokens": 300})
+        body = SECRET
+    text = "\ud800" + body if at == "start" else body + "\ud800"
+    assert_rejected(builder.build(row("C1", text=text)), "invalid_utf8", "C1")
+
+
 def test_lone_surrogate_in_a_column_the_prompt_uses_is_rejected():
     prompt = PromptTemplate(name="p", version="v1", system=None, user="{{ agent_name }}: {{ transcript }}")
     result = RecordBuilder(AnthropicClaude(), prompt, {"max_tokens": 300}).build(
@@ -253,8 +269,8 @@ def test_a_control_character_is_found_wherever_it_sits(call_prompt, kind, fast):
     prompt = text_only if fast else call_prompt
     builder = RecordBuilder(AnthropicClaude(), prompt, {"max_tokens": 300})
     assert builder.takes_fast_lines is fast
-    filler = "Agent: hello " + TEXT_KINDS[kind] * 70
-    for at in range(0, 140):
+    filler = "Agent: hello " + TEXT_KINDS[kind] * 150
+    for at in range(len(filler) + 1):
         for char in ("\x00", "\x1f", "\x7f", "\x85"):
             key = f"K{at}-{ord(char)}"
             result = builder.build(row(key, text=filler[:at] + char + filler[at:]))

@@ -170,6 +170,22 @@ def test_map_file_maps_every_record_id_to_source_key_and_attempt(s3, make_stager
     assert lines == [[[r.record_id, r.source_key, r.attempt] for r in records]]
 
 
+@pytest.mark.parametrize("job_sizes", [[8], [8, 6], [3, 4]], ids=["whole-blocks", "two-jobs", "short-jobs"])
+def test_each_job_map_holds_its_own_entries_in_blocks(s3, make_stager, monkeypatch, job_sizes):
+    monkeypatch.setattr(staging, "MAP_BLOCK", 4)
+    records = [record(n, attempt=n % 3 + 1) for n in range(sum(job_sizes))]
+    quotas = BIG_FILE_QUOTAS.with_overrides({"max_records_per_job": 8})
+    plan = stage(make_stager(job_sizes, quotas), records)
+
+    start = 0
+    for job, size in zip(plan.jobs, job_sizes, strict=True):
+        lines = [json.loads(line) for line in read(s3, job.map_s3_uri).splitlines()]
+        assert [len(line) for line in lines] == [4] * (size // 4) + ([size % 4] if size % 4 else [])
+        expected = [(r.record_id, r.source_key, r.attempt) for r in records[start : start + size]]
+        assert list(iter_record_map(s3, job.map_s3_uri)) == expected
+        start += size
+
+
 def test_map_file_holds_a_line_per_block_of_entries(s3, make_stager, monkeypatch):
     monkeypatch.setattr(staging, "MAP_BLOCK", 4)
     records = [record(n) for n in range(10)]
@@ -298,6 +314,24 @@ def test_a_file_of_many_parts_holds_exactly_the_lines_written_whatever_their_siz
     )
     assert len(expected) > 2 * 5 * MIB  # three parts at least
     assert read(s3, staged.s3_uri) == expected
+
+
+def test_an_object_ending_exactly_at_a_part_boundary_holds_every_line(local_aws_clean, s3, make_stager):
+    records, size = [], 0
+    while 2 * 5 * MIB - size > 600 * 1024:
+        records.append(record(len(records), text="y" * (500 * 1024)))
+        size += line_bytes(records[-1])
+    last_text = 2 * 5 * MIB - size - line_bytes(record(len(records), text=""))
+    records.append(record(len(records), text="y" * last_text))
+    assert size + line_bytes(records[-1]) == 2 * 5 * MIB  # nothing is left to send when the file seals
+    plan = stage(make_stager([len(records)], BIG_FILE_QUOTAS, part_size=5 * MIB), records)
+
+    (staged,) = plan.jobs[0].files
+    expected = b"".join(
+        orjson.dumps({"recordId": r.record_id, "modelInput": r.model_input}) + b"\n" for r in records
+    )
+    assert read(s3, staged.s3_uri) == expected
+    assert local_aws_clean.calls().count("s3:UploadPart") == 2
 
 
 def test_part_size_under_the_s3_minimum_is_a_config_error(make_stager):
