@@ -50,6 +50,8 @@ MAX_PARTS_IN_FLIGHT = 3
 """Parts of one object handed to the upload threads and not yet sent: bounds its memory at ~4 parts."""
 PART_SLACK = 64 * 1024
 """Room past ``part_size`` in a part's buffer: the line that fills a part usually fits in it."""
+SPARE_PARTS = 2
+"""Sent part buffers kept for re-use (see ``JsonlStager.spare_parts``)."""
 MAP_BLOCK = 1000
 """Record map entries per map line (see :func:`iter_record_map` for the format)."""
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
@@ -215,7 +217,7 @@ class _S3StreamWriter:
         if end <= len(buffer):
             buffer[start:end] = line
         elif start == 0 and size < self._room:
-            self._buffer = buffer = bytearray(self._room)
+            self._buffer = buffer = self._new_part_buffer()
             buffer[:size] = line
         else:
             del buffer[start:]
@@ -225,6 +227,15 @@ class _S3StreamWriter:
         self.bytes += size
         if end >= self._stager.part_size:
             self._flush_part()
+
+    def _new_part_buffer(self) -> bytearray:
+        """A buffer of at least ``part_size`` to fill: a sent part's, else a new one with room to spare."""
+        spare = self._stager.spare_parts  # popped only here, on the caller's thread
+        while spare:
+            buffer = spare.pop()
+            if len(buffer) >= self._stager.part_size:
+                return buffer
+        return bytearray(self._room)
 
     def _take_part(self) -> bytearray:
         """The buffered bytes, handed over uncopied; the writer starts an empty buffer."""
@@ -269,6 +280,8 @@ class _S3StreamWriter:
             ChecksumAlgorithm=CHECKSUM_ALGORITHM,
             **self._stager.owner_kwargs,
         )
+        if len(body) >= self._stager.part_size:  # a full part, sent: its buffer may be filled again
+            self._stager.spare_parts.append(body)
         part = {"ETag": response["ETag"], "PartNumber": number}
         if response.get(CHECKSUM_FIELD):
             part[CHECKSUM_FIELD] = response[CHECKSUM_FIELD]
@@ -397,6 +410,9 @@ class JsonlStager:
         self.open_uploads: dict[str, str] = {}
         self._uploader: ThreadPoolExecutor | None = None
         self._finishing: deque[Future[None]] = deque()
+        # Part buffers the upload threads have sent, for the next parts to fill again: a fresh 8 MiB
+        # buffer costs ~3.5 ms of page faults the first few times (appends and pops are thread-safe).
+        self.spare_parts: deque[bytearray] = deque(maxlen=SPARE_PARTS)
         self._switch_interval: float | None = None
         self._pending: deque[int] = deque(job_sizes)
         self._job: _OpenJob | None = None
@@ -659,6 +675,7 @@ class JsonlStager:
             self.abort()
             raise
         self._stop_uploader()
+        self.spare_parts.clear()
         self._closed = True
         self.plan = StagePlan(bucket=self.bucket, prefix=self.prefix, jobs=list(self._done))
         return self.plan
@@ -719,6 +736,7 @@ class JsonlStager:
                     writer.abort()
         self._stop_uploader()  # lets objects being finished end (or fail) before their uploads are aborted
         self._finishing.clear()
+        self.spare_parts.clear()
         for key, upload_id in list(self.open_uploads.items()):
             self.abort_upload(key, upload_id)
         self._job = None
