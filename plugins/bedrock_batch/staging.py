@@ -47,7 +47,8 @@ CHECKSUM_ALGORITHM = "CRC32"
 """Sent with every body: S3 verifies it on receipt (cheaper than Content-MD5, and the same over HTTPS)."""
 CHECKSUM_FIELD = "ChecksumCRC32"
 MAX_PARTS_IN_FLIGHT = 3
-"""Parts of one object handed to the upload threads and not yet sent: bounds its memory at ~4 parts."""
+"""Parts of one object handed to the upload threads and not yet sent: bounds its memory at ~4 parts
+(plus ``SPARE_PARTS`` sent buffers per stager)."""
 PART_SLACK = 64 * 1024
 """Room past ``part_size`` in a part's buffer: the line that fills a part usually fits in it."""
 SPARE_PARTS = 2
@@ -199,9 +200,9 @@ class _S3StreamWriter:
         self.records = 0
         self.bytes = 0
         # The part being filled is self._buffer[:self._filled]. Once an object has handed a part to the
-        # upload threads, each next part's buffer is allocated at its full size (self._room) by its
-        # first line, and lines are copied into it: appending to a growing bytearray reallocated (and
-        # so copied) each part several times over.
+        # upload threads, each next part's first line takes a full-size buffer (a sent part's, else a
+        # new one of self._room) and lines are copied into it: appending to a growing bytearray
+        # reallocated (and so copied) each part several times over.
         self._buffer = bytearray()
         self._filled = 0
         self._room = 0
@@ -280,8 +281,8 @@ class _S3StreamWriter:
             ChecksumAlgorithm=CHECKSUM_ALGORITHM,
             **self._stager.owner_kwargs,
         )
-        if len(body) >= self._stager.part_size:  # a full part, sent: its buffer may be filled again
-            self._stager.spare_parts.append(body)
+        if self._stager.part_size <= len(body) <= 2 * self._stager.part_size:  # not one huge line's
+            self._stager.spare_parts.append(body)  # a full part, sent: its buffer may be filled again
         part = {"ETag": response["ETag"], "PartNumber": number}
         if response.get(CHECKSUM_FIELD):
             part[CHECKSUM_FIELD] = response[CHECKSUM_FIELD]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from bedrock_batch.quotas import BatchQuotas
 from bedrock_batch.staging import MIB, DiscardingS3, JsonlStager
@@ -37,18 +38,22 @@ def line(n: int, size: int) -> bytes:
     return head + b"z" * (size - len(head) - 4) + b'"}}\n'
 
 
-def stage(s3: RecordingS3, lines: list[bytes], seed: bytearray | None = None) -> None:
-    stager = JsonlStager(
+def new_stager(s3: RecordingS3, records: int) -> JsonlStager:
+    return JsonlStager(
         s3,
         bucket="b",
         prefix="p",
-        job_sizes=[len(lines)],
+        job_sizes=[records],
         quotas=QUOTAS,
         job_name_prefix="t",
         output_bucket="b",
         output_prefix="o",
         part_size=PART,
     )
+
+
+def stage(s3: RecordingS3, lines: list[bytes], seed: bytearray | None = None) -> None:
+    stager = new_stager(s3, len(lines))
     if seed is not None:
         stager.spare_parts.append(seed)
     with stager:
@@ -75,3 +80,23 @@ def test_the_second_part_is_filled_in_a_buffer_already_sent_or_spare():
     # The first part's buffer grew as it was written; the second takes a spare (the seed, or the first
     # part's buffer when its upload ended first) instead of a new one.
     assert s3.buffers[2] is seed or s3.buffers[2] is s3.buffers[1]
+
+
+def test_a_sent_part_buffer_is_filled_again_by_a_later_part():
+    lines = [line(n, 500_000) for n in range(40)]
+    s3 = RecordingS3()
+    stager = new_stager(s3, len(lines))
+    with stager:
+        written = 0
+        while 1 not in s3.sent:  # until the first part goes to an upload thread
+            stager.add_line(f"R{written:06d}", f"key-{written}", 1, lines[written], 1)
+            written += 1
+        deadline = time.monotonic() + 10
+        while not stager.spare_parts and time.monotonic() < deadline:  # until it has been sent
+            time.sleep(0.01)
+        for n in range(written, len(lines)):
+            stager.add_line(f"R{n:06d}", f"key-{n}", 1, lines[n], 1)
+        stager.close()
+
+    assert s3.buffers[2] is s3.buffers[1]
+    assert b"".join(s3.sent[number] for number in sorted(s3.sent)) == b"".join(lines)
