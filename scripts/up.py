@@ -22,8 +22,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Generator, Sequence
+from collections import Counter
+from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +46,8 @@ DEFAULT_API_PORT = 8080
 DEFAULT_AWS_PORT = 4566
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
+MAX_RESTARTS = 5
+"""Restarts of one component before the stack gives it up (docker-compose restarts it always)."""
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
@@ -69,10 +73,73 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]]
     log_dir: Path
     env: dict[str, str]
+    supervisor: Supervisor | None = None
 
     def exited(self) -> dict[str, int]:
-        """Components that are no longer running, with their exit codes."""
-        return {name: code for name, proc in self.processes.items() if (code := proc.poll()) is not None}
+        """Components that are no longer running and will not be restarted, with their exit codes."""
+        given_up = self.supervisor.given_up if self.supervisor is not None else None
+        return {
+            name: code
+            for name, proc in self.processes.items()
+            if (code := proc.poll()) is not None and (given_up is None or name in given_up)
+        }
+
+
+class Supervisor(threading.Thread):
+    """Starts a component again when it exits, as docker-compose's ``restart: always`` does.
+
+    Airflow's scheduler on SQLite can die of a database race (an IntegrityError while it creates a
+    backfill run's task instances); a stack run as processes then stops scheduling for good, where
+    the compose stack would carry on. Each restart is written to the component's log; after
+    ``max_restarts`` of one component it is left down (``Stack.exited`` reports it).
+    """
+
+    def __init__(
+        self,
+        processes: dict[str, subprocess.Popen[bytes]],
+        start: Callable[[str], subprocess.Popen[bytes]],
+        log_dir: Path,
+        *,
+        max_restarts: int = MAX_RESTARTS,
+        interval: float = 1.0,
+    ) -> None:
+        super().__init__(name="stack-supervisor", daemon=True)
+        self.processes = processes
+        self.start_component = start
+        self.log_dir = log_dir
+        self.max_restarts = max_restarts
+        self.interval = interval
+        self.restarts: Counter[str] = Counter()
+        self.given_up: set[str] = set()
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            for name, process in list(self.processes.items()):
+                code = process.poll()
+                if code is None or name in self.given_up:
+                    continue
+                if self.restarts[name] >= self.max_restarts:
+                    self.given_up.add(name)
+                    self._note(
+                        name, f"exited with code {code}; not restarted after {self.max_restarts} restarts"
+                    )
+                    continue
+                self.restarts[name] += 1
+                self._note(
+                    name, f"exited with code {code}; restart {self.restarts[name]} of {self.max_restarts}"
+                )
+                self.processes[name] = self.start_component(name)
+
+    def stop(self) -> None:
+        """No more restarts (before the components are stopped)."""
+        self._stopping.set()
+        if self.is_alive():
+            self.join(timeout=30)
+
+    def _note(self, name: str, what: str) -> None:
+        with (self.log_dir / f"{name}.log").open("a") as log_file:
+            log_file.write(f"{dt.datetime.now(dt.UTC).isoformat()} [up] {name} {what}\n")
 
 
 def port_is_free(port: int) -> bool:
@@ -258,21 +325,28 @@ def airflow_stack(
             log_dir=log_dir,
             env=env,
         )
+
+        def start_component(name: str) -> subprocess.Popen[bytes]:
+            with (log_dir / f"{name}.log").open("ab") as log_file:
+                return subprocess.Popen(
+                    [airflow_bin, *COMPONENTS[name]],
+                    env=env,
+                    cwd=airflow_home,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # Ctrl-C reaches only this script, which then stops them
+                )
+
+        stack.supervisor = Supervisor(processes, start_component, log_dir)
         try:
-            for name, args in COMPONENTS.items():
-                with (log_dir / f"{name}.log").open("ab") as log_file:
-                    processes[name] = subprocess.Popen(
-                        [airflow_bin, *args],
-                        env=env,
-                        cwd=airflow_home,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # Ctrl-C reaches only this script, which then stops them
-                    )
+            for name in COMPONENTS:
+                processes[name] = start_component(name)
+            stack.supervisor.start()
             wait_ready(stack, timeout=ready_timeout)
             yield stack
         finally:
+            stack.supervisor.stop()
             stop_processes(list(processes.values()))
 
 
