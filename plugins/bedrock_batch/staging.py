@@ -359,7 +359,6 @@ class _OpenJob:
     data: _S3StreamWriter | None = None
     map: _S3StreamWriter | None = None
     map_block: list[tuple[str, str, int]] = field(default_factory=list)
-    mapped: int = 0
 
 
 class JsonlStager:
@@ -515,7 +514,6 @@ class JsonlStager:
         if job.map is None:
             job.map = _S3StreamWriter(self, self._map_key(job.job_name))
         job.map.write(orjson.dumps(block, option=orjson.OPT_APPEND_NEWLINE))
-        job.mapped += len(block)
         job.map_block = []
 
     def _checked_size(self, record_id: str, line: bytes) -> int:
@@ -628,10 +626,6 @@ class JsonlStager:
         map_writer, job.map = job.map, None  # the upload threads own it now (see _close_file)
         if map_writer is not None:
             self._finish(map_writer)
-        if job.mapped != job.records:
-            raise StagingError(
-                f"map of job {job.job_name} has {job.mapped} entries for {job.records} records"
-            )
         if sum(f.records for f in job.files) != job.records or sum(f.bytes for f in job.files) != job.bytes:
             raise StagingError(f"files of job {job.job_name} do not add up to its {job.records} records")
         if job.records < self.quotas.min_records_per_job:
