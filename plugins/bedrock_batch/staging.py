@@ -206,7 +206,8 @@ class _S3StreamWriter:
         self._buffer = bytearray()
         self._filled = 0
         self._room = 0
-        self._upload_id: str | None = None
+        # The multipart upload, created on an upload thread: its parts wait for it there, not the builder.
+        self._upload: Future[str] | None = None
         self._parts: list[dict[str, Any]] = []
         self._in_flight: deque[Future[dict[str, Any]]] = deque()
 
@@ -252,30 +253,36 @@ class _S3StreamWriter:
 
     def _flush_part(self, *, last: bool = False) -> None:
         """Hand the buffer to the stager's upload threads; wait only when too many parts are in flight."""
-        client = self._stager.s3
-        if self._upload_id is None:
-            response = client.create_multipart_upload(
-                Bucket=self._stager.bucket,
-                Key=self.key,
-                ContentType="application/jsonl",
-                ChecksumAlgorithm=CHECKSUM_ALGORITHM,
-                **self._stager.put_kwargs,
-            )
-            self._upload_id = response["UploadId"]
-            self._stager.open_uploads[self.key] = self._upload_id
+        uploader = self._stager.uploader()
+        if self._upload is None:  # queued first, so a part waiting for it never waits on a queued task
+            self._upload = uploader.submit(self._create_upload)
         body = self._take_part()
         self._room = 0 if last else self._stager.part_size + PART_SLACK
         number = len(self._parts) + len(self._in_flight) + 1
-        upload = self._stager.uploader().submit(self._upload_part, self._upload_id, number, body)
+        upload = uploader.submit(self._upload_part, self._upload, number, body)
         self._in_flight.append(upload)
         while len(self._in_flight) > MAX_PARTS_IN_FLIGHT:
             self._collect_part()
 
-    def _upload_part(self, upload_id: str, number: int, body: bytearray) -> dict[str, Any]:
+    def _create_upload(self) -> str:
+        """Start the multipart upload (on an upload thread): a round trip the builder need not wait for."""
+        stager = self._stager
+        response = stager.s3.create_multipart_upload(
+            Bucket=stager.bucket,
+            Key=self.key,
+            ContentType="application/jsonl",
+            ChecksumAlgorithm=CHECKSUM_ALGORITHM,
+            **stager.put_kwargs,
+        )
+        upload_id = str(response["UploadId"])
+        stager.open_uploads[self.key] = upload_id
+        return upload_id
+
+    def _upload_part(self, upload: Future[str], number: int, body: bytearray) -> dict[str, Any]:
         response = self._stager.s3.upload_part(
             Bucket=self._stager.bucket,
             Key=self.key,
-            UploadId=upload_id,
+            UploadId=upload.result(),
             PartNumber=number,
             Body=body,
             ChecksumAlgorithm=CHECKSUM_ALGORITHM,
@@ -294,7 +301,7 @@ class _S3StreamWriter:
 
     def seal(self) -> None:
         """No more lines: queue the last part. Called on the caller's thread, never the uploader's."""
-        if self._upload_id is not None and self._filled:
+        if self._upload is not None and self._filled:
             self._flush_part(last=True)
 
     def complete(self) -> None:
@@ -303,7 +310,7 @@ class _S3StreamWriter:
         Runs on an upload thread (its parts were queued before it, so they are sent or being sent).
         """
         stager = self._stager
-        if self._upload_id is None:
+        if self._upload is None:
             response = stager.s3.put_object(
                 Bucket=stager.bucket,
                 Key=self.key,
@@ -318,7 +325,7 @@ class _S3StreamWriter:
             response = stager.s3.complete_multipart_upload(
                 Bucket=stager.bucket,
                 Key=self.key,
-                UploadId=self._upload_id,
+                UploadId=self._upload.result(),
                 MultipartUpload={"Parts": self._parts},
                 **stager.owner_kwargs,
             )
@@ -340,9 +347,9 @@ class _S3StreamWriter:
         while self._in_flight:  # let parts in flight finish (or fail) before the upload is aborted
             with contextlib.suppress(Exception):
                 self._in_flight.popleft().result()
-        if self._upload_id is not None:
-            self._stager.abort_upload(self.key, self._upload_id)
-            self._upload_id = None
+        upload, self._upload = self._upload, None
+        if upload is not None and upload.exception() is None:  # a failed create left nothing to abort
+            self._stager.abort_upload(self.key, upload.result())
         self._reset_buffer()
 
 
@@ -410,6 +417,7 @@ class JsonlStager:
         self.open_uploads: dict[str, str] = {}
         self._uploader: ThreadPoolExecutor | None = None
         self._finishing: deque[Future[None]] = deque()
+        self._earlier_objects: Future[list[str]] | None = None
         # Part buffers the upload threads have sent, for the next parts to fill again: a fresh 8 MiB
         # buffer costs ~3.5 ms of page faults the first few times (appends and pops are thread-safe).
         self.spare_parts: deque[bytearray] = deque(maxlen=SPARE_PARTS)
@@ -678,27 +686,8 @@ class JsonlStager:
     def _delete_stale(self) -> None:
         keep = {f.s3_uri for job in self._done for f in job.files}
         keep |= {job.map_s3_uri for job in self._done}
-        stale: list[str] = []
-        # Only this stager's job names: another stager of the run (other job_name_prefix) is left alone.
-        ours = re.compile(
-            rf"^{re.escape(self.prefix)}/(jobs/{re.escape(self.job_name_prefix)}-j\d+/.*"
-            rf"|maps/{re.escape(self.job_name_prefix)}-j\d+)\.jsonl$"
-        )
-        for folder in ("jobs", "maps"):
-            kwargs: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Prefix": f"{self.prefix}/{folder}/{self.job_name_prefix}-j",
-                **self.owner_kwargs,
-            }
-            for _ in range(_MAX_LIST_PAGES):
-                page = self.s3.list_objects_v2(**kwargs)
-                for obj in page.get("Contents", []):
-                    key = obj["Key"]
-                    if ours.match(key) and f"s3://{self.bucket}/{key}" not in keep:
-                        stale.append(key)
-                if not page.get("IsTruncated"):
-                    break
-                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        earlier = self._earlier_objects.result() if self._earlier_objects is not None else self._list_ours()
+        stale = [key for key in earlier if f"s3://{self.bucket}/{key}" not in keep]
         for start in range(0, len(stale), 1000):
             batch = stale[start : start + 1000]
             response = self.s3.delete_objects(
@@ -712,6 +701,30 @@ class JsonlStager:
             log.info(
                 "Deleted %d stale .jsonl objects of an earlier staging under %s", len(stale), self.prefix
             )
+
+    def _list_ours(self) -> list[str]:
+        """The input and map objects under the prefix named like this stager's jobs (an earlier staging's).
+
+        Only this stager's job names: another stager of the run (other job_name_prefix) is left alone.
+        """
+        ours = re.compile(
+            rf"^{re.escape(self.prefix)}/(jobs/{re.escape(self.job_name_prefix)}-j\d+/.*"
+            rf"|maps/{re.escape(self.job_name_prefix)}-j\d+)\.jsonl$"
+        )
+        keys: list[str] = []
+        for folder in ("jobs", "maps"):
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": f"{self.prefix}/{folder}/{self.job_name_prefix}-j",
+                **self.owner_kwargs,
+            }
+            for _ in range(_MAX_LIST_PAGES):
+                page = self.s3.list_objects_v2(**kwargs)
+                keys.extend(obj["Key"] for obj in page.get("Contents", []) if ours.match(obj["Key"]))
+                if not page.get("IsTruncated"):
+                    break
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+        return keys
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         try:
@@ -752,6 +765,8 @@ class JsonlStager:
             )
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch_interval, UPLOAD_SWITCH_INTERVAL_S))
+            # Objects an earlier staging left, listed while records build; close deletes those not rewritten.
+            self._earlier_objects = self._uploader.submit(self._list_ours)
         return self._uploader
 
     def _stop_uploader(self) -> None:

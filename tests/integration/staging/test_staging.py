@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -391,6 +392,24 @@ def test_restaging_with_fewer_records_deletes_the_stale_input_files(s3, bucket, 
     assert set(keys(s3, bucket)) == staged
 
 
+def test_restaging_no_records_deletes_every_input_file_of_the_earlier_staging(s3, bucket, make_stager):
+    stage(make_stager([5, 5]), [record(n) for n in range(10)])
+    plan = stage(make_stager([5]), [])
+
+    assert plan.jobs == []
+    assert keys(s3, bucket) == []
+
+
+def test_restaging_one_large_file_deletes_the_stale_files_of_the_earlier_staging(s3, bucket, make_stager):
+    stage(make_stager([4, 4, 4], BIG_FILE_QUOTAS), [record(n) for n in range(12)])
+    big = [record(n, text="l" * (512 * 1024)) for n in range(12)]
+    plan = stage(make_stager([12], BIG_FILE_QUOTAS, part_size=5 * MIB), big)
+
+    staged = {f.s3_uri.split("/", 3)[3] for job in plan.jobs for f in job.files}
+    staged |= {job.map_s3_uri.split("/", 3)[3] for job in plan.jobs}
+    assert set(keys(s3, bucket)) == staged
+
+
 # -- records the stager refuses --------------------------------------------------------------------
 
 
@@ -486,6 +505,21 @@ def test_thread_switch_interval_is_lowered_while_uploading_and_restored_after(ma
     assert sys.getswitchinterval() == before
 
 
+def multipart_stager(client, bucket: str) -> JsonlStager:
+    """A stager of one 12-record job in 5 MiB parts, on ``client`` (the real one, or a wrapper of it)."""
+    return JsonlStager(
+        client,
+        bucket=bucket,
+        prefix="in/demo/run1",
+        job_sizes=[12],
+        quotas=BIG_FILE_QUOTAS,
+        job_name_prefix="demo-run1",
+        output_bucket="out-bucket",
+        output_prefix="out/demo/run1",
+        part_size=5 * MIB,
+    )
+
+
 class FailingComplete:
     """The real client, except that CompleteMultipartUpload fails as S3 would on a bad part list."""
 
@@ -502,17 +536,7 @@ class FailingComplete:
 
 
 def test_completion_failing_on_the_upload_thread_fails_close_and_aborts_the_upload(s3, bucket):
-    stager = JsonlStager(
-        FailingComplete(s3),
-        bucket=bucket,
-        prefix="in/demo/run1",
-        job_sizes=[12],
-        quotas=BIG_FILE_QUOTAS,
-        job_name_prefix="demo-run1",
-        output_bucket="out-bucket",
-        output_prefix="out/demo/run1",
-        part_size=5 * MIB,
-    )
+    stager = multipart_stager(FailingComplete(s3), bucket)
     before = sys.getswitchinterval()
     with pytest.raises(ClientError, match="InvalidPart"), stager:
         for n in range(12):
@@ -520,4 +544,56 @@ def test_completion_failing_on_the_upload_thread_fails_close_and_aborts_the_uplo
         stager.close()
 
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert sys.getswitchinterval() == before
+
+
+class CallThreads:
+    """The real client, noting the thread each S3 operation was called on."""
+
+    def __init__(self, client):
+        self._client = client
+        self.threads: dict[str, set[str]] = {}
+
+    def __getattr__(self, name):
+        call = getattr(self._client, name)
+
+        def noted(**kwargs):
+            self.threads.setdefault(name, set()).add(threading.current_thread().name)
+            return call(**kwargs)
+
+        return noted
+
+
+def test_multipart_uploads_are_created_and_earlier_objects_listed_on_the_upload_threads(s3, bucket):
+    client = CallThreads(s3)
+    stager = multipart_stager(client, bucket)
+    with stager:
+        for n in range(12):
+            stager.add(record(n, text="c" * (512 * 1024)))
+        stager.close()
+
+    for operation in ("create_multipart_upload", "upload_part", "list_objects_v2"):
+        assert client.threads[operation], operation
+        assert all(name.startswith("jsonl-stager-upload") for name in client.threads[operation]), operation
+
+
+class FailingCreate(FailingComplete):
+    """The real client, except that CreateMultipartUpload is refused."""
+
+    def create_multipart_upload(self, **kwargs):
+        raise ClientError(
+            {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "CreateMultipartUpload"
+        )
+
+
+def test_a_refused_multipart_create_fails_close_with_the_s3_error_and_leaves_no_upload(s3, bucket):
+    stager = multipart_stager(FailingCreate(s3), bucket)
+    before = sys.getswitchinterval()
+    with pytest.raises(ClientError, match="AccessDenied"), stager:
+        for n in range(12):
+            stager.add(record(n, text="d" * (512 * 1024)))
+        stager.close()
+
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert stager.open_uploads == {}
     assert sys.getswitchinterval() == before
