@@ -71,6 +71,27 @@ def rendered_text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def plan_of_this_try(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
+    """prepare's plan, once Airflow has prepare succeeded in this try of the run.
+
+    A task's XComs are cleared only when it starts again. After a run is cleared, a prepare that
+    fails before it starts, or never runs, leaves the earlier try's plan (and its collect tasks'
+    outcomes) behind: reporting those as this try's would end a failed rerun green.
+    """
+    states = ti.get_task_states(dag_id=dag_id, task_ids=[PREPARE_TASK], run_ids=[run_id])
+    state = (states.get(run_id) or {}).get(PREPARE_TASK)
+    state = None if state is None else str(getattr(state, "value", state))
+    if state != "success":
+        raise AirflowException(
+            f"{PREPARE_TASK} did not succeed in this try of run {run_id} (its state: {state}): "
+            "nothing this try staged or submitted can be reported"
+        )
+    plan = ti.xcom_pull(task_ids=PREPARE_TASK, key=PLAN_KEY)
+    if not plan:
+        raise AirflowException(f"{PREPARE_TASK} succeeded in run {run_id} but left no plan")
+    return plan
+
+
 def collected_outcomes(ti: Any, jobs: int) -> list[dict[str, Any]]:
     """The outcome of every collected job; a job whose collect failed has none."""
     if not jobs:
@@ -351,9 +372,7 @@ class ReportOperator(_PipelineOperator):
         from bedrock_batch.report import format_summary, load_prices, summarize_run
 
         ti = context["ti"]
-        plan = ti.xcom_pull(task_ids=PREPARE_TASK, key=PLAN_KEY)
-        if not plan:
-            raise AirflowException("prepare produced no plan: nothing was staged or submitted in this run")
+        plan = plan_of_this_try(ti, self.dag_id, context["run_id"])
         outcomes = collected_outcomes(ti, len(plan["jobs"]))
         on_demand = ti.xcom_pull(task_ids=ON_DEMAND_TASK, default=None)
         summary = summarize_run(plan=plan, outcomes=outcomes, on_demand=on_demand, prices=load_prices())
