@@ -71,16 +71,20 @@ def rendered_text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def _states_this_try(ti: Any, dag_id: str, run_id: str, task_id: str) -> dict[str, str]:
+    """Airflow's states of ``task_id`` in run ``run_id`` (a mapped task's as ``<task_id>_<map_index>``)."""
+    states = ti.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id])
+    return {key: str(getattr(state, "value", state)) for key, state in (states.get(run_id) or {}).items()}
+
+
 def plan_of_this_try(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
     """prepare's plan, once Airflow has prepare succeeded in this try of the run.
 
     A task's XComs are cleared only when it starts again. After a run is cleared, a prepare that
-    fails before it starts, or never runs, leaves the earlier try's plan (and its collect tasks'
-    outcomes) behind: reporting those as this try's would end a failed rerun green.
+    fails before it starts, or never runs, leaves the earlier try's plan behind: reporting it as
+    this try's would end a failed rerun green.
     """
-    states = ti.get_task_states(dag_id=dag_id, task_ids=[PREPARE_TASK], run_ids=[run_id])
-    state = (states.get(run_id) or {}).get(PREPARE_TASK)
-    state = None if state is None else str(getattr(state, "value", state))
+    state = _states_this_try(ti, dag_id, run_id, PREPARE_TASK).get(PREPARE_TASK)
     if state != "success":
         raise AirflowException(
             f"{PREPARE_TASK} did not succeed in this try of run {run_id} (its state: {state}): "
@@ -92,14 +96,30 @@ def plan_of_this_try(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
     return plan
 
 
-def collected_outcomes(ti: Any, jobs: int) -> list[dict[str, Any]]:
-    """The outcome of every collected job; a job whose collect failed has none."""
+def collected_outcomes(ti: Any, jobs: int, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The outcome of every job collected in this try of the run; a job whose collect failed has none.
+
+    Only collect tasks Airflow has succeeded in this try count: one that did not start (its wait
+    failed) still holds the outcome an earlier try of the run pushed, for a job of that try.
+    """
     if not jobs:
         return []
+    states = _states_this_try(ti, dag_id, run_id, COLLECT_TASK)
     pulled = ti.xcom_pull(task_ids=COLLECT_TASK, map_indexes=list(range(jobs)), default=None)
     if isinstance(pulled, dict):
         pulled = [pulled]
-    return [outcome for outcome in (pulled or []) if outcome]
+    return [
+        outcome
+        for index, outcome in enumerate(pulled or [])
+        if outcome and states.get(f"{COLLECT_TASK}_{index}") == "success"
+    ]
+
+
+def on_demand_outcome(ti: Any, *, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """The on-demand task's outcome when it succeeded in this try of the run (see collected_outcomes)."""
+    if _states_this_try(ti, dag_id, run_id, ON_DEMAND_TASK).get(ON_DEMAND_TASK) != "success":
+        return None
+    return ti.xcom_pull(task_ids=ON_DEMAND_TASK, default=None)
 
 
 class _PipelineOperator(BaseOperator):
@@ -373,8 +393,8 @@ class ReportOperator(_PipelineOperator):
 
         ti = context["ti"]
         plan = plan_of_this_try(ti, self.dag_id, context["run_id"])
-        outcomes = collected_outcomes(ti, len(plan["jobs"]))
-        on_demand = ti.xcom_pull(task_ids=ON_DEMAND_TASK, default=None)
+        outcomes = collected_outcomes(ti, len(plan["jobs"]), dag_id=self.dag_id, run_id=context["run_id"])
+        on_demand = on_demand_outcome(ti, dag_id=self.dag_id, run_id=context["run_id"])
         summary = summarize_run(plan=plan, outcomes=outcomes, on_demand=on_demand, prices=load_prices())
         log.info("Run summary of %s:\n%s", self.pipeline, format_summary(summary))
         if summary["jobs_collected"] >= summary["jobs_planned"] and not plan.get("dry_run"):

@@ -799,7 +799,8 @@ class DiscardingS3:
 
     def put_object(self, *, Key: str, Body: bytes | bytearray, **_: Any) -> dict[str, str]:
         etag = self._etag()
-        self.objects[Key] = (len(Body), etag)
+        with self._lock:
+            self.objects[Key] = (len(Body), etag)
         return {"ETag": f'"{etag}"'}
 
     def create_multipart_upload(self, *, Key: str, **_: Any) -> dict[str, str]:
@@ -816,7 +817,8 @@ class DiscardingS3:
     def complete_multipart_upload(self, *, Key: str, UploadId: str, **_: Any) -> dict[str, str]:
         sizes = self.uploads.pop(UploadId)
         etag = f"{self._etag()}-{len(sizes)}"
-        self.objects[Key] = (sum(sizes), etag)
+        with self._lock:
+            self.objects[Key] = (sum(sizes), etag)
         return {"ETag": f'"{etag}"'}
 
     def abort_multipart_upload(self, *, UploadId: str, **_: Any) -> dict[str, Any]:
@@ -828,10 +830,9 @@ class DiscardingS3:
         return {"ContentLength": size, "ETag": f'"{etag}"'}
 
     def list_objects_v2(self, *, Prefix: str, **_: Any) -> dict[str, Any]:
-        return {
-            "Contents": [{"Key": key} for key in self.objects if key.startswith(Prefix)],
-            "IsTruncated": False,
-        }
+        with self._lock:  # the stager lists on one upload thread while another one writes
+            keys = [key for key in self.objects if key.startswith(Prefix)]
+        return {"Contents": [{"Key": key} for key in keys], "IsTruncated": False}
 
     def delete_objects(self, **_: Any) -> dict[str, Any]:
         return {}
