@@ -99,8 +99,9 @@ def plan_of_this_try(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
 def collected_outcomes(ti: Any, jobs: int, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
     """The outcome of every job collected in this try of the run; a job whose collect failed has none.
 
-    Only collect tasks Airflow has succeeded in this try count: one that did not start (its wait
-    failed) still holds the outcome an earlier try of the run pushed, for a job of that try.
+    Only collect tasks Airflow has succeeded in this try count: one that failed before it started
+    (a lost worker) or never ran still holds the outcome an earlier try of the run pushed, for a job
+    of that try. A task marked successful by hand never ran either; its earlier outcome is read.
     """
     if not jobs:
         return []
@@ -397,7 +398,10 @@ class ReportOperator(_PipelineOperator):
         on_demand = on_demand_outcome(ti, dag_id=self.dag_id, run_id=context["run_id"])
         summary = summarize_run(plan=plan, outcomes=outcomes, on_demand=on_demand, prices=load_prices())
         log.info("Run summary of %s:\n%s", self.pipeline, format_summary(summary))
-        if summary["jobs_collected"] >= summary["jobs_planned"] and not plan.get("dry_run"):
+        small = None if plan.get("dry_run") else plan.get("on_demand")
+        on_demand_lost = bool(small) and on_demand is None
+        all_loaded = summary["jobs_collected"] >= summary["jobs_planned"] and not on_demand_lost
+        if all_loaded and not plan.get("dry_run"):
             # Every job's output is loaded: a later run of these days finds its rows done.
             self.warehouse.release_window(run_id=context["run_id"], prompt_version=plan["prompt_version"])
         failed = {name: status for name, status in summary["job_statuses"].items() if status != "Completed"}
@@ -405,6 +409,11 @@ class ReportOperator(_PipelineOperator):
             raise AirflowException(
                 f"{summary['jobs_planned'] - summary['jobs_collected']} of {summary['jobs_planned']} jobs "
                 "were not collected: see the batch_job tasks. Their records stay staged for a rerun."
+            )
+        if on_demand_lost:
+            raise AirflowException(
+                f"{ON_DEMAND_TASK} did not succeed in this try: its {small.get('records')} records were not "
+                f"summarized. Clear {ON_DEMAND_TASK} to run them again."
             )
         if any(status in {"Failed", "Stopped", "Expired", "NotSubmitted"} for status in failed.values()):
             # Final: a retry of the report cannot change how the jobs ended.

@@ -766,6 +766,7 @@ class JsonlStager:
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch_interval, UPLOAD_SWITCH_INTERVAL_S))
             # Objects an earlier staging left, listed while records build; close deletes those not rewritten.
+            # It holds one of the two threads for a call per folder (more if paged): parts may wait on it.
             self._earlier_objects = self._uploader.submit(self._list_ours)
         return self._uploader
 

@@ -1,10 +1,11 @@
-"""What the report reads: only what prepare and the collect tasks produced in this try of the run."""
+"""What the report reads: only what prepare, the collect tasks and on-demand did in this try of the run."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
+from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowException
 from airflow.utils.state import TaskInstanceState
 
@@ -13,6 +14,7 @@ from bedrock_batch.pipeline_operators import (
     ON_DEMAND_TASK,
     PLAN_KEY,
     PREPARE_TASK,
+    ReportOperator,
     collected_outcomes,
     on_demand_outcome,
     plan_of_this_try,
@@ -84,7 +86,7 @@ def test_outcomes_of_collect_tasks_that_succeeded_in_this_try_are_read():
 
 def test_an_outcome_an_earlier_try_left_is_not_read_for_a_collect_that_did_not_run_in_this_try():
     ti = FakeTaskInstance(
-        {f"{COLLECT_TASK}_0": "success", f"{COLLECT_TASK}_1": TaskInstanceState.UPSTREAM_FAILED},
+        {f"{COLLECT_TASK}_0": "success", f"{COLLECT_TASK}_1": TaskInstanceState.FAILED},
         {(COLLECT_TASK, 0): {"job_name": "j001"}, (COLLECT_TASK, 1): {"job_name": "j002, earlier try"}},
     )
 
@@ -111,3 +113,70 @@ def test_an_on_demand_outcome_an_earlier_try_left_is_not_read(state):
     ti = FakeTaskInstance(states, {(ON_DEMAND_TASK, None): {"records": 12, "from": "an earlier try"}})
 
     assert on_demand_outcome(ti, dag_id=DAG_ID, run_id=RUN_ID) is None
+
+
+# -- the report task itself ------------------------------------------------------------------------
+
+PLAN = {
+    "pipeline": DAG_ID,
+    "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
+    "prompt_version": "v1",
+    "jobs": [{"job_name": "summarize-calls-j001", "records": 196}],
+    "counts": {"source_rows": 200, "staged": 196},
+}
+OUTCOME = {"job_name": "summarize-calls-j001", "status": "Completed", "summarized": 196}
+
+
+class WarehouseSpy:
+    """Notes the runs whose days the report frees."""
+
+    def __init__(self) -> None:
+        self.released: list[str] = []
+
+    def release_window(self, *, run_id: str, prompt_version: str) -> None:
+        self.released.append(run_id)
+
+
+def report_task() -> tuple[ReportOperator, WarehouseSpy]:
+    with DAG(DAG_ID, schedule=None):
+        task = ReportOperator(task_id="report", pipeline=DAG_ID)
+    task.__dict__["warehouse"] = spy = WarehouseSpy()  # the cached_property, answered
+    return task, spy
+
+
+def test_the_report_of_a_try_whose_tasks_all_succeeded_frees_the_runs_days():
+    ti = FakeTaskInstance(
+        {PREPARE_TASK: "success", f"{COLLECT_TASK}_0": "success", ON_DEMAND_TASK: "skipped"},
+        {(PREPARE_TASK, None): PLAN, (COLLECT_TASK, 0): OUTCOME},
+    )
+    task, warehouse = report_task()
+
+    summary = task.execute({"ti": ti, "run_id": RUN_ID})
+
+    assert (summary["jobs_collected"], summary["summarized"]) == (1, 196)
+    assert warehouse.released == [RUN_ID]
+
+
+def test_the_report_does_not_count_an_earlier_trys_outcome_of_a_collect_that_never_ran():
+    ti = FakeTaskInstance(
+        {PREPARE_TASK: "success", ON_DEMAND_TASK: "skipped"},
+        {(PREPARE_TASK, None): PLAN, (COLLECT_TASK, 0): OUTCOME},
+    )
+    task, warehouse = report_task()
+
+    with pytest.raises(AirflowException, match="1 of 1 jobs were not collected"):
+        task.execute({"ti": ti, "run_id": RUN_ID})
+    assert warehouse.released == []
+
+
+def test_a_planned_on_demand_batch_that_did_not_succeed_fails_the_report_and_keeps_the_days():
+    plan = {**PLAN, "jobs": [], "on_demand": {"records_s3_uri": "s3://in/on_demand.jsonl", "records": 12}}
+    ti = FakeTaskInstance(
+        {PREPARE_TASK: "success", ON_DEMAND_TASK: TaskInstanceState.FAILED},
+        {(PREPARE_TASK, None): plan, (ON_DEMAND_TASK, None): {"records": 12, "from": "an earlier try"}},
+    )
+    task, warehouse = report_task()
+
+    with pytest.raises(AirflowException, match="run_on_demand did not succeed in this try: its 12 records"):
+        task.execute({"ti": ti, "run_id": RUN_ID})
+    assert warehouse.released == []

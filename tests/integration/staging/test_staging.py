@@ -520,8 +520,8 @@ def multipart_stager(client, bucket: str) -> JsonlStager:
     )
 
 
-class FailingComplete:
-    """The real client, except that CompleteMultipartUpload fails as S3 would on a bad part list."""
+class WrappedClient:
+    """The real client; subclasses change what some of its operations do."""
 
     def __init__(self, client):
         self._client = client
@@ -529,29 +529,43 @@ class FailingComplete:
     def __getattr__(self, name):
         return getattr(self._client, name)
 
+
+class FailingComplete(WrappedClient):
+    """The real client, except that CompleteMultipartUpload fails as S3 would on a bad part list."""
+
     def complete_multipart_upload(self, **kwargs):
         raise ClientError(
             {"Error": {"Code": "InvalidPart", "Message": "One or more parts not found"}}, "Complete"
         )
 
 
-def test_completion_failing_on_the_upload_thread_fails_close_and_aborts_the_upload(s3, bucket):
-    stager = multipart_stager(FailingComplete(s3), bucket)
+def failed_staging(client, bucket: str, error: type[Exception], match: str, *, killed: bool = False):
+    """Stage 12 records of 512 KiB (several parts) through ``client`` until ``error`` ends it (``killed``:
+    the task dies after 11, the first part handed over), and check what any failure must leave: no
+    multipart upload open, the thread switch interval restored. Returns the stager."""
+    s3 = client._client
+    stager = multipart_stager(client, bucket)
     before = sys.getswitchinterval()
-    with pytest.raises(ClientError, match="InvalidPart"), stager:
-        for n in range(12):
+    with pytest.raises(error, match=match), stager:
+        for n in range(11 if killed else 12):
             stager.add(record(n, text="f" * (512 * 1024)))
+        if killed:
+            raise RuntimeError("the task was killed")
         stager.close()
-
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert sys.getswitchinterval() == before
+    return stager
 
 
-class CallThreads:
+def test_completion_failing_on_the_upload_thread_fails_close_and_aborts_the_upload(s3, bucket):
+    failed_staging(FailingComplete(s3), bucket, ClientError, "InvalidPart")
+
+
+class CallThreads(WrappedClient):
     """The real client, noting the thread each S3 operation was called on."""
 
     def __init__(self, client):
-        self._client = client
+        super().__init__(client)
         self.threads: dict[str, set[str]] = {}
 
     def __getattr__(self, name):
@@ -577,7 +591,7 @@ def test_multipart_uploads_are_created_and_earlier_objects_listed_on_the_upload_
         assert all(name.startswith("jsonl-stager-upload") for name in client.threads[operation]), operation
 
 
-class FailingCreate(FailingComplete):
+class FailingCreate(WrappedClient):
     """The real client, except that CreateMultipartUpload is refused."""
 
     def create_multipart_upload(self, **kwargs):
@@ -587,13 +601,23 @@ class FailingCreate(FailingComplete):
 
 
 def test_a_refused_multipart_create_fails_close_with_the_s3_error_and_leaves_no_upload(s3, bucket):
-    stager = multipart_stager(FailingCreate(s3), bucket)
-    before = sys.getswitchinterval()
-    with pytest.raises(ClientError, match="AccessDenied"), stager:
-        for n in range(12):
-            stager.add(record(n, text="d" * (512 * 1024)))
-        stager.close()
+    stager = failed_staging(FailingCreate(s3), bucket, ClientError, "AccessDenied")
 
-    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert stager.open_uploads == {}
-    assert sys.getswitchinterval() == before
+
+
+def test_a_task_killed_after_a_refused_create_raises_its_own_error_and_leaves_no_upload(s3, bucket):
+    failed_staging(FailingCreate(s3), bucket, RuntimeError, "the task was killed", killed=True)
+
+
+class FailingList(WrappedClient):
+    """The real client, except that ListObjectsV2 is refused."""
+
+    def list_objects_v2(self, **kwargs):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "ListObjectsV2")
+
+
+def test_a_refused_listing_of_an_earlier_staging_fails_close_and_leaves_no_upload(s3, bucket):
+    stager = failed_staging(FailingList(s3), bucket, ClientError, "AccessDenied")
+
+    assert stager.plan is None
