@@ -11,6 +11,7 @@ import pytest
 
 from bench import load, stage
 from bench.common import BUCKET, ENDPOINT_ENV, s3_client
+from bench.postgres import Postgres
 from bench.report import row, table
 from bench.runner import measure
 
@@ -73,3 +74,25 @@ def test_table_has_a_line_per_row_and_shows_errors():
     assert rows[0]["ratio"] == pytest.approx(2.0)
     assert len(lines) == 4
     assert "ERROR: no Postgres" in lines[3]
+
+
+def test_postgres_run_in_writes_wal_checkpoints_it_and_leaves_no_table(postgres_server):
+    admin = postgres_server.with_dbname("postgres").connect(autocommit=True)
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_current_wal_lsn()")
+            (before,) = cur.fetchone()
+
+            Postgres(postgres_server.host, postgres_server.port, postgres_server.user).run_in(16)
+
+            cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (before,))
+            (written,) = cur.fetchone()
+            cur.execute("SELECT pg_wal_lsn_diff(redo_lsn, %s) FROM pg_control_checkpoint()", (before,))
+            (checkpointed,) = cur.fetchone()
+            cur.execute("SELECT to_regclass('bench_run_in')")
+            (table,) = cur.fetchone()
+    finally:
+        admin.close()
+    assert written >= 12 * 1024 * 1024
+    assert checkpointed >= 12 * 1024 * 1024
+    assert table is None
