@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bedrock_batch.errors import OutputParseError
-from bedrock_batch.s3paths import whole_line_blocks
+from bedrock_batch.s3paths import whole_line_spans
 
 if TYPE_CHECKING:
     from bedrock_batch.models import ModelFamily, ModelOutput
@@ -96,7 +96,8 @@ def iter_output_chunks(
     chunks: Iterable[bytes], *, file: str, family: ModelFamily
 ) -> Iterator[list[ResultLine | Quarantined]]:
     """
-    :func:`iter_output` over an output file read in chunks: one list per chunk's whole lines.
+    :func:`iter_output` over an output file read in chunks: one list per span of whole lines (see
+    :func:`~bedrock_batch.s3paths.whole_line_spans`; a line cut between two reads comes alone).
 
     This is where a million-record load spends its time. The usual line (``recordId`` first, then
     the ``modelInput`` echo, then ``modelOutput``) is not cut out of its chunk: its ``recordId`` is
@@ -105,18 +106,18 @@ def iter_output_chunks(
     the items are the same as reading line by line.
     """
     line_no = 0
-    for data, end in whole_line_blocks(chunks):
-        items, line_no = _read_chunk(data, end, line_no, file, family)
+    for data, start, end in whole_line_spans(chunks):
+        items, line_no = _read_chunk(data, start, end, line_no, file, family)
         yield items
 
 
 def _read_chunk(
-    data: bytes, stop: int, line_no: int, file: str, family: ModelFamily
+    data: bytes, start: int, stop: int, line_no: int, file: str, family: ModelFamily
 ) -> tuple[list[ResultLine | Quarantined], int]:
-    """The items of the lines in ``data[:stop]`` (the last line number read is returned too)."""
+    """The items of the lines in ``data[start:stop]`` (the last line number read is returned too)."""
     items: list[ResultLine | Quarantined] = []
     match, find, rfind = _RECORD_ID_FIRST.match, data.find, data.rfind
-    pos = 0
+    pos = start
     while pos < stop:
         end = find(b"\n", pos, stop)
         if end < 0:

@@ -68,6 +68,38 @@ def whole_line_blocks(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:
         yield pending, len(pending)
 
 
+def whole_line_spans(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]]:
+    """The whole lines of ``chunks`` as ``(data, start, end)``: ``data[start:end]`` are whole lines
+    (the last newline included) and the next span starts where this one ends.
+
+    :func:`whole_line_blocks` without its copy of each read: a line cut by the end of a read is
+    joined with the start of the next read as a span of its own, and the rest of that read is a span
+    inside the read as it came. Gluing each read to the tail of the one before cost a
+    million-record load a copy of every byte (~0.7 ms a MB). Only the last span may lack a newline.
+    """
+    cut_line: list[bytes] = []
+    for chunk in chunks:
+        first_end = chunk.find(b"\n") + 1
+        if not first_end:
+            cut_line.append(chunk)
+            continue
+        start = 0
+        if cut_line:
+            cut_line.append(chunk[:first_end])
+            line = b"".join(cut_line)
+            cut_line = []
+            yield line, 0, len(line)
+            start = first_end
+        end = chunk.rfind(b"\n") + 1
+        if end > start:
+            yield chunk, start, end
+        if end < len(chunk):
+            cut_line.append(chunk[end:])
+    if cut_line:
+        line = b"".join(cut_line)
+        yield line, 0, len(line)
+
+
 def iter_chunks(s3: Any, bucket: str, key: str, *, owner: dict[str, str] | None = None) -> Iterator[bytes]:
     """Stream an object ``READ_CHUNK`` bytes at a time (the body is closed however the caller stops)."""
     body = s3.get_object(Bucket=bucket, Key=key, **(owner or {}))["Body"]
