@@ -5,7 +5,7 @@ Local binaries (``pg_config --bindir`` or /usr/lib/postgresql/*/bin), a temp dat
 
 A new server creates each 16 MB WAL file the first time its WAL reaches it; a server in service
 recycles the files of earlier checkpoints. On this machine a 50k-row job on a fresh server cost
-Postgres 0.34-0.45 s of CPU against 0.20-0.23 s once its WAL files were recycled, so whichever load
+Postgres 0.34-0.45 s of CPU against 0.19-0.23 s once its WAL files were recycled, so whichever load
 ran first on the server (the project's) paid for the others. :meth:`Postgres.run_in` writes and
 checkpoints WAL before each measured load, so every load meets a server as one in service would be.
 """
@@ -72,6 +72,7 @@ class Postgres:
                 cur.execute("CHECKPOINT")
         finally:
             conn.close()
+        os.sync()  # with fsync off the checkpoint left its writes to the kernel: not during the load
 
     def drop_database(self, name: str) -> None:
         import psycopg2

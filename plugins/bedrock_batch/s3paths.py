@@ -75,10 +75,13 @@ def whole_line_spans(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]
     :func:`whole_line_blocks` without its copy of each read: a line cut by the end of a read is
     joined with the start of the next read as a span of its own, and the rest of that read is a span
     inside the read as it came. Gluing each read to the tail of the one before cost a
-    million-record load a copy of every byte (~0.7 ms a MB). Only the last span may lack a newline.
+    million-record load a copy of every byte (~0.12 ms a MB). Only the last span may lack a newline;
+    no span is empty.
     """
     cut_line: list[bytes] = []
     for chunk in chunks:
+        if not chunk:
+            continue
         first_end = chunk.find(b"\n") + 1
         if not first_end:
             cut_line.append(chunk)

@@ -76,6 +76,7 @@ def test_table_has_a_line_per_row_and_shows_errors():
     assert "ERROR: no Postgres" in lines[3]
 
 
+@pytest.mark.postgres
 def test_postgres_run_in_writes_wal_checkpoints_it_and_leaves_no_table(postgres_server):
     admin = postgres_server.with_dbname("postgres").connect(autocommit=True)
     try:

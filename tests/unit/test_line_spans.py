@@ -40,3 +40,9 @@ def test_a_line_longer_than_several_reads_comes_as_one_span():
 
 def test_no_reads_give_no_spans():
     assert list(whole_line_spans([])) == []
+
+
+def test_empty_reads_give_no_spans_and_split_nothing():
+    spans = list(whole_line_spans([b"", b"a\nb", b"", b"c\n", b""]))
+
+    assert [data[start:end] for data, start, end in spans] == [b"a\n", b"bc\n"]
