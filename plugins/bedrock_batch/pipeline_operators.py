@@ -71,20 +71,26 @@ def rendered_text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-def _states_this_try(ti: Any, dag_id: str, run_id: str, task_id: str) -> dict[str, str]:
-    """Airflow's states of ``task_id`` in run ``run_id`` (a mapped task's as ``<task_id>_<map_index>``)."""
-    states = ti.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id])
+def task_states_this_try(ti: Any, dag_id: str, run_id: str) -> dict[str, str]:
+    """Airflow's states, in run ``run_id``, of the tasks the report reads, in one call: ``prepare``,
+    each collect task (as ``<task_id>_<map_index>``) and ``run_on_demand``.
+
+    A task's XComs are cleared only when it starts again. After a run is cleared, a task that fails
+    before it starts, or never runs, still holds what the earlier try of the run pushed: only the
+    state of each task in this try says whether its XComs are this try's.
+    """
+    states = ti.get_task_states(
+        dag_id=dag_id, task_ids=[PREPARE_TASK, COLLECT_TASK, ON_DEMAND_TASK], run_ids=[run_id]
+    )
     return {key: str(getattr(state, "value", state)) for key, state in (states.get(run_id) or {}).items()}
 
 
-def plan_of_this_try(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
-    """prepare's plan, once Airflow has prepare succeeded in this try of the run.
-
-    A task's XComs are cleared only when it starts again. After a run is cleared, a prepare that
-    fails before it starts, or never runs, leaves the earlier try's plan behind: reporting it as
-    this try's would end a failed rerun green.
+def plan_of_this_try(ti: Any, states: dict[str, str], run_id: str) -> dict[str, Any]:
+    """prepare's plan, once Airflow has prepare succeeded in this try of the run (``states``, from
+    :func:`task_states_this_try`): an earlier try's plan reported as this try's would end a failed
+    rerun green.
     """
-    state = _states_this_try(ti, dag_id, run_id, PREPARE_TASK).get(PREPARE_TASK)
+    state = states.get(PREPARE_TASK)
     if state != "success":
         raise AirflowException(
             f"{PREPARE_TASK} did not succeed in this try of run {run_id} (its state: {state}): "
@@ -96,7 +102,7 @@ def plan_of_this_try(ti: Any, dag_id: str, run_id: str) -> dict[str, Any]:
     return plan
 
 
-def collected_outcomes(ti: Any, jobs: int, *, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+def collected_outcomes(ti: Any, jobs: int, states: dict[str, str]) -> list[dict[str, Any]]:
     """The outcome of every job collected in this try of the run; a job whose collect failed has none.
 
     Only collect tasks Airflow has succeeded in this try count: one that failed before it started
@@ -105,7 +111,6 @@ def collected_outcomes(ti: Any, jobs: int, *, dag_id: str, run_id: str) -> list[
     """
     if not jobs:
         return []
-    states = _states_this_try(ti, dag_id, run_id, COLLECT_TASK)
     pulled = ti.xcom_pull(task_ids=COLLECT_TASK, map_indexes=list(range(jobs)), default=None)
     if isinstance(pulled, dict):
         pulled = [pulled]
@@ -116,9 +121,9 @@ def collected_outcomes(ti: Any, jobs: int, *, dag_id: str, run_id: str) -> list[
     ]
 
 
-def on_demand_outcome(ti: Any, *, dag_id: str, run_id: str) -> dict[str, Any] | None:
+def on_demand_outcome(ti: Any, states: dict[str, str]) -> dict[str, Any] | None:
     """The on-demand task's outcome when it succeeded in this try of the run (see collected_outcomes)."""
-    if _states_this_try(ti, dag_id, run_id, ON_DEMAND_TASK).get(ON_DEMAND_TASK) != "success":
+    if states.get(ON_DEMAND_TASK) != "success":
         return None
     return ti.xcom_pull(task_ids=ON_DEMAND_TASK, default=None)
 
@@ -393,9 +398,10 @@ class ReportOperator(_PipelineOperator):
         from bedrock_batch.report import format_summary, load_prices, summarize_run
 
         ti = context["ti"]
-        plan = plan_of_this_try(ti, self.dag_id, context["run_id"])
-        outcomes = collected_outcomes(ti, len(plan["jobs"]), dag_id=self.dag_id, run_id=context["run_id"])
-        on_demand = on_demand_outcome(ti, dag_id=self.dag_id, run_id=context["run_id"])
+        states = task_states_this_try(ti, self.dag_id, context["run_id"])
+        plan = plan_of_this_try(ti, states, context["run_id"])
+        outcomes = collected_outcomes(ti, len(plan["jobs"]), states)
+        on_demand = on_demand_outcome(ti, states)
         summary = summarize_run(plan=plan, outcomes=outcomes, on_demand=on_demand, prices=load_prices())
         log.info("Run summary of %s:\n%s", self.pipeline, format_summary(summary))
         small = None if plan.get("dry_run") else plan.get("on_demand")

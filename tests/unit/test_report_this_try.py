@@ -18,6 +18,7 @@ from bedrock_batch.pipeline_operators import (
     collected_outcomes,
     on_demand_outcome,
     plan_of_this_try,
+    task_states_this_try,
 )
 
 DAG_ID = "summarize_calls"
@@ -34,11 +35,13 @@ class FakeTaskInstance:
     def __init__(self, states: dict[str, object], xcoms: dict[tuple[str, int | None], object]) -> None:
         self.states = states
         self.xcoms = xcoms
+        self.state_calls = 0
 
     def get_task_states(self, *, dag_id: str, task_ids: list[str], run_ids: list[str]) -> dict:
         assert (dag_id, run_ids) == (DAG_ID, [RUN_ID])
-        (task_id,) = task_ids
-        mine = {key: state for key, state in self.states.items() if re.fullmatch(rf"{task_id}(_\d+)?", key)}
+        self.state_calls += 1
+        asked = "|".join(re.escape(task_id) for task_id in task_ids)
+        mine = {key: state for key, state in self.states.items() if re.fullmatch(rf"({asked})(_\d+)?", key)}
         return {RUN_ID: mine} if mine else {}
 
     def xcom_pull(self, *, task_ids: str, key: str = "return_value", map_indexes=None, default=None):
@@ -52,25 +55,55 @@ def prepared(state: object, plan: dict | None = EARLIER_PLAN) -> FakeTaskInstanc
     return FakeTaskInstance({PREPARE_TASK: state} if state is not None else {}, {(PREPARE_TASK, None): plan})
 
 
+def states_of(ti: FakeTaskInstance) -> dict[str, str]:
+    return task_states_this_try(ti, DAG_ID, RUN_ID)
+
+
+def test_the_states_of_prepare_each_collect_task_and_on_demand_come_in_one_call():
+    ti = FakeTaskInstance(
+        {
+            PREPARE_TASK: TaskInstanceState.SUCCESS,
+            f"{COLLECT_TASK}_0": "success",
+            f"{COLLECT_TASK}_1": TaskInstanceState.FAILED,
+            ON_DEMAND_TASK: "skipped",
+            "an_unrelated_task": "failed",
+        },
+        {},
+    )
+
+    assert states_of(ti) == {
+        PREPARE_TASK: "success",
+        f"{COLLECT_TASK}_0": "success",
+        f"{COLLECT_TASK}_1": "failed",
+        ON_DEMAND_TASK: "skipped",
+    }
+    assert ti.state_calls == 1
+
+
 def test_the_plan_of_a_prepare_that_succeeded_in_this_try_is_read():
-    assert plan_of_this_try(prepared(TaskInstanceState.SUCCESS), DAG_ID, RUN_ID) == EARLIER_PLAN
+    ti = prepared(TaskInstanceState.SUCCESS)
+
+    assert plan_of_this_try(ti, states_of(ti), RUN_ID) == EARLIER_PLAN
 
 
 @pytest.mark.parametrize("state", [TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED, "removed"])
 def test_a_plan_left_by_an_earlier_try_is_not_read_when_prepare_did_not_succeed(state):
+    ti = prepared(state)
     expected = re.escape(f"prepare did not succeed in this try of run {RUN_ID} (its state: {state})")
     with pytest.raises(AirflowException, match=expected):
-        plan_of_this_try(prepared(state), DAG_ID, RUN_ID)
+        plan_of_this_try(ti, states_of(ti), RUN_ID)
 
 
 def test_a_prepare_airflow_has_no_state_for_is_named_in_the_error():
+    ti = prepared(None)
     with pytest.raises(AirflowException, match=r"its state: None"):
-        plan_of_this_try(prepared(None), DAG_ID, RUN_ID)
+        plan_of_this_try(ti, states_of(ti), RUN_ID)
 
 
 def test_a_prepare_that_succeeded_without_a_plan_is_an_error():
+    ti = prepared("success", None)
     with pytest.raises(AirflowException, match="left no plan"):
-        plan_of_this_try(prepared("success", None), DAG_ID, RUN_ID)
+        plan_of_this_try(ti, states_of(ti), RUN_ID)
 
 
 def test_outcomes_of_collect_tasks_that_succeeded_in_this_try_are_read():
@@ -79,7 +112,7 @@ def test_outcomes_of_collect_tasks_that_succeeded_in_this_try_are_read():
         {(COLLECT_TASK, 0): {"job_name": "j001"}, (COLLECT_TASK, 1): {"job_name": "j002"}},
     )
 
-    outcomes = collected_outcomes(ti, 2, dag_id=DAG_ID, run_id=RUN_ID)
+    outcomes = collected_outcomes(ti, 2, states_of(ti))
 
     assert outcomes == [{"job_name": "j001"}, {"job_name": "j002"}]
 
@@ -90,7 +123,7 @@ def test_an_outcome_an_earlier_try_left_is_not_read_for_a_collect_that_did_not_r
         {(COLLECT_TASK, 0): {"job_name": "j001"}, (COLLECT_TASK, 1): {"job_name": "j002, earlier try"}},
     )
 
-    outcomes = collected_outcomes(ti, 2, dag_id=DAG_ID, run_id=RUN_ID)
+    outcomes = collected_outcomes(ti, 2, states_of(ti))
 
     assert outcomes == [{"job_name": "j001"}]
 
@@ -98,13 +131,13 @@ def test_an_outcome_an_earlier_try_left_is_not_read_for_a_collect_that_did_not_r
 def test_a_job_whose_collect_succeeded_without_an_outcome_counts_as_not_collected():
     ti = FakeTaskInstance({f"{COLLECT_TASK}_0": "success"}, {})
 
-    assert collected_outcomes(ti, 1, dag_id=DAG_ID, run_id=RUN_ID) == []
+    assert collected_outcomes(ti, 1, states_of(ti)) == []
 
 
 def test_the_on_demand_outcome_of_this_try_is_read():
     ti = FakeTaskInstance({ON_DEMAND_TASK: "success"}, {(ON_DEMAND_TASK, None): {"records": 12}})
 
-    assert on_demand_outcome(ti, dag_id=DAG_ID, run_id=RUN_ID) == {"records": 12}
+    assert on_demand_outcome(ti, states_of(ti)) == {"records": 12}
 
 
 @pytest.mark.parametrize("state", ["skipped", "upstream_failed", None])
@@ -112,7 +145,7 @@ def test_an_on_demand_outcome_an_earlier_try_left_is_not_read(state):
     states = {ON_DEMAND_TASK: state} if state else {}
     ti = FakeTaskInstance(states, {(ON_DEMAND_TASK, None): {"records": 12, "from": "an earlier try"}})
 
-    assert on_demand_outcome(ti, dag_id=DAG_ID, run_id=RUN_ID) is None
+    assert on_demand_outcome(ti, states_of(ti)) is None
 
 
 # -- the report task itself ------------------------------------------------------------------------
@@ -155,6 +188,7 @@ def test_the_report_of_a_try_whose_tasks_all_succeeded_frees_the_runs_days():
 
     assert (summary["jobs_collected"], summary["summarized"]) == (1, 196)
     assert warehouse.released == [RUN_ID]
+    assert ti.state_calls == 1
 
 
 def test_the_report_does_not_count_an_earlier_trys_outcome_of_a_collect_that_never_ran():
