@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import BUCKET, ENDPOINT_ENV
 from bench.report import row, table
-from bench.runner import REPO, Measured, MeasurementError, measure
+from bench.runner import REPO, Measured, MeasurementError, measure, median_run
 
 SCENARIOS = ("stage", "load", "wait", "parse")
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
@@ -30,6 +30,10 @@ WAIT_SCALE = 400.0
 """Simulated seconds per wall second in the waiting scenario (a 2 h job takes 18 s)."""
 POLL_INTERVAL_S = 60.0
 MAX_POLL_INTERVAL_S = 600.0
+REPEATED_BELOW = 1_000_000
+REPEATS = 3
+"""Sizes under REPEATED_BELOW are measured REPEATS times, paths interleaved, and the median run kept:
+their runs take seconds, and one run's figure here moves by 10-30 %."""
 RUN_IN_MIN_MB = 64
 RUN_IN_MB_PER_RECORD = 0.001
 """WAL written before each measured Postgres load: ~1.5x what a load writes (0.66 KB a record)."""
@@ -78,6 +82,23 @@ def _try(label: str, fn: Callable[[], Measured]) -> Measured | str:
     return measured
 
 
+def repeats(size: int) -> int:
+    return REPEATS if size < REPEATED_BELOW else 1
+
+
+def _median(runs: list[Measured | str]) -> Measured | str:
+    """The median of a measurement's repeats, or the first error among them."""
+    errors = [run for run in runs if isinstance(run, str)]
+    return errors[0] if errors else median_run([run for run in runs if isinstance(run, Measured)])
+
+
+def _rates(m: Measured | str) -> list[float] | None:
+    """Every repeat's rate of a median measurement (``None`` for an error or a single run)."""
+    if not isinstance(m, Measured):
+        return None
+    return [round(rate, 1) for rate in m.result.get("rates", [])] or None
+
+
 def _rate(m: Measured | str, key: str = "records") -> float | None:
     return m.result[key] / m.result["seconds"] if isinstance(m, Measured) and m.result["seconds"] else None
 
@@ -98,11 +119,18 @@ def stage_rows(size: int, env: dict[str, str]) -> list[dict[str, Any]]:
             lambda: measure(target, env=env, size=size, **kwargs),
         )
 
-    serialize = run("bench.stage:serialize_limit")
-    null = run("bench.stage:project", sink="null")
-    s3 = run("bench.stage:project")
-    naive = run("bench.stage:baseline")
-    upload = run("bench.stage:upload_limit")
+    paths = {
+        "serialize": ("bench.stage:serialize_limit", {}),
+        "null": ("bench.stage:project", {"sink": "null"}),
+        "s3": ("bench.stage:project", {}),
+        "naive": ("bench.stage:baseline", {}),
+        "upload": ("bench.stage:upload_limit", {}),
+    }
+    runs: dict[str, list[Measured | str]] = {name: [] for name in paths}
+    for _ in range(repeats(size)):
+        for name, (target, kwargs) in paths.items():
+            runs[name].append(run(target, **kwargs))
+    serialize, null, s3, naive, upload = (_median(runs[name]) for name in paths)
     null_rate, serialize_rate = _rate(null), _rate(serialize)
     s3_rate, naive_rate, upload_rate = _rate(s3), _rate(naive), _rate(upload)
     mb = 1e6
@@ -119,6 +147,8 @@ def stage_rows(size: int, env: dict[str, str]) -> list[dict[str, Any]]:
             met=bool(null_rate and serialize_rate and null_rate >= 0.5 * serialize_rate),
             project_mb_s=_rate(null, "bytes") / mb if _rate(null, "bytes") else None,
             limit_mb_s=_rate(serialize, "bytes") / mb if _rate(serialize, "bytes") else None,
+            project_runs=_rates(null),
+            limit_runs=_rates(serialize),
             **_error(null, serialize),
         ),
         row(
@@ -142,6 +172,9 @@ def stage_rows(size: int, env: dict[str, str]) -> list[dict[str, Any]]:
             project_mb_s=_rate(s3, "bytes") / mb if _rate(s3, "bytes") else None,
             baseline_mb_s=_rate(naive, "bytes") / mb if _rate(naive, "bytes") else None,
             limit_mb_s=_rate(upload, "bytes") / mb if _rate(upload, "bytes") else None,
+            project_runs=_rates(s3),
+            baseline_runs=_rates(naive),
+            limit_runs=_rates(upload),
             **_error(s3, naive, upload),
         ),
     ]
@@ -158,26 +191,11 @@ def load_rows(size: int, env: dict[str, str], pg: Any, tmp: Path) -> list[dict[s
         if dialect == "postgres" and isinstance(pg, str):
             rows.append(row("load_postgres", size, "records/s", None, error=pg))
             continue
-        measured: dict[str, Measured | str] = {}
-        for path in ("project", "baseline"):
-            if dialect == "postgres":
-                pg.run_in(max(RUN_IN_MIN_MB, round(size * RUN_IN_MB_PER_RECORD)))
-                database = pg.create_database()
-                uri = pg.airflow_uri(database)
-            else:
-                database = str(tmp / f"warehouse-{size}-{path}.sqlite")
-                uri = json.dumps({"conn_type": "sqlite", "host": database})
-            child = {**env, "AIRFLOW_CONN_WAREHOUSE_DEFAULT": uri}
-            measured[path] = _try(
-                f"load {dialect} {path} size={size}",
-                lambda path=path, child=child: measure(
-                    f"bench.load:{path}", env=child, size=size, jobs_file=str(jobs_file)
-                ),
-            )
-            if dialect == "postgres":
-                pg.drop_database(database)
-            else:
-                Path(database).unlink(missing_ok=True)
+        runs: dict[str, list[Measured | str]] = {"project": [], "baseline": []}
+        for _ in range(repeats(size)):
+            for path in runs:
+                runs[path].append(_load_once(dialect, path, size, env, pg, tmp, jobs_file))
+        measured = {path: _median(path_runs) for path, path_runs in runs.items()}
         project, naive = _rate(measured["project"]), _rate(measured["baseline"])
         factor = 5 if dialect == "postgres" else 1
         rows.append(
@@ -191,10 +209,36 @@ def load_rows(size: int, env: dict[str, str], pg: Any, tmp: Path) -> list[dict[s
                 baseline_peak_rss_mb=_rss(measured["baseline"]),
                 target=f">= {factor} x baseline",
                 met=bool(project and naive and project >= factor * naive),
+                project_runs=_rates(measured["project"]),
+                baseline_runs=_rates(measured["baseline"]),
                 **_error(*measured.values()),
             )
         )
     return rows
+
+
+def _load_once(
+    dialect: str, path: str, size: int, env: dict[str, str], pg: Any, tmp: Path, jobs_file: Path
+) -> Measured | str:
+    """One load of the size's output files into a new database (Postgres: on a server run in)."""
+    if dialect == "postgres":
+        pg.run_in(max(RUN_IN_MIN_MB, round(size * RUN_IN_MB_PER_RECORD)))
+        database = pg.create_database()
+        uri = pg.airflow_uri(database)
+    else:
+        database = str(tmp / f"warehouse-{size}-{path}.sqlite")
+        uri = json.dumps({"conn_type": "sqlite", "host": database})
+    child = {**env, "AIRFLOW_CONN_WAREHOUSE_DEFAULT": uri}
+    try:
+        return _try(
+            f"load {dialect} {path} size={size}",
+            lambda: measure(f"bench.load:{path}", env=child, size=size, jobs_file=str(jobs_file)),
+        )
+    finally:
+        if dialect == "postgres":
+            pg.drop_database(database)
+        else:
+            Path(database).unlink(missing_ok=True)
 
 
 def rss_rows(rows: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:

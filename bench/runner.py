@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,20 @@ class Measured:
     wall_seconds: float
     cpu_seconds: float
     """User + system CPU of the measurement's process (steadier than wall time on a busy machine)."""
+
+
+def median_run(runs: list[Measured]) -> Measured:
+    """The run of median rate (records / seconds) among repeats of one measurement, with the highest
+    peak RSS of them and every run's rate (``result["rates"]``), so one slow or fast run does not
+    decide a figure."""
+    ranked = sorted(runs, key=lambda m: m.result["records"] / m.result["seconds"])
+    middle = ranked[(len(ranked) - 1) // 2]
+    rates = [m.result["records"] / m.result["seconds"] for m in runs]
+    return replace(
+        middle,
+        result={**middle.result, "rates": rates},
+        peak_rss_mb=max(m.peak_rss_mb for m in runs),
+    )
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
