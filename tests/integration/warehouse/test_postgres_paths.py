@@ -126,6 +126,28 @@ def test_a_nul_in_a_model_output_is_written_as_a_replacement_character_not_a_fai
     assert "Row of key 'a': NUL characters written as U+FFFD" in caplog.text
 
 
+def test_a_nul_in_a_rerun_that_updates_rows_is_written_as_a_replacement_character(
+    pg_warehouse, postgres_warehouse, caplog
+):
+    load(pg_warehouse, [SummaryRow("a", "first", 1, 1, "end_turn")], run_id="run-0")
+
+    load(pg_warehouse, [SummaryRow("a", "again\x00", 1, 1, "end_turn"), SummaryRow("b", "new", 1, 1, "x")])
+
+    assert query(postgres_warehouse, f"SELECT source_key, summary FROM {TABLES.output_table} ORDER BY 1") == [
+        ("a", "again\ufffd"),
+        ("b", "new"),
+    ]
+    assert "Row of key 'a': NUL characters written as U+FFFD" in caplog.text
+
+
+def test_rows_load_as_the_table_types_its_columns_after_a_migration(pg_warehouse, postgres_warehouse):
+    execute(postgres_warehouse, [f"ALTER TABLE {TABLES.output_table} ALTER COLUMN input_tokens TYPE BIGINT"])
+
+    load(pg_warehouse, [SummaryRow("a", "big", 5_000_000_000, 1, "end_turn")])
+
+    assert query(postgres_warehouse, f"SELECT input_tokens FROM {TABLES.output_table}") == [(5_000_000_000,)]
+
+
 def load(warehouse: Warehouse, results: list[SummaryRow], *, run_id: str = "run-1") -> None:
     warehouse.load_job(
         results, [], run_id=run_id, job_arn=None, prompt_version=PROMPT, model_id=MODEL, max_attempts=3
