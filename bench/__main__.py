@@ -87,7 +87,7 @@ def repeats(size: int) -> int:
 
 
 def _median(runs: list[Measured | str]) -> Measured | str:
-    """The median of a measurement's repeats, or the first error among them."""
+    """The median of a measurement's repeats, or the first error among them (the log names its run)."""
     errors = [run for run in runs if isinstance(run, str)]
     return errors[0] if errors else median_run([run for run in runs if isinstance(run, Measured)])
 
@@ -113,9 +113,9 @@ def _error(*ms: Measured | str) -> dict[str, str]:
 
 
 def stage_rows(size: int, env: dict[str, str]) -> list[dict[str, Any]]:
-    def run(target: str, **kwargs: Any) -> Measured | str:
+    def run(target: str, label: str, **kwargs: Any) -> Measured | str:
         return _try(
-            f"stage {target} {kwargs or ''} size={size}",
+            f"stage {target} {kwargs or ''} size={size} ({label})",
             lambda: measure(target, env=env, size=size, **kwargs),
         )
 
@@ -127,9 +127,9 @@ def stage_rows(size: int, env: dict[str, str]) -> list[dict[str, Any]]:
         "upload": ("bench.stage:upload_limit", {}),
     }
     runs: dict[str, list[Measured | str]] = {name: [] for name in paths}
-    for _ in range(repeats(size)):
+    for repeat in range(1, repeats(size) + 1):
         for name, (target, kwargs) in paths.items():
-            runs[name].append(run(target, **kwargs))
+            runs[name].append(run(target, f"run {repeat} of {repeats(size)}", **kwargs))
     serialize, null, s3, naive, upload = (_median(runs[name]) for name in paths)
     null_rate, serialize_rate = _rate(null), _rate(serialize)
     s3_rate, naive_rate, upload_rate = _rate(s3), _rate(naive), _rate(upload)
@@ -192,9 +192,10 @@ def load_rows(size: int, env: dict[str, str], pg: Any, tmp: Path) -> list[dict[s
             rows.append(row("load_postgres", size, "records/s", None, error=pg))
             continue
         runs: dict[str, list[Measured | str]] = {"project": [], "baseline": []}
-        for _ in range(repeats(size)):
+        for repeat in range(1, repeats(size) + 1):
             for path in runs:
-                runs[path].append(_load_once(dialect, path, size, env, pg, tmp, jobs_file))
+                label = f"run {repeat} of {repeats(size)}"
+                runs[path].append(_load_once(dialect, path, size, env, pg, tmp, jobs_file, label))
         measured = {path: _median(path_runs) for path, path_runs in runs.items()}
         project, naive = _rate(measured["project"]), _rate(measured["baseline"])
         factor = 5 if dialect == "postgres" else 1
@@ -218,7 +219,7 @@ def load_rows(size: int, env: dict[str, str], pg: Any, tmp: Path) -> list[dict[s
 
 
 def _load_once(
-    dialect: str, path: str, size: int, env: dict[str, str], pg: Any, tmp: Path, jobs_file: Path
+    dialect: str, path: str, size: int, env: dict[str, str], pg: Any, tmp: Path, jobs_file: Path, label: str
 ) -> Measured | str:
     """One load of the size's output files into a new database (Postgres: on a server run in)."""
     if dialect == "postgres":
@@ -231,14 +232,17 @@ def _load_once(
     child = {**env, "AIRFLOW_CONN_WAREHOUSE_DEFAULT": uri}
     try:
         return _try(
-            f"load {dialect} {path} size={size}",
+            f"load {dialect} {path} size={size} ({label})",
             lambda: measure(f"bench.load:{path}", env=child, size=size, jobs_file=str(jobs_file)),
         )
     finally:
-        if dialect == "postgres":
-            pg.drop_database(database)
-        else:
-            Path(database).unlink(missing_ok=True)
+        try:
+            if dialect == "postgres":
+                pg.drop_database(database)
+            else:
+                Path(database).unlink(missing_ok=True)
+        except Exception as error:  # a database left behind must not end the whole run
+            log(f"could not drop {database}: {error}")
 
 
 def rss_rows(rows: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:

@@ -31,17 +31,16 @@ class Measured:
 
 
 def median_run(runs: list[Measured]) -> Measured:
-    """The run of median rate (records / seconds) among repeats of one measurement, with the highest
-    peak RSS of them and every run's rate (``result["rates"]``), so one slow or fast run does not
-    decide a figure."""
-    ranked = sorted(runs, key=lambda m: m.result["records"] / m.result["seconds"])
-    middle = ranked[(len(ranked) - 1) // 2]
-    rates = [m.result["records"] / m.result["seconds"] for m in runs]
-    return replace(
-        middle,
-        result={**middle.result, "rates": rates},
-        peak_rss_mb=max(m.peak_rss_mb for m in runs),
-    )
+    """The run of median rate (records / seconds) among repeats of one measurement, its own peak
+    RSS kept (so a size measured once compares like for like), with every run's rate in
+    ``result["rates"]``: one slow or fast run does not decide a figure."""
+
+    def rate(m: Measured) -> float:
+        seconds = m.result["seconds"]
+        return m.result["records"] / seconds if seconds else float("inf")
+
+    middle = sorted(runs, key=rate)[(len(runs) - 1) // 2]
+    return replace(middle, result={**middle.result, "rates": [rate(m) for m in runs]})
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -177,14 +177,19 @@ def _field(data: Any, path: str) -> Any:
     return current
 
 
+MAX_TOKEN_COUNT = 2**31 - 1
+"""The largest count the warehouse's INTEGER token columns hold."""
+
+
 def _optional_int(data: Any, *path: str) -> int | None:
-    """A token count if present and integral; ``None`` otherwise (counts are informational)."""
+    """A token count if present, integral and between 0 and ``MAX_TOKEN_COUNT``; ``None`` otherwise
+    (counts are informational, and one no column can hold must not fail or wrap in the load)."""
     current = data
     for part in path:
         if not is_mapping(current):
             return None
         current = current.get(part)
-    if isinstance(current, bool) or not isinstance(current, int):
+    if isinstance(current, bool) or not isinstance(current, int) or not 0 <= current <= MAX_TOKEN_COUNT:
         return None
     return current
 
@@ -207,6 +212,8 @@ def _claude_output(output: Any) -> ModelOutput | None:
     input_tokens, output_tokens = usage.get("input_tokens"), usage.get("output_tokens")
     if type(text) is not str or type(input_tokens) is not int or type(output_tokens) is not int:
         return None
+    if not (0 <= input_tokens <= MAX_TOKEN_COUNT and 0 <= output_tokens <= MAX_TOKEN_COUNT):
+        return None  # the general path reads such a count as none
     return ModelOutput(text, input_tokens, output_tokens, stop if type(stop) is str else None)
 
 

@@ -1248,6 +1248,9 @@ _COPY_SAVEPOINT = "bedrock_batch_copy"
 _NUL_SAVEPOINT = "bedrock_batch_copy_nul"
 _UNIQUE_VIOLATION = "23505"
 _CHARACTER_NOT_IN_REPERTOIRE = "22021"
+_BINARY_COPY_TYPES = frozenset({16, 20, 23, 25, 1043, 1114})
+"""Column types (pg_type OIDs) the rows' Python values dump to in binary as they would in text:
+bool, int8, int4, text, varchar, timestamp (not int2, whose binary dumper wraps a large value)."""
 #: Queuing a key (again) releases any claim on it: the next run may take it.
 _UNCLAIMED = (None, None)
 
@@ -1341,24 +1344,31 @@ def _copy_if_new(cur: Any, table: str, cols: str, rows: list[tuple[Any, ...]]) -
 def _copy_rows(
     cur: Any, table: str, cols: str, rows: list[tuple[Any, ...]], *, numbered: bool = False
 ) -> None:
-    """``COPY table (cols) FROM STDIN`` with psycopg 3 (``cursor.copy``, binary) or psycopg2
+    """``COPY table (cols) FROM STDIN`` with psycopg 3 (``cursor.copy``) or psycopg2
     (``copy_expert``, text); ``numbered`` appends each row's place in ``rows`` (a ``seq`` column).
 
-    psycopg 3 sends the rows in COPY's binary format, typed as the table's own columns are (read
-    from the table, so they follow its migrations): formatting each row as text cost our process
-    ~1.5 us a row and Postgres ~0.6 us more to parse it, against ~0.4 and ~0 in binary.
+    psycopg 3 sends the rows in COPY's binary format, typed as the table's columns are (read from
+    the table, so a migration that widens an integer is followed): formatting each row as text cost
+    our process ~0.4 us a row more, and Postgres ~1 us a row more to parse it. A table with a column
+    of another type than ``_BINARY_COPY_TYPES`` (a migration to ``timestamptz``, say) gets text.
+    Integers are not range-checked in binary: the token counts are bounded when they are read
+    (``models.MAX_TOKEN_COUNT``), the attempts are the project's own.
 
     PostgreSQL text cannot hold NUL, which a model's output may: such a character is written as
     U+FFFD (with a warning naming the row's key) instead of failing the whole job's load. In binary
     the server refuses the whole COPY for it; it is undone to a savepoint and sent again cleaned.
     """
     columns = f"{cols}, seq" if numbered else cols
+    sql = f"COPY {table} ({columns}) FROM STDIN"
     if not hasattr(cur, "copy"):
-        _copy_text_rows(cur, f"COPY {table} ({columns}) FROM STDIN", rows, numbered=numbered)
+        _copy_text_rows(cur, sql, rows, numbered=numbered)
         return
     cur.execute(f"SELECT {columns} FROM {table} LIMIT 0")
     types = [column.type_code for column in cur.description]
-    sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
+    if not _BINARY_COPY_TYPES.issuperset(types):
+        _copy_text_rows_psycopg(cur, sql, rows, numbered=numbered)
+        return
+    sql += " (FORMAT BINARY)"
     cur.execute(f"SAVEPOINT {_NUL_SAVEPOINT}")
     try:
         _copy_binary_rows(cur, sql, types, rows, numbered=numbered)
@@ -1381,6 +1391,19 @@ def _copy_binary_rows(
         else:
             for row in rows:
                 copy.write_row(row)
+
+
+def _copy_text_rows_psycopg(cur: Any, sql: str, rows: list[tuple[Any, ...]], *, numbered: bool) -> None:
+    """psycopg 3's text COPY: psycopg refuses a row with NUL before sending any of it; it goes cleaned."""
+    with cur.copy(sql) as copy:
+        for seq, row in enumerate(rows):
+            try:
+                copy.write_row((*row, seq) if numbered else row)
+            except Exception:
+                cleaned = _without_nul(row)
+                if cleaned is row:
+                    raise
+                copy.write_row((*cleaned, seq) if numbered else cleaned)
 
 
 def _copy_text_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]], *, numbered: bool) -> None:

@@ -339,6 +339,16 @@ def test_token_counts_of_wrong_type_are_ignored():
     assert (output.input_tokens, output.output_tokens) == (None, None)
 
 
+@pytest.mark.parametrize("count", [-1, 2**31, 5_000_000_000])
+def test_a_token_count_no_integer_column_holds_is_read_as_none(count):
+    """Loaded in binary, such a count would wrap around; in text it would fail the job's load."""
+    output = AnthropicClaude().parse_output(
+        {"content": [{"type": "text", "text": "Done."}], "usage": {"input_tokens": count, "output_tokens": 9}}
+    )
+
+    assert (output.text, output.input_tokens, output.output_tokens) == ("Done.", None, 9)
+
+
 @pytest.mark.parametrize(
     ("family", "model_output", "field"),
     [

@@ -148,6 +148,19 @@ def test_rows_load_as_the_table_types_its_columns_after_a_migration(pg_warehouse
     assert query(postgres_warehouse, f"SELECT input_tokens FROM {TABLES.output_table}") == [(5_000_000_000,)]
 
 
+def test_rows_load_into_a_table_whose_timestamp_was_migrated_to_timestamptz(pg_warehouse, postgres_warehouse):
+    execute(
+        postgres_warehouse, [f"ALTER TABLE {TABLES.output_table} ALTER COLUMN loaded_at TYPE TIMESTAMPTZ"]
+    )
+
+    load(pg_warehouse, [SummaryRow("a", "one", 1, 1, "end_turn")])
+
+    assert query(postgres_warehouse, f"SELECT source_key, summary FROM {TABLES.output_table}") == [
+        ("a", "one")
+    ]
+    assert query(postgres_warehouse, f"SELECT COUNT(*) FROM {TABLES.pending_table}") == [(0,)]
+
+
 def load(warehouse: Warehouse, results: list[SummaryRow], *, run_id: str = "run-1") -> None:
     warehouse.load_job(
         results, [], run_id=run_id, job_arn=None, prompt_version=PROMPT, model_id=MODEL, max_attempts=3
