@@ -93,7 +93,7 @@ def _median(runs: list[Measured | str]) -> Measured | str:
 
 
 def _rates(m: Measured | str) -> list[float] | None:
-    """Every repeat's rate of a median measurement (``None`` for an error or a single run)."""
+    """Every repeat's rate of a measurement (one for a size measured once; ``None`` for an error)."""
     if not isinstance(m, Measured):
         return None
     return [round(rate, 1) for rate in m.result.get("rates", [])] or None
@@ -223,8 +223,12 @@ def _load_once(
 ) -> Measured | str:
     """One load of the size's output files into a new database (Postgres: on a server run in)."""
     if dialect == "postgres":
-        pg.run_in(max(RUN_IN_MIN_MB, round(size * RUN_IN_MB_PER_RECORD)))
-        database = pg.create_database()
+        try:
+            pg.run_in(max(RUN_IN_MIN_MB, round(size * RUN_IN_MB_PER_RECORD)))
+            database = pg.create_database()
+        except Exception as error:  # the row shows it; the run goes on
+            log(f"load {dialect} {path} size={size} ({label}): Postgres set-up FAILED: {error}")
+            return f"Postgres set-up failed: {str(error).splitlines()[0][:200]}"
         uri = pg.airflow_uri(database)
     else:
         database = str(tmp / f"warehouse-{size}-{path}.sqlite")
