@@ -43,40 +43,21 @@ def iter_line_blocks(
     Every block but possibly the last holds lines that ended with a newline; a last line without
     one comes alone, flagged ``False``. Callers that parse many small lines parse a block at once.
     """
-    for data, end in whole_line_blocks(iter_chunks(s3, bucket, key, owner=owner)):
+    for data, start, end in whole_line_spans(iter_chunks(s3, bucket, key, owner=owner)):
         if data[end - 1 : end] == b"\n":
-            yield data[: end - 1].split(b"\n"), True
+            yield data[start : end - 1].split(b"\n"), True
         else:
-            yield [data[:end]], False
-
-
-def whole_line_blocks(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int]]:
-    """The bytes of ``chunks`` regrouped at newlines: ``(data, end)`` where ``data[:end]`` is a
-    read's whole lines (the last newline included), and what follows ``end`` starts the next block.
-
-    Only the last block may lack the newline: the object's last line, when nothing ends it. The
-    block is not copied out of ``data`` (a copy of every byte cost a million-record load ~1 us a line).
-    """
-    pending = b""
-    for chunk in chunks:
-        data = pending + chunk if pending else chunk
-        cut = data.rfind(b"\n") + 1
-        pending = data[cut:]
-        if cut:
-            yield data, cut
-    if pending:
-        yield pending, len(pending)
+            yield [data[start:end]], False
 
 
 def whole_line_spans(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]]:
     """The whole lines of ``chunks`` as ``(data, start, end)``: ``data[start:end]`` are whole lines
     (the last newline included) and the next span starts where this one ends.
 
-    :func:`whole_line_blocks` without its copy of each read: a line cut by the end of a read is
-    joined with the start of the next read as a span of its own, and the rest of that read is a span
-    inside the read as it came. Gluing each read to the tail of the one before cost a
-    million-record load a copy of every byte (~0.12 ms a MB). Only the last span may lack a newline;
-    no span is empty.
+    A line cut by the end of a read is joined with the start of the next read as a span of its own,
+    and the rest of that read is a span inside the read as it came: gluing each read to the tail of
+    the one before cost a million-record load a copy of every byte (~0.12 ms a MB). Only the last
+    span may lack a newline (the object's last line, when nothing ends it); no span is empty.
     """
     cut_line: list[bytes] = []
     for chunk in chunks:

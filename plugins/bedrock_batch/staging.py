@@ -852,12 +852,12 @@ def iter_record_map(
 
     :raises StagingError: naming the map and the line, when a line is not JSON or not of that shape.
     """
-    from bedrock_batch.s3paths import iter_chunks, split_s3_uri, whole_line_blocks
+    from bedrock_batch.s3paths import iter_chunks, split_s3_uri, whole_line_spans
 
     bucket, key = split_s3_uri(map_uri)
     first_line = 1
-    for data, end in whole_line_blocks(iter_chunks(s3, bucket, key, owner=dict(owner or {}))):
-        block = data[: end - 1] if data[end - 1 : end] == b"\n" else data[:end]
+    for data, start, end in whole_line_spans(iter_chunks(s3, bucket, key, owner=dict(owner or {}))):
+        block = data[start : end - 1] if data[end - 1 : end] == b"\n" else data[start:end]
         try:
             entries = _map_entries(block, first_line)
         except ValueError as err:
