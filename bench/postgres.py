@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _PG_USER = "postgres"
 _START_TIMEOUT_S = 60
@@ -38,52 +39,43 @@ class Postgres:
     def airflow_uri(self, dbname: str) -> str:
         return f"postgres://{self.user}@{self.host}:{self.port}/{dbname}"
 
-    def create_database(self) -> str:
-        """A new empty database; its name."""
+    @contextlib.contextmanager
+    def _admin(self) -> Generator[Any, None, None]:
+        """A cursor on the ``postgres`` database, in autocommit (for DDL, CHECKPOINT), closed after."""
         import psycopg2
 
-        name = f"bench_{uuid.uuid4().hex[:12]}"
         conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname="postgres")
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
-                cur.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+                yield cur
         finally:
             conn.close()
+
+    def create_database(self) -> str:
+        """A new empty database; its name."""
+        name = f"bench_{uuid.uuid4().hex[:12]}"
+        with self._admin() as cur:
+            cur.execute(f"CREATE DATABASE {name} TEMPLATE template0")
         return name
 
     def run_in(self, wal_mb: int) -> None:
         """Write about ``wal_mb`` MB of WAL (a table filled and dropped) and checkpoint it, so the
         next load writes into recycled WAL files, as on a server in service (see the module doc)."""
-        import psycopg2
-
         rows = max(1, wal_mb) * _ROWS_PER_WAL_MB
-        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname="postgres")
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute("DROP TABLE IF EXISTS bench_run_in")
-                cur.execute("CREATE TABLE bench_run_in (id BIGINT PRIMARY KEY, filler TEXT)")
-                cur.execute(
-                    "INSERT INTO bench_run_in SELECT g, repeat('x', 600) FROM generate_series(1, %s) g",
-                    (rows,),
-                )
-                cur.execute("DROP TABLE bench_run_in")
-                cur.execute("CHECKPOINT")
-        finally:
-            conn.close()
+        with self._admin() as cur:
+            cur.execute("DROP TABLE IF EXISTS bench_run_in")
+            cur.execute("CREATE TABLE bench_run_in (id BIGINT PRIMARY KEY, filler TEXT)")
+            cur.execute(
+                "INSERT INTO bench_run_in SELECT g, repeat('x', 600) FROM generate_series(1, %s) g", (rows,)
+            )
+            cur.execute("DROP TABLE bench_run_in")
+            cur.execute("CHECKPOINT")
         os.sync()  # with fsync off the checkpoint left its writes to the kernel: not during the load
 
     def drop_database(self, name: str) -> None:
-        import psycopg2
-
-        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, dbname="postgres")
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        finally:
-            conn.close()
+        with self._admin() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def find_bindir() -> Path | None:

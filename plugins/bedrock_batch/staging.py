@@ -57,7 +57,6 @@ MAP_BLOCK = 1000
 """Record map entries per map line (see :func:`iter_record_map` for the format)."""
 JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}$")
 RECORD_ID_PATTERN = re.compile(r"^[A-Za-z0-9]{1,256}$")
-_MAX_LIST_PAGES = 1000
 
 
 class StageableRecord(Protocol):
@@ -711,20 +710,19 @@ class JsonlStager:
             rf"^{re.escape(self.prefix)}/(jobs/{re.escape(self.job_name_prefix)}-j\d+/.*"
             rf"|maps/{re.escape(self.job_name_prefix)}-j\d+)\.jsonl$"
         )
-        keys: list[str] = []
-        for folder in ("jobs", "maps"):
-            kwargs: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Prefix": f"{self.prefix}/{folder}/{self.job_name_prefix}-j",
-                **self.owner_kwargs,
-            }
-            for _ in range(_MAX_LIST_PAGES):
-                page = self.s3.list_objects_v2(**kwargs)
-                keys.extend(obj["Key"] for obj in page.get("Contents", []) if ours.match(obj["Key"]))
-                if not page.get("IsTruncated"):
-                    break
-                kwargs["ContinuationToken"] = page["NextContinuationToken"]
-        return keys
+        from bedrock_batch.s3paths import list_keys
+
+        return [
+            key
+            for folder in ("jobs", "maps")
+            for key in list_keys(
+                self.s3,
+                self.bucket,
+                f"{self.prefix}/{folder}/{self.job_name_prefix}-j",
+                owner=self.owner_kwargs,
+            )
+            if ours.match(key)
+        ]
 
     def abort_upload(self, key: str, upload_id: str) -> None:
         try:
