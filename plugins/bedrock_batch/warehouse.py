@@ -1357,6 +1357,8 @@ def _copy_rows(
     PostgreSQL text cannot hold NUL, which a model's output may: such a character is written as
     U+FFFD (with a warning naming the row's key) instead of failing the whole job's load. In binary
     the server refuses the whole COPY for it; it is undone to a savepoint and sent again cleaned.
+    Cleaned rows replace their originals in ``rows``, so a second COPY of the same list (a rerun's
+    upsert after the straight COPY met an existing key) sends them clean and warns no more.
     """
     columns = f"{cols}, seq" if numbered else cols
     sql = f"COPY {table} ({columns}) FROM STDIN"
@@ -1376,7 +1378,8 @@ def _copy_rows(
         if _sqlstate(err) != _CHARACTER_NOT_IN_REPERTOIRE:
             raise
         cur.execute(f"ROLLBACK TO SAVEPOINT {_NUL_SAVEPOINT}")
-        _copy_binary_rows(cur, sql, types, [_without_nul(row) for row in rows], numbered=numbered)
+        _clean_nul(rows)
+        _copy_binary_rows(cur, sql, types, rows, numbered=numbered)
     cur.execute(f"RELEASE SAVEPOINT {_NUL_SAVEPOINT}")
 
 
@@ -1400,7 +1403,7 @@ def _copy_text_rows_psycopg(cur: Any, sql: str, rows: list[tuple[Any, ...]], *, 
             try:
                 copy.write_row((*row, seq) if numbered else row)
             except Exception:
-                cleaned = _without_nul(row)
+                cleaned = rows[seq] = _without_nul(row)
                 if cleaned is row:
                     raise
                 copy.write_row((*cleaned, seq) if numbered else cleaned)
@@ -1410,9 +1413,10 @@ def _copy_text_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]], *, numbered
     """psycopg2's COPY: the rows as COPY text, their NUL characters written as U+FFFD."""
     import io
 
+    _clean_nul(rows)
     buffer = io.StringIO()
     for seq, row in enumerate(rows):
-        values = (*_without_nul(row), seq) if numbered else _without_nul(row)
+        values = (*row, seq) if numbered else row
         buffer.write("\t".join(_copy_text(value) for value in values))
         buffer.write("\n")
     buffer.seek(0)
@@ -1422,6 +1426,14 @@ def _copy_text_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]], *, numbered
 def _sqlstate(err: BaseException) -> str | None:
     """The SQLSTATE of a psycopg 3 or psycopg2 error."""
     return getattr(err, "sqlstate", None) or getattr(err, "pgcode", None)
+
+
+def _clean_nul(rows: list[tuple[Any, ...]]) -> None:
+    """Replace each row of ``rows`` that holds NUL by its cleaned copy (see :func:`_without_nul`)."""
+    for index, row in enumerate(rows):
+        cleaned = _without_nul(row)
+        if cleaned is not row:
+            rows[index] = cleaned
 
 
 def _without_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:

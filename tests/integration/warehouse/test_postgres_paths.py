@@ -140,6 +140,24 @@ def test_a_nul_in_a_rerun_that_updates_rows_is_written_as_a_replacement_characte
     assert "Row of key 'a': NUL characters written as U+FFFD" in caplog.text
 
 
+@pytest.mark.parametrize("loaded_at_type", ["TIMESTAMP", "TIMESTAMPTZ"])  # binary COPY, text COPY
+def test_a_nul_in_a_rerun_is_cleaned_and_warned_about_once_although_the_rows_are_copied_twice(
+    pg_warehouse, postgres_warehouse, caplog, loaded_at_type
+):
+    migration = f"ALTER TABLE {TABLES.output_table} ALTER COLUMN loaded_at TYPE {loaded_at_type}"
+    execute(postgres_warehouse, [migration])
+    load(pg_warehouse, [SummaryRow("a", "first", 1, 1, "end_turn")], run_id="run-0")
+    caplog.clear()
+
+    load(pg_warehouse, [SummaryRow("a", "again\x00", 1, 1, "end_turn"), SummaryRow("b", "new", 1, 1, "x")])
+
+    assert query(postgres_warehouse, f"SELECT summary FROM {TABLES.output_table} ORDER BY 1") == [
+        ("again\ufffd",),
+        ("new",),
+    ]
+    assert caplog.text.count("Row of key 'a': NUL characters written as U+FFFD") == 1
+
+
 def test_rows_load_as_the_table_types_its_columns_after_a_migration(pg_warehouse, postgres_warehouse):
     execute(postgres_warehouse, [f"ALTER TABLE {TABLES.output_table} ALTER COLUMN input_tokens TYPE BIGINT"])
 
