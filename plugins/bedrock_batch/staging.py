@@ -2,9 +2,9 @@
 
 Memory stays flat in the number of records: each open object (one input file and one map file
 of the current job) buffers one multipart part while a few more are on their way to S3, and only
-the record ids of the current job are held, to catch duplicate ids. Parts are sent, and objects
-completed, by two upload threads while the caller builds the next records; every body carries a
-CRC32 checksum S3 verifies. Records from ``records.RecordBuilder`` arrive already serialised.
+the record ids of the current job are held, to catch duplicate ids. Parts are sent by two upload
+threads, and objects completed by two more, while the caller builds the next records; every body
+carries a CRC32 checksum S3 verifies. Records from ``records.RecordBuilder`` arrive already serialised.
 Re-staging the same run writes the same keys and deletes ``.jsonl`` objects of an earlier staging
 that the new plan no longer has, so a rerun never leaves stale input behind for Bedrock to read.
 
@@ -42,7 +42,9 @@ UPLOAD_THREADS = 2
 UPLOAD_SWITCH_INTERVAL_S = 0.0005
 """The thread switch interval while parts are being uploaded (see ``JsonlStager.uploader``)."""
 MAX_OBJECTS_FINISHING = 4
-"""Closed objects whose last part and completion may still be queued on the upload threads."""
+"""Closed objects whose last parts and completion may still be under way."""
+FINISHING_THREADS = 2
+"""Threads that finish closed objects (see ``JsonlStager.uploader``): a job's input file and its map."""
 CHECKSUM_ALGORITHM = "CRC32"
 """Sent with every body: S3 verifies it on receipt (cheaper than Content-MD5, and the same over HTTPS)."""
 CHECKSUM_FIELD = "ChecksumCRC32"
@@ -306,7 +308,7 @@ class _S3StreamWriter:
     def complete(self) -> None:
         """Finish a sealed object and check S3 holds as many bytes as were written, under the ETag it gave.
 
-        Runs on an upload thread (its parts were queued before it, so they are sent or being sent).
+        Runs on a finishing thread: it waits for the object's parts, which the upload threads send.
         """
         stager = self._stager
         if self._upload is None:
@@ -415,6 +417,7 @@ class JsonlStager:
             self.put_kwargs.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_id)
         self.open_uploads: dict[str, str] = {}
         self._uploader: ThreadPoolExecutor | None = None
+        self._finisher: ThreadPoolExecutor | None = None
         self._finishing: deque[Future[None]] = deque()
         self._earlier_objects: Future[list[str]] | None = None
         # Part buffers the upload threads have sent, for the next parts to fill again: a fresh 8 MiB
@@ -601,17 +604,19 @@ class JsonlStager:
         data = job.data
         if data is None:
             return
-        job.data = None  # from here the upload threads own it: an abort must not touch its buffer
+        job.data = None  # from here the stager's threads own it: an abort must not touch its buffer
         self._finish(data)
         job.files.append(StagedFile(f"s3://{self.bucket}/{data.key}", data.records, data.bytes))
 
     def _finish(self, writer: _S3StreamWriter) -> None:
-        """Complete ``writer``'s object on an upload thread, so building the next file goes on meanwhile.
+        """Complete ``writer``'s object on a finishing thread, so building the next file goes on meanwhile.
 
         Failures surface at the latest when the stager closes; at most ``MAX_OBJECTS_FINISHING`` wait.
         """
         writer.seal()
-        self._finishing.append(self.uploader().submit(writer.complete))
+        self.uploader()
+        assert self._finisher is not None  # started with the upload threads
+        self._finishing.append(self._finisher.submit(writer.complete))
         while self._finishing and (self._finishing[0].done() or len(self._finishing) > MAX_OBJECTS_FINISHING):
             self._finishing.popleft().result()
 
@@ -630,7 +635,7 @@ class JsonlStager:
             return
         self._close_file(job)
         self._write_map_block(job)
-        map_writer, job.map = job.map, None  # the upload threads own it now (see _close_file)
+        map_writer, job.map = job.map, None  # the stager's threads own it now (see _close_file)
         if map_writer is not None:
             self._finish(map_writer)
         if sum(f.records for f in job.files) != job.records or sum(f.bytes for f in job.files) != job.bytes:
@@ -749,26 +754,38 @@ class JsonlStager:
         self._closed = True
 
     def uploader(self) -> ThreadPoolExecutor:
-        """The ``UPLOAD_THREADS`` threads that send parts and complete objects while records are built.
+        """The ``UPLOAD_THREADS`` threads that send parts while records are built (started with the
+        ``FINISHING_THREADS`` that complete closed objects).
 
-        Two, so one part is on the wire while S3 takes in the previous one. While they run, the
-        interpreter's thread switch interval is lowered to ``UPLOAD_SWITCH_INTERVAL_S``: the building
-        thread never waits on I/O, so at the default 5 ms an upload thread waited up to 5 ms for the
-        GIL at each of the ~50 steps of a part upload (signing, checksum, send, response), and
-        uploads crawled while records were being built. Restored when uploads stop.
+        Two send, so one part is on the wire while S3 takes in the previous one. Objects are completed
+        on threads of their own: a completion waits for the object's last parts and then for S3 to
+        assemble it (0.1-0.2 s for a 150 MB file on the stand-in here; S3 documents that it may take
+        minutes), and on the upload threads two completing objects held both while the builder
+        waited for its parts to go (on the stand-in, whose one process both assembles objects and
+        takes in parts, it measured the same either way). While they run, the interpreter's
+        thread switch interval is lowered to ``UPLOAD_SWITCH_INTERVAL_S``: the building thread never
+        waits on I/O, so at the default 5 ms an upload thread waited up to 5 ms for the GIL at each
+        of the ~50 steps of a part upload (signing, checksum, send, response), and uploads crawled
+        while records were being built. Restored when uploads stop.
         """
         if self._uploader is None:
             self._uploader = ThreadPoolExecutor(
                 max_workers=UPLOAD_THREADS, thread_name_prefix="jsonl-stager-upload"
             )
+            self._finisher = ThreadPoolExecutor(
+                max_workers=FINISHING_THREADS, thread_name_prefix="jsonl-stager-finish"
+            )
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(min(self._switch_interval, UPLOAD_SWITCH_INTERVAL_S))
             # Objects an earlier staging left, listed while records build; close deletes those not rewritten.
-            # It holds one of the two threads for a call per folder (more if paged): parts may wait on it.
-            self._earlier_objects = self._uploader.submit(self._list_ours)
+            self._earlier_objects = self._finisher.submit(self._list_ours)
         return self._uploader
 
     def _stop_uploader(self) -> None:
+        """Wait for every object being finished, then for the parts still queued, and stop both pools."""
+        if self._finisher is not None:
+            self._finisher.shutdown(wait=True)
+            self._finisher = None
         if self._uploader is not None:
             self._uploader.shutdown(wait=True)
             self._uploader = None
@@ -829,7 +846,7 @@ class DiscardingS3:
         return {"ContentLength": size, "ETag": f'"{etag}"'}
 
     def list_objects_v2(self, *, Prefix: str, **_: Any) -> dict[str, Any]:
-        with self._lock:  # the stager lists on one upload thread while another one writes
+        with self._lock:  # the stager lists on one of its threads while others write
             keys = [key for key in self.objects if key.startswith(Prefix)]
         return {"Contents": [{"Key": key} for key in keys], "IsTruncated": False}
 

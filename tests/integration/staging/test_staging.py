@@ -578,7 +578,7 @@ class CallThreads(WrappedClient):
         return noted
 
 
-def test_multipart_uploads_are_created_and_earlier_objects_listed_on_the_upload_threads(s3, bucket):
+def test_parts_go_on_the_upload_threads_and_completions_and_the_listing_on_the_finishing_threads(s3, bucket):
     client = CallThreads(s3)
     stager = multipart_stager(client, bucket)
     with stager:
@@ -586,9 +586,56 @@ def test_multipart_uploads_are_created_and_earlier_objects_listed_on_the_upload_
             stager.add(record(n, text="c" * (512 * 1024)))
         stager.close()
 
-    for operation in ("create_multipart_upload", "upload_part", "list_objects_v2"):
+    where = {
+        "create_multipart_upload": "jsonl-stager-upload",
+        "upload_part": "jsonl-stager-upload",
+        "complete_multipart_upload": "jsonl-stager-finish",
+        "list_objects_v2": "jsonl-stager-finish",
+    }
+    for operation, threads in where.items():
         assert client.threads[operation], operation
-        assert all(name.startswith("jsonl-stager-upload") for name in client.threads[operation]), operation
+        assert all(name.startswith(threads) for name in client.threads[operation]), operation
+
+
+class SlowComplete(WrappedClient):
+    """The real client, except that completing an object holds until a part of the third file is sent
+    (S3 may take minutes to assemble a large object)."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.third_file_sending = threading.Event()
+        self.held_until_timeout = False
+
+    def upload_part(self, **kwargs):
+        if kwargs["Key"].endswith("part-00003.jsonl"):
+            self.third_file_sending.set()
+        return self._client.upload_part(**kwargs)
+
+    def complete_multipart_upload(self, **kwargs):
+        third = kwargs["Key"].endswith("part-00003.jsonl")
+        if not third and not self.third_file_sending.wait(timeout=10):
+            self.held_until_timeout = True
+        return self._client.complete_multipart_upload(**kwargs)
+
+
+def test_objects_s3_is_slow_to_complete_do_not_hold_up_the_parts_of_the_next_file(s3, bucket):
+    client = SlowComplete(s3)
+    stager = JsonlStager(
+        client,
+        bucket=bucket,
+        prefix="in/demo/run1",
+        job_sizes=[36],
+        quotas=BIG_FILE_QUOTAS.with_overrides({"max_records_per_file": 12}),
+        job_name_prefix="demo-run1",
+        output_bucket="out-bucket",
+        output_prefix="out/demo/run1",
+        part_size=5 * MIB,
+    )
+
+    plan = stage(stager, [record(n, text="c" * (512 * 1024)) for n in range(36)])
+
+    assert [file.records for file in plan.jobs[0].files] == [12, 12, 12]
+    assert not client.held_until_timeout
 
 
 class FailingCreate(WrappedClient):
