@@ -138,7 +138,10 @@ def upload_limit(size: int) -> dict[str, Any]:
     """Raw multipart rate of the same bytes, sent as the stager sends them and nothing else.
 
     Same part size, CRC32 checksums and number of upload threads, one object per input file; the
-    parts of a file are serialised before its upload starts, so only S3 calls are timed.
+    parts of a file are serialised before its upload starts, so only S3 calls are timed. Each file
+    is completed before the next one's parts go (the stager completes a file on another thread while
+    the next one's parts go: on the stand-in that measured the same, its one process being busy
+    assembling the object either way).
     """
     from concurrent.futures import ThreadPoolExecutor
 
