@@ -86,15 +86,15 @@ def test_a_sent_part_buffer_is_filled_again_by_a_later_part():
     lines = [line(n, 500_000) for n in range(40)]
     s3 = RecordingS3()
     stager = new_stager(s3, len(lines))
+    first_part = -(-PART // len(lines[0]))  # the lines that fill the first part, which then goes
     with stager:
-        written = 0
-        while 1 not in s3.sent:  # until the first part goes to an upload thread
-            stager.add_line(f"R{written:06d}", f"key-{written}", 1, lines[written], 1)
-            written += 1
+        for n in range(first_part):
+            stager.add_line(f"R{n:06d}", f"key-{n}", 1, lines[n], 1)
         deadline = time.monotonic() + 10
         while not stager.spare_parts and time.monotonic() < deadline:  # until it has been sent
             time.sleep(0.01)
-        for n in range(written, len(lines)):
+        assert stager.spare_parts, "the first part was not sent within 10 s"
+        for n in range(first_part, len(lines)):
             stager.add_line(f"R{n:06d}", f"key-{n}", 1, lines[n], 1)
         stager.close()
 
