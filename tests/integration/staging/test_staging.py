@@ -557,7 +557,7 @@ def failed_staging(client, bucket: str, error: type[Exception], match: str, *, k
     return stager
 
 
-def test_completion_failing_on_the_upload_thread_fails_close_and_aborts_the_upload(s3, bucket):
+def test_completion_failing_on_a_finishing_thread_fails_close_and_aborts_the_upload(s3, bucket):
     failed_staging(FailingComplete(s3), bucket, ClientError, "InvalidPart")
 
 
