@@ -120,10 +120,10 @@ class Supervisor(threading.Thread):
                 if code is None or name in self.given_up:
                     continue
                 if self.restarts[name] >= self.max_restarts:
-                    self.given_up.add(name)
                     self._note(
                         name, f"exited with code {code}; not restarted after {self.max_restarts} restarts"
                     )
+                    self.given_up.add(name)  # after the note: who sees it given up finds the reason logged
                     continue
                 self.restarts[name] += 1
                 self._note(
