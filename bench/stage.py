@@ -30,6 +30,7 @@ def _stager(s3: Any, prefix: str, size: int) -> Any:
         output_bucket=BUCKET,
         output_prefix=f"{prefix}-out",
         part_size=PART_SIZE,
+        upload_threads=p.config.staging.upload_threads,
     )
 
 
@@ -145,7 +146,7 @@ def upload_limit(size: int) -> dict[str, Any]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from bedrock_batch.staging import CHECKSUM_ALGORITHM, CHECKSUM_FIELD, UPLOAD_THREADS
+    from bedrock_batch.staging import CHECKSUM_ALGORITHM, CHECKSUM_FIELD
 
     p = pipeline()
     s3 = s3_client()
@@ -164,7 +165,7 @@ def upload_limit(size: int) -> dict[str, Any]:
         )
         return {"ETag": response["ETag"], "PartNumber": number, CHECKSUM_FIELD: response[CHECKSUM_FIELD]}
 
-    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=p.config.staging.upload_threads) as pool:
         for parts in _file_parts(size, p.quotas.max_records_per_file):
             files += 1
             written += sum(len(part) for part in parts)

@@ -122,6 +122,10 @@ class StagingConfig(_Strict):
     output_prefix: str = "bedrock-batch/output"
     kms_key_id: str | None = None
     expected_bucket_owner: str | None = None
+    upload_threads: int = Field(default=2, ge=1, le=8)
+    """Parts of the input sent to S3 at once while records are built. S3 scales with connections; two
+    keep up with the local stand-in here (four measured the same). Up to 8: with the stager's two
+    finishing threads, within botocore's default pool of 10 connections."""
 
     @field_validator("input_bucket", "output_bucket")
     @classmethod

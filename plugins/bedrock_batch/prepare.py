@@ -562,6 +562,7 @@ class RunPreparer:
             output_prefix=self.output_prefix,
             kms_key_id=self.settings.kms_key_id,
             expected_bucket_owner=self.settings.expected_bucket_owner,
+            upload_threads=self.config.staging.upload_threads,
         )
 
     def _stage(self, expected: int, unsettled: list[tuple[str, str]]) -> StagePlan:

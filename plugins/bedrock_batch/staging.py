@@ -2,9 +2,10 @@
 
 Memory stays flat in the number of records: each open object (one input file and one map file
 of the current job) buffers one multipart part while a few more are on their way to S3, and only
-the record ids of the current job are held, to catch duplicate ids. Parts are sent by two upload
-threads, and objects completed by two more, while the caller builds the next records; every body
-carries a CRC32 checksum S3 verifies. Records from ``records.RecordBuilder`` arrive already serialised.
+the record ids of the current job are held, to catch duplicate ids. Parts are sent by upload threads
+(two by default), and objects completed by two more, while the caller builds the next records;
+every body carries a CRC32 checksum S3 verifies. Records from ``records.RecordBuilder`` arrive
+already serialised.
 Re-staging the same run writes the same keys and deletes ``.jsonl`` objects of an earlier staging
 that the new plan no longer has, so a rerun never leaves stale input behind for Bedrock to read.
 
@@ -38,7 +39,7 @@ MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 """S3's smallest multipart part (all parts but the last)."""
 UPLOAD_THREADS = 2
-"""Threads that send parts (see ``JsonlStager.uploader``)."""
+"""Threads that send parts by default (``staging.upload_threads``; see ``JsonlStager.uploader``)."""
 UPLOAD_SWITCH_INTERVAL_S = 0.0005
 """The thread switch interval while parts are being uploaded (see ``JsonlStager.uploader``)."""
 MAX_OBJECTS_FINISHING = 4
@@ -49,8 +50,9 @@ CHECKSUM_ALGORITHM = "CRC32"
 """Sent with every body: S3 verifies it on receipt (cheaper than Content-MD5, and the same over HTTPS)."""
 CHECKSUM_FIELD = "ChecksumCRC32"
 MAX_PARTS_IN_FLIGHT = 3
-"""Parts of one object handed to the upload threads and not yet sent: bounds its memory at ~4 parts
-(plus ``SPARE_PARTS`` sent buffers per stager)."""
+"""Parts of one object handed to the upload threads and not yet sent, at least (one more than the
+upload threads when there are more): bounds its memory at that plus the part being filled (plus
+``SPARE_PARTS`` sent buffers per stager)."""
 PART_SLACK = 64 * 1024
 """Room past ``part_size`` in a part's buffer: the line that fills a part usually fits in it."""
 SPARE_PARTS = 2
@@ -262,7 +264,7 @@ class _S3StreamWriter:
         number = len(self._parts) + len(self._in_flight) + 1
         upload = uploader.submit(self._upload_part, self._upload, number, body)
         self._in_flight.append(upload)
-        while len(self._in_flight) > MAX_PARTS_IN_FLIGHT:
+        while len(self._in_flight) > self._stager.max_parts_in_flight:
             self._collect_part()
 
     def _create_upload(self) -> str:
@@ -392,9 +394,12 @@ class JsonlStager:
         kms_key_id: str | None = None,
         expected_bucket_owner: str | None = None,
         part_size: int = 8 * MIB,
+        upload_threads: int = UPLOAD_THREADS,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ConfigError(f"part_size {part_size} is below S3's minimum part size of {MIN_PART_SIZE}")
+        if upload_threads < 1:
+            raise ConfigError(f"staging.upload_threads must be at least 1, got {upload_threads}")
         if any(size <= 0 for size in job_sizes):
             raise ConfigError(f"job_sizes must be positive record counts, got {job_sizes}")
         if not JOB_NAME_PATTERN.match(self._job_name(job_name_prefix, 999)):
@@ -409,6 +414,8 @@ class JsonlStager:
         self.output_prefix = output_prefix.strip("/")
         self.kms_key_id = kms_key_id
         self.part_size = part_size
+        self.upload_threads = upload_threads
+        self.max_parts_in_flight = max(MAX_PARTS_IN_FLIGHT, upload_threads + 1)
         self.owner_kwargs: dict[str, str] = (
             {"ExpectedBucketOwner": expected_bucket_owner} if expected_bucket_owner else {}
         )
@@ -754,10 +761,11 @@ class JsonlStager:
         self._closed = True
 
     def uploader(self) -> ThreadPoolExecutor:
-        """The ``UPLOAD_THREADS`` threads that send parts while records are built (started with the
+        """The ``upload_threads`` threads that send parts while records are built (started with the
         ``FINISHING_THREADS`` that complete closed objects).
 
-        Two send, so one part is on the wire while S3 takes in the previous one. Objects are completed
+        Two by default, so one part is on the wire while S3 takes in the previous one (S3 itself
+        scales with connections: ``staging.upload_threads`` takes up to 8). Objects are completed
         on threads of their own: a completion waits for the object's last parts and then for S3 to
         assemble it (0.1-0.2 s for a 150 MB file on the stand-in here; S3 documents that it may take
         minutes), and on the upload threads two completing objects held both while the builder
@@ -770,7 +778,7 @@ class JsonlStager:
         """
         if self._uploader is None:
             self._uploader = ThreadPoolExecutor(
-                max_workers=UPLOAD_THREADS, thread_name_prefix="jsonl-stager-upload"
+                max_workers=self.upload_threads, thread_name_prefix="jsonl-stager-upload"
             )
             self._finisher = ThreadPoolExecutor(
                 max_workers=FINISHING_THREADS, thread_name_prefix="jsonl-stager-finish"

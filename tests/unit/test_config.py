@@ -52,6 +52,8 @@ def test_shipped_pipeline_loads():
         ("small_batch.policy", "maybe", "small_batch.policy"),
         ("staging.kms_key_id", "not a key", "staging.kms_key_id"),
         ("staging.expected_bucket_owner", "12345", "staging.expected_bucket_owner"),
+        ("staging.upload_threads", 0, "staging.upload_threads"),
+        ("staging.upload_threads", 9, "staging.upload_threads"),
         ("warehouse.error_table", "call_summaries", "warehouse"),
         ("schedule", "0 25 * * *", "schedule"),
         ("jobs.tags", {"team": "support (EU)"}, "jobs.tags"),

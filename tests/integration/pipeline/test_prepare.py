@@ -30,6 +30,24 @@ def assert_each_row_in_one_place(harness, prepared, keys) -> Counter[str]:
     return Counter(next(iter(places)) for places in where.values())
 
 
+def test_the_pipelines_upload_threads_go_to_its_stager(harness, monkeypatch):
+    import bedrock_batch.prepare as prepare_module
+
+    threads: list[int] = []
+
+    class NotedStager(prepare_module.JsonlStager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            threads.append(self.upload_threads)
+
+    monkeypatch.setattr(prepare_module, "JsonlStager", NotedStager)
+    harness.configure(staging__upload_threads=3).add_calls(6)
+
+    harness.prepare(tiny_quotas())
+
+    assert threads and set(threads) == {3}
+
+
 @pytest.mark.parametrize(("records", "files"), [(7, [4, 3]), (8, [4, 4]), (9, [4, 4, 1])])
 def test_files_roll_at_max_records_per_file(harness, records, files):
     harness.add_calls(records)

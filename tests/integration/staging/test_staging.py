@@ -597,6 +597,38 @@ def test_parts_go_on_the_upload_threads_and_completions_and_the_listing_on_the_f
         assert all(name.startswith(threads) for name in client.threads[operation]), operation
 
 
+class PartsAtOnce(WrappedClient):
+    """The real client, except that the first ``count`` parts wait until all of them are being sent."""
+
+    def __init__(self, client, count):
+        super().__init__(client)
+        self.together = threading.Barrier(count, timeout=10)
+        self.parts = 0
+        self._lock = threading.Lock()
+
+    def upload_part(self, **kwargs):
+        with self._lock:
+            self.parts += 1
+            waits = self.parts <= self.together.parties
+        if waits:
+            self.together.wait()  # BrokenBarrierError when fewer are sent at once
+        return self._client.upload_part(**kwargs)
+
+
+def test_upload_threads_is_how_many_parts_are_sent_at_once(s3, bucket, make_stager):
+    stager = make_stager([60], BIG_FILE_QUOTAS, part_size=5 * MIB, upload_threads=4)
+    stager.s3 = PartsAtOnce(s3, 4)
+
+    plan = stage(stager, [record(n, text="c" * (512 * 1024)) for n in range(60)])
+
+    assert plan.records == 60 and len(plan.jobs[0].files) == 1
+
+
+def test_no_upload_thread_is_a_config_error_naming_the_setting(make_stager):
+    with pytest.raises(ConfigError, match=r"staging\.upload_threads"):
+        make_stager([12], upload_threads=0)
+
+
 class SlowComplete(WrappedClient):
     """The real client, except that completing an object holds until a part of the third file is sent
     (S3 may take minutes to assemble a large object)."""
