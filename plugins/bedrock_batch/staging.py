@@ -347,8 +347,10 @@ class _S3StreamWriter:
             raise StagingError(f"{where} changed while staging: ETag {head_etag} after writing {etag}")
 
     def abort(self) -> None:
-        while self._in_flight:  # let parts in flight finish (or fail) before the upload is aborted
-            with contextlib.suppress(Exception):
+        for part in self._in_flight:
+            part.cancel()  # a part no thread has taken yet is not sent
+        while self._in_flight:  # let the parts being sent finish (or fail) before the upload is aborted
+            with contextlib.suppress(Exception):  # CancelledError included
                 self._in_flight.popleft().result()
         upload, self._upload = self._upload, None
         if upload is not None and upload.exception() is None:  # a failed create left nothing to abort
@@ -752,7 +754,8 @@ class JsonlStager:
             for writer in (job.data, job.map):
                 if writer is not None:
                     writer.abort()
-        self._stop_uploader()  # lets objects being finished end (or fail) before their uploads are aborted
+        # Objects and parts no thread has taken yet are dropped; those under way end (or fail) first.
+        self._stop_uploader(cancel=True)
         self._finishing.clear()
         self.spare_parts.clear()
         for key, upload_id in list(self.open_uploads.items()):
@@ -789,17 +792,22 @@ class JsonlStager:
             self._earlier_objects = self._finisher.submit(self._list_ours)
         return self._uploader
 
-    def _stop_uploader(self) -> None:
-        """Wait for every object being finished, then for the parts still queued, and stop both pools."""
-        if self._finisher is not None:
-            self._finisher.shutdown(wait=True)
-            self._finisher = None
+    def _stop_uploader(self, *, cancel: bool = False) -> None:
+        """Wait for the parts still queued, then for every object being finished, and stop both pools.
+
+        ``cancel`` (an abort): what no thread has taken yet is dropped, so an abort waits only for the
+        calls under way, not for every queued part and completion of a staging being given up (a
+        completion waiting for a dropped part then fails at once, and its upload is aborted).
+        """
         if self._uploader is not None:
-            self._uploader.shutdown(wait=True)
+            self._uploader.shutdown(wait=True, cancel_futures=cancel)
             self._uploader = None
-            if self._switch_interval is not None:
-                sys.setswitchinterval(self._switch_interval)
-                self._switch_interval = None
+        if self._finisher is not None:
+            self._finisher.shutdown(wait=True, cancel_futures=cancel)
+            self._finisher = None
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
 
 
 class DiscardingS3:

@@ -629,6 +629,37 @@ def test_no_upload_thread_is_a_config_error_naming_the_setting(make_stager):
         make_stager([12], upload_threads=0)
 
 
+class HeldParts(WrappedClient):
+    """The real client, except that each part is held (up to 10 s) until ``release`` is set."""
+
+    def __init__(self, client):
+        super().__init__(client)
+        self.release = threading.Event()
+        self.part_numbers: list[int] = []
+
+    def upload_part(self, **kwargs):
+        self.part_numbers.append(kwargs["PartNumber"])
+        self.release.wait(timeout=10)
+        return self._client.upload_part(**kwargs)
+
+
+def test_an_abort_drops_the_parts_no_thread_has_taken_and_aborts_the_upload(s3, bucket, make_stager):
+    client = HeldParts(s3)
+    stager = make_stager([60], BIG_FILE_QUOTAS, part_size=5 * MIB)
+    stager.s3 = client
+    records = [record(n, text="h" * (512 * 1024)) for n in range(60)]
+    per_part = -(-5 * MIB // line_bytes(records[0]))
+
+    with pytest.raises(RuntimeError, match="the task was killed"), stager:
+        for rec in records[: 3 * per_part]:  # three parts: two being sent (held), one waiting
+            stager.add(rec)
+        threading.Timer(1.0, client.release.set).start()  # the abort has dropped the third by then
+        raise RuntimeError("the task was killed")
+
+    assert sorted(client.part_numbers) == [1, 2]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
 class SlowComplete(WrappedClient):
     """The real client, except that completing an object holds until a part of the third file is sent
     (S3 may take minutes to assemble a large object)."""
