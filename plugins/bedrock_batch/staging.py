@@ -40,6 +40,8 @@ MIN_PART_SIZE = 5 * MIB
 """S3's smallest multipart part (all parts but the last)."""
 UPLOAD_THREADS = 2
 """Threads that send parts by default (``staging.upload_threads``; see ``JsonlStager.uploader``)."""
+MAX_UPLOAD_THREADS = 8
+"""With the ``FINISHING_THREADS``, within botocore's default pool of 10 connections."""
 UPLOAD_SWITCH_INTERVAL_S = 0.0005
 """The thread switch interval while parts are being uploaded (see ``JsonlStager.uploader``)."""
 MAX_OBJECTS_FINISHING = 4
@@ -353,8 +355,10 @@ class _S3StreamWriter:
             with contextlib.suppress(Exception):  # CancelledError included
                 self._in_flight.popleft().result()
         upload, self._upload = self._upload, None
-        if upload is not None and upload.exception() is None:  # a failed create left nothing to abort
-            self._stager.abort_upload(self.key, upload.result())
+        if upload is not None:
+            upload.cancel()  # a create no thread has taken yet (then none of its parts was taken either)
+            if not upload.cancelled() and upload.exception() is None:  # a failed create: nothing to abort
+                self._stager.abort_upload(self.key, upload.result())
         self._reset_buffer()
 
 
@@ -400,8 +404,10 @@ class JsonlStager:
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ConfigError(f"part_size {part_size} is below S3's minimum part size of {MIN_PART_SIZE}")
-        if upload_threads < 1:
-            raise ConfigError(f"staging.upload_threads must be at least 1, got {upload_threads}")
+        if not 1 <= upload_threads <= MAX_UPLOAD_THREADS:
+            raise ConfigError(
+                f"staging.upload_threads must be 1 to {MAX_UPLOAD_THREADS}, got {upload_threads}"
+            )
         if any(size <= 0 for size in job_sizes):
             raise ConfigError(f"job_sizes must be positive record counts, got {job_sizes}")
         if not JOB_NAME_PATTERN.match(self._job_name(job_name_prefix, 999)):
@@ -748,14 +754,20 @@ class JsonlStager:
         self.open_uploads.pop(key, None)
 
     def abort(self) -> None:
-        """Abort every open multipart upload; already completed objects stay (a rerun overwrites them)."""
+        """Abort every open multipart upload; already completed objects stay (a rerun overwrites them).
+
+        Parts, creates and completions no thread has taken yet are dropped first, so an abort (a
+        failure, a killed task) waits only for the calls under way, not for a staging being given up.
+        """
+        for pool in (self._uploader, self._finisher):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         job = self._job
         if job is not None:
             for writer in (job.data, job.map):
                 if writer is not None:
                     writer.abort()
-        # Objects and parts no thread has taken yet are dropped; those under way end (or fail) first.
-        self._stop_uploader(cancel=True)
+        self._stop_uploader()  # the calls under way end (or fail) before their uploads are aborted
         self._finishing.clear()
         self.spare_parts.clear()
         for key, upload_id in list(self.open_uploads.items()):
@@ -792,18 +804,14 @@ class JsonlStager:
             self._earlier_objects = self._finisher.submit(self._list_ours)
         return self._uploader
 
-    def _stop_uploader(self, *, cancel: bool = False) -> None:
-        """Wait for the parts still queued, then for every object being finished, and stop both pools.
-
-        ``cancel`` (an abort): what no thread has taken yet is dropped, so an abort waits only for the
-        calls under way, not for every queued part and completion of a staging being given up (a
-        completion waiting for a dropped part then fails at once, and its upload is aborted).
-        """
+    def _stop_uploader(self) -> None:
+        """Wait for the parts still queued, then for every object being finished, and stop both pools
+        (after an abort's cancel, a completion waiting for a dropped part fails at once)."""
         if self._uploader is not None:
-            self._uploader.shutdown(wait=True, cancel_futures=cancel)
+            self._uploader.shutdown(wait=True)
             self._uploader = None
         if self._finisher is not None:
-            self._finisher.shutdown(wait=True, cancel_futures=cancel)
+            self._finisher.shutdown(wait=True)
             self._finisher = None
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)

@@ -616,31 +616,59 @@ class PartsAtOnce(WrappedClient):
 
 
 def test_upload_threads_is_how_many_parts_are_sent_at_once(s3, bucket, make_stager):
-    stager = make_stager([60], BIG_FILE_QUOTAS, part_size=5 * MIB, upload_threads=4)
-    stager.s3 = PartsAtOnce(s3, 4)
+    # Five: more than the three parts an object may have in flight by default, so that bound grows too.
+    stager = make_stager([60], BIG_FILE_QUOTAS, part_size=5 * MIB, upload_threads=5)
+    stager.s3 = PartsAtOnce(s3, 5)
 
     plan = stage(stager, [record(n, text="c" * (512 * 1024)) for n in range(60)])
 
     assert plan.records == 60 and len(plan.jobs[0].files) == 1
 
 
-def test_no_upload_thread_is_a_config_error_naming_the_setting(make_stager):
+@pytest.mark.parametrize("threads", [0, 9])
+def test_upload_threads_out_of_range_is_a_config_error_naming_the_setting(make_stager, threads):
     with pytest.raises(ConfigError, match=r"staging\.upload_threads"):
-        make_stager([12], upload_threads=0)
+        make_stager([12], upload_threads=threads)
 
 
 class HeldParts(WrappedClient):
-    """The real client, except that each part is held (up to 10 s) until ``release`` is set."""
+    """The real client, except that each part is held (up to 10 s) until ``release`` is set, and
+    completions are counted."""
 
     def __init__(self, client):
         super().__init__(client)
         self.release = threading.Event()
+        self.two_held = threading.Event()
         self.part_numbers: list[int] = []
+        self.completions = 0
 
     def upload_part(self, **kwargs):
         self.part_numbers.append(kwargs["PartNumber"])
+        if len(self.part_numbers) >= 2:
+            self.two_held.set()
         self.release.wait(timeout=10)
         return self._client.upload_part(**kwargs)
+
+    def complete_multipart_upload(self, **kwargs):
+        self.completions += 1
+        return self._client.complete_multipart_upload(**kwargs)
+
+
+def abort_with_two_parts_held(client: HeldParts, stager: JsonlStager, records) -> None:
+    """Add ``records``, wait until two parts are being sent (held), then fail: the stager aborts.
+
+    The held parts are released a second later, once the abort has dropped what is queued."""
+    release = threading.Timer(1.0, client.release.set)
+    try:
+        with pytest.raises(RuntimeError, match="the task was killed"), stager:
+            for rec in records:
+                stager.add(rec)
+            assert client.two_held.wait(timeout=10), "two parts were not being sent within 10 s"
+            release.start()
+            raise RuntimeError("the task was killed")
+    finally:
+        release.cancel()
+        client.release.set()
 
 
 def test_an_abort_drops_the_parts_no_thread_has_taken_and_aborts_the_upload(s3, bucket, make_stager):
@@ -650,14 +678,27 @@ def test_an_abort_drops_the_parts_no_thread_has_taken_and_aborts_the_upload(s3, 
     records = [record(n, text="h" * (512 * 1024)) for n in range(60)]
     per_part = -(-5 * MIB // line_bytes(records[0]))
 
-    with pytest.raises(RuntimeError, match="the task was killed"), stager:
-        for rec in records[: 3 * per_part]:  # three parts: two being sent (held), one waiting
-            stager.add(rec)
-        threading.Timer(1.0, client.release.set).start()  # the abort has dropped the third by then
-        raise RuntimeError("the task was killed")
+    abort_with_two_parts_held(client, stager, records[: 3 * per_part])  # the third part waits
 
     assert sorted(client.part_numbers) == [1, 2]
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_an_abort_completes_no_closed_file_whose_parts_were_still_waiting(s3, bucket, make_stager):
+    client = HeldParts(s3)
+    records = [record(n, text="h" * (512 * 1024)) for n in range(60)]
+    per_part = -(-5 * MIB // line_bytes(records[0]))
+    quotas = BIG_FILE_QUOTAS.with_overrides({"max_records_per_file": 3 * per_part})
+    stager = make_stager([60], quotas, part_size=5 * MIB)
+    stager.s3 = client
+
+    # The first file closes (its third part waiting, its completion waiting for it); the second begins.
+    abort_with_two_parts_held(client, stager, records[: 3 * per_part + 1])
+
+    assert sorted(client.part_numbers) == [1, 2]
+    assert client.completions == 0
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert keys(s3, bucket) == []
 
 
 class SlowComplete(WrappedClient):
