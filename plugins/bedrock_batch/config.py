@@ -113,6 +113,11 @@ class AwsConfig(_Strict):
         return value
 
 
+DEFAULT_UPLOAD_THREADS = 2
+MAX_UPLOAD_THREADS = 8
+"""With the stager's two finishing threads, within botocore's default pool of 10 connections."""
+
+
 class StagingConfig(_Strict):
     """S3 locations of the batch input and output, and how they are protected."""
 
@@ -122,10 +127,9 @@ class StagingConfig(_Strict):
     output_prefix: str = "bedrock-batch/output"
     kms_key_id: str | None = None
     expected_bucket_owner: str | None = None
-    upload_threads: int = Field(default=2, ge=1, le=8)
+    upload_threads: int = Field(default=DEFAULT_UPLOAD_THREADS, ge=1, le=MAX_UPLOAD_THREADS)
     """Parts of the input sent to S3 at once while records are built. S3 scales with connections; two
-    keep up with the local stand-in here (four measured the same). Up to 8: with the stager's two
-    finishing threads, within botocore's default pool of 10 connections."""
+    keep up with the local stand-in here (four measured the same)."""
 
     @field_validator("input_bucket", "output_bucket")
     @classmethod

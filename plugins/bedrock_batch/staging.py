@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from bedrock_batch.config import DEFAULT_UPLOAD_THREADS, MAX_UPLOAD_THREADS
 from bedrock_batch.errors import ConfigError, StagingError
 from bedrock_batch.quotas import BatchQuotas, balanced_sizes
 
@@ -38,10 +39,6 @@ log = logging.getLogger(__name__)
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB
 """S3's smallest multipart part (all parts but the last)."""
-UPLOAD_THREADS = 2
-"""Threads that send parts by default (``staging.upload_threads``; see ``JsonlStager.uploader``)."""
-MAX_UPLOAD_THREADS = 8
-"""With the ``FINISHING_THREADS``, within botocore's default pool of 10 connections."""
 UPLOAD_SWITCH_INTERVAL_S = 0.0005
 """The thread switch interval while parts are being uploaded (see ``JsonlStager.uploader``)."""
 MAX_OBJECTS_FINISHING = 4
@@ -400,7 +397,7 @@ class JsonlStager:
         kms_key_id: str | None = None,
         expected_bucket_owner: str | None = None,
         part_size: int = 8 * MIB,
-        upload_threads: int = UPLOAD_THREADS,
+        upload_threads: int = DEFAULT_UPLOAD_THREADS,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ConfigError(f"part_size {part_size} is below S3's minimum part size of {MIN_PART_SIZE}")
@@ -776,20 +773,16 @@ class JsonlStager:
         self._closed = True
 
     def uploader(self) -> ThreadPoolExecutor:
-        """The ``upload_threads`` threads that send parts while records are built (started with the
-        ``FINISHING_THREADS`` that complete closed objects).
+        """The ``upload_threads`` threads that send parts while records are built (two by default: one
+        part on the wire while S3 takes in the previous one), started with the ``FINISHING_THREADS``.
 
-        Two by default, so one part is on the wire while S3 takes in the previous one (S3 itself
-        scales with connections: ``staging.upload_threads`` takes up to 8). Objects are completed
-        on threads of their own: a completion waits for the object's last parts and then for S3 to
-        assemble it (0.1-0.2 s for a 150 MB file on the stand-in here; S3 documents that it may take
-        minutes), and on the upload threads two completing objects held both while the builder
-        waited for its parts to go (on the stand-in, whose one process both assembles objects and
-        takes in parts, it measured the same either way). While they run, the interpreter's
-        thread switch interval is lowered to ``UPLOAD_SWITCH_INTERVAL_S``: the building thread never
-        waits on I/O, so at the default 5 ms an upload thread waited up to 5 ms for the GIL at each
-        of the ~50 steps of a part upload (signing, checksum, send, response), and uploads crawled
-        while records were being built. Restored when uploads stop.
+        Objects are completed on threads of their own: a completion waits for the object's last
+        parts and then for S3 to assemble it, which S3 documents may take minutes; on the upload
+        threads two completing objects held both while the builder waited for its parts to go.
+        While they run, the thread switch interval is lowered to ``UPLOAD_SWITCH_INTERVAL_S``: the
+        building thread never waits on I/O, so at the default 5 ms an upload thread waited up to
+        5 ms for the GIL at each of the ~50 steps of a part upload, and uploads crawled. Restored
+        when uploads stop.
         """
         if self._uploader is None:
             self._uploader = ThreadPoolExecutor(
