@@ -1368,45 +1368,35 @@ def _copy_rows(
     cur.execute(f"SELECT {columns} FROM {table} LIMIT 0")
     types = [column.type_code for column in cur.description]
     if not _BINARY_COPY_TYPES.issuperset(types):
-        _copy_text_rows_psycopg(cur, sql, rows, numbered=numbered)
+        _clean_nul(rows)  # in text, psycopg refuses a row with NUL
+        _copy_psycopg_rows(cur, sql, rows, numbered=numbered)
         return
     sql += " (FORMAT BINARY)"
     cur.execute(f"SAVEPOINT {_NUL_SAVEPOINT}")
     try:
-        _copy_binary_rows(cur, sql, types, rows, numbered=numbered)
+        _copy_psycopg_rows(cur, sql, rows, numbered=numbered, types=types)
     except Exception as err:
         if _sqlstate(err) != _CHARACTER_NOT_IN_REPERTOIRE:
             raise
         cur.execute(f"ROLLBACK TO SAVEPOINT {_NUL_SAVEPOINT}")
         _clean_nul(rows)
-        _copy_binary_rows(cur, sql, types, rows, numbered=numbered)
+        _copy_psycopg_rows(cur, sql, rows, numbered=numbered, types=types)
     cur.execute(f"RELEASE SAVEPOINT {_NUL_SAVEPOINT}")
 
 
-def _copy_binary_rows(
-    cur: Any, sql: str, types: list[int], rows: list[tuple[Any, ...]], *, numbered: bool
+def _copy_psycopg_rows(
+    cur: Any, sql: str, rows: list[tuple[Any, ...]], *, numbered: bool, types: list[int] | None = None
 ) -> None:
+    """psycopg 3's COPY of ``rows``: binary when ``types`` are given (the table's), else text."""
     with cur.copy(sql) as copy:
-        copy.set_types(types)
+        if types is not None:
+            copy.set_types(types)
         if numbered:
             for seq, row in enumerate(rows):
                 copy.write_row((*row, seq))
         else:
             for row in rows:
                 copy.write_row(row)
-
-
-def _copy_text_rows_psycopg(cur: Any, sql: str, rows: list[tuple[Any, ...]], *, numbered: bool) -> None:
-    """psycopg 3's text COPY: psycopg refuses a row with NUL before sending any of it; it goes cleaned."""
-    with cur.copy(sql) as copy:
-        for seq, row in enumerate(rows):
-            try:
-                copy.write_row((*row, seq) if numbered else row)
-            except Exception:
-                cleaned = rows[seq] = _without_nul(row)
-                if cleaned is row:
-                    raise
-                copy.write_row((*cleaned, seq) if numbered else cleaned)
 
 
 def _copy_text_rows(cur: Any, sql: str, rows: list[tuple[Any, ...]], *, numbered: bool) -> None:
