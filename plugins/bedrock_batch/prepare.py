@@ -489,7 +489,11 @@ class RunPreparer:
                 run_is_live=self.run_is_live,
             )
             claimed = self.warehouse.claim_pending(
-                run_id=self.run.run_id, prompt_version=self.prompt.version, limit=self.settings.record_limit
+                run_id=self.run.run_id,
+                prompt_version=self.prompt.version,
+                limit=self.settings.record_limit,
+                max_attempts=self.config.max_attempts,
+                include_summarized=self.settings.re_summarize,
             )
             if claimed:
                 log.info("Claimed %d carried-over or retried keys for this run", claimed)

@@ -561,13 +561,23 @@ class Warehouse:
         sql = f"({c}claimed_by IS NULL OR {c}claimed_by = {ph} OR {c}claimed_at < {ph})"
         return sql, (run_id, self._ts(datetime.now(UTC) - self.claim_ttl))
 
-    def claim_pending(self, *, run_id: str, prompt_version: str, limit: int | None = None) -> int:
+    def claim_pending(
+        self,
+        *,
+        run_id: str,
+        prompt_version: str,
+        limit: int | None = None,
+        max_attempts: int | None = None,
+        include_summarized: bool = False,
+    ) -> int:
         """Claim for ``run_id`` every pending key no other live run holds; returns how many it holds.
 
         One UPDATE, so two runs claiming at once split the queue between them, each key to one run.
-        With ``limit`` (a run's ``record_limit``) only the first ``limit`` keys in key order, the ones
-        its pending read takes, and no others (an earlier try's are let go first): a key it would not
-        read is not hidden from the next runs.
+        With ``limit`` (a run's ``record_limit``) only the first ``limit`` keys in key order that its
+        pending read takes (not dead-lettered, not summarized unless ``include_summarized``, tried
+        fewer than ``max_attempts`` times), and no others (an earlier try's are let go first): a key
+        it would not read is not hidden from the next runs, and one it skips does not take the place
+        of one it would read.
         """
         t, ph = self.tables, self._ph
         now = datetime.now(UTC)
@@ -576,11 +586,16 @@ class Warehouse:
         params: tuple[Any, ...] = (prompt_version, *free_params)
         where = claimable
         if limit is not None:
+            readable_sql, readable_params = self._pending_sql(prompt_version, run_id, include_summarized)
+            tried = ""
+            if max_attempts is not None:
+                tried = f" WHERE q.bb_tried < {ph}"
+                readable_params += (max_attempts,)
             where = (
-                f"source_key IN (SELECT source_key FROM {t.pending_table} WHERE {claimable}"
-                f" ORDER BY source_key LIMIT {int(limit)}) AND {claimable}"
+                f"source_key IN (SELECT q.source_key FROM ({readable_sql}) q{tried}"
+                f" ORDER BY q.source_key LIMIT {int(limit)}) AND {claimable}"
             )
-            params = params * 2
+            params = (*readable_params, *params)
         with self._transaction() as conn:
             cur = conn.cursor()
             if limit is not None:  # an earlier try of this run may hold keys past the first ``limit``

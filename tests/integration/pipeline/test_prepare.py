@@ -140,6 +140,30 @@ def test_record_limit_claims_only_the_pending_keys_the_run_reads(harness):
     assert {key for key, holder in claims.items() if holder is None} == set(sorted(queued)[5:])
 
 
+def test_record_limit_does_not_spend_its_claim_on_a_queued_key_out_of_attempts(harness):
+    from bedrock_batch.prompts import load_prompt
+    from bedrock_batch.warehouse import ErrorRow
+
+    version = load_prompt(harness.config.prompt_path).version
+    queued = sorted(harness.add_calls(8, day=DAY - dt.timedelta(days=3), tag="q"))
+    harness.warehouse.ensure_schema()
+    harness.warehouse.carry_over(queued, run_id="earlier", prompt_version=version)
+    for attempt in range(1, harness.config.max_attempts + 1):  # queued again after each try
+        harness.warehouse.load_job(
+            [],
+            [ErrorRow(queued[0], "model", "429", "throttled", retryable=True, attempt=attempt)],
+            run_id=f"try-{attempt}",
+            job_arn=f"arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/try-{attempt}",
+            prompt_version=version,
+            model_id="m",
+            max_attempts=harness.config.max_attempts + 1,
+        )
+
+    prepared = harness.prepare(tiny_quotas(), record_limit=5)
+
+    assert harness.staged_keys(prepared) == queued[1:6]
+
+
 def test_dry_run_stages_but_writes_nothing_to_the_warehouse_and_plans_no_jobs(harness):
     keys = harness.add_calls(8)
     harness.insert([("empty-1", "")])

@@ -561,6 +561,17 @@ def test_a_limited_claim_takes_the_first_keys_in_key_order_and_leaves_the_rest_t
     assert keys(read(warehouse, run_id="other", claimed_only=True)) == ["k2", "k3", "k4"]
 
 
+def test_a_limited_claim_skips_the_keys_its_read_would_skip(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [(f"k{i}", DAY - timedelta(days=5), "t") for i in range(4)])
+    warehouse.carry_over([f"k{i}" for i in range(4)], run_id="run-1", prompt_version=PROMPT)
+    load(warehouse, errors=[throttled("k0", 1)], run_id="run-a")  # k0: queued again, tried once
+    load(warehouse, errors=[throttled("k0", 2)], run_id="run-b")  # k0: tried twice
+
+    assert warehouse.claim_pending(run_id="limited", prompt_version=PROMPT, limit=2, max_attempts=2) == 2
+
+    assert keys(read(warehouse, run_id="limited", max_attempts=2, claimed_only=True)) == ["k1", "k2"]
+
+
 def test_a_limited_claim_lets_go_of_what_an_earlier_try_of_the_run_held_past_the_limit(
     warehouse, warehouse_db
 ):
