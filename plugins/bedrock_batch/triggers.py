@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 
 _ON_KILL_TIMEOUT = 30.0
 """Seconds on_kill() may spend asking Bedrock to stop the job."""
+_STATE_LOOKUP_TIMEOUT = 10.0
+"""Seconds on_kill() may spend asking Airflow whether the task still waits on the job."""
+_DEFERRED = "deferred"
+_UNKNOWN = "<unknown>"
+_STOPPING: set[asyncio.Future[None]] = set()
+"""on_kill's shielded stops under way."""
+"""What :meth:`BedrockBatchJobTrigger._task_state` returns when Airflow could not be asked."""
 
 
 def job_event(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,6 +208,13 @@ class BedrockBatchJobTrigger(BaseTrigger):
         """Stop the job when a user acts on the deferred task (never on a triggerer restart).
 
         Airflow calls this on mark-failed, clear and mark-succeeded alike: all three stop the job.
+        Airflow 3.3 also calls it when a triggerer whose heartbeat lapsed loses the trigger to
+        another one (apache/airflow#73454), while the task still waits on the job: so the task's
+        state is asked first, and the job is stopped only once the task has left the deferred state.
+
+        Until on_kill returns, the triggerer cancels the trigger again at each sync (about every
+        second), sooner than Airflow may answer: the decision and the stop run shielded, in a task
+        of their own that the cancellation does not reach.
         """
         if not self.stop_on_kill:
             self.log.info(
@@ -209,12 +223,56 @@ class BedrockBatchJobTrigger(BaseTrigger):
                 self.job_arn,
             )
             return
+        stopping = asyncio.ensure_future(self._stop_unless_still_waited_on())
+        _STOPPING.add(stopping)  # the loop keeps only a weak reference to a task
+        stopping.add_done_callback(_STOPPING.discard)
+        await asyncio.shield(stopping)
+
+    async def _stop_unless_still_waited_on(self) -> None:
+        state = await self._task_state()
+        if state == _DEFERRED:
+            self.log.info(
+                "The trigger for Bedrock batch job %s moved to another triggerer and its task still "
+                "waits on the job: leaving it running",
+                self.job_arn,
+            )
+            return
+        if state == _UNKNOWN:
+            self.log.warning(
+                "Could not tell whether a user acted on the task waiting on Bedrock batch job %s or its "
+                "trigger moved to another triggerer: leaving the job running. To stop it, trigger "
+                "bedrock_batch_ops with action=stop and job_arn=%s",
+                self.job_arn,
+                self.job_arn,
+            )
+            return
         self.log.warning(
-            "Task marked failed, cleared or marked succeeded; stopping Bedrock batch job %s "
+            "Task marked failed, cleared or marked succeeded (now %s); stopping Bedrock batch job %s "
             "(stop_on_kill=True: records it has not processed are queued for the next run)",
+            state or "no state",
             self.job_arn,
         )
         await asyncio.wait_for(self.hook().stop_job_async(self.job_arn), timeout=_ON_KILL_TIMEOUT)
+
+    async def _task_state(self) -> str | None:
+        """The state of the task instance this trigger serves, as Airflow holds it now.
+
+        ``None`` when it has none (cleared) or when no triggerer runs this trigger for a task (it is
+        called directly: nothing to ask); ``_UNKNOWN`` when Airflow could not be asked.
+        """
+        ti = getattr(self, "task_instance", None)
+        if ti is None:
+            return None
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(
+                    task_instance_state, ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1)
+                ),
+                timeout=_STATE_LOOKUP_TIMEOUT,
+            )
+        except Exception as error:
+            self.log.warning("Asking Airflow for the state of %s failed: %s", ti.task_id, error)
+            return _UNKNOWN
 
     # -- helpers --------------------------------------------------------------------------------
     def _grow(self, interval: float) -> float:
@@ -257,6 +315,22 @@ class BedrockBatchJobTrigger(BaseTrigger):
                 "error_code": error_code,
             }
         )
+
+
+def task_instance_state(dag_id: str, task_id: str, run_id: str, map_index: int | None) -> str | None:
+    """A task instance's state, asked of Airflow from the triggerer (blocking: run it in a thread)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    index = -1 if map_index is None else map_index
+    states = RuntimeTaskInstance.get_task_states(
+        dag_id=dag_id, task_ids=[task_id], run_ids=[run_id], map_index=index
+    )
+    of_run = states.get(run_id) or {}
+    key = task_id if index < 0 else f"{task_id}_{index}"  # how Airflow keys a mapped instance
+    if key not in of_run:
+        raise LookupError(f"Airflow has no task instance {key} in run {run_id} of {dag_id}")
+    state = of_run[key]
+    return None if state is None else str(getattr(state, "value", state))
 
 
 def _parse_deadline(value: str) -> datetime:

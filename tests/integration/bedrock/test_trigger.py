@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from structlog.testing import capture_logs
 
+from bedrock_batch import triggers
 from bedrock_batch.triggers import BedrockBatchJobTrigger
 from tests.integration.bedrock.support import RECORDS, run_trigger, wait_for_status, wait_terminal
 
@@ -137,6 +140,76 @@ def test_on_kill_stops_the_job(new_job, bedrock_hook):
     wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
     asyncio.run(trigger_for(job_arn).on_kill())
     assert wait_terminal(bedrock_hook, job_arn)["status"] == "Stopped"
+
+
+def served_task(trigger: BedrockBatchJobTrigger) -> BedrockBatchJobTrigger:
+    """The trigger as a triggerer runs it: for one (mapped) task instance."""
+    trigger.task_instance = SimpleNamespace(
+        dag_id="summarize_calls", task_id="batch_job.wait", run_id="scheduled__2026-11-20", map_index=0
+    )
+    return trigger
+
+
+def test_on_kill_stops_the_job_once_its_task_has_left_the_deferred_state(new_job, bedrock_hook, monkeypatch):
+    asked = []
+    monkeypatch.setattr(triggers, "task_instance_state", lambda *ti: asked.append(ti) or "failed")
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    asyncio.run(served_task(trigger_for(job_arn)).on_kill())
+    assert asked == [("summarize_calls", "batch_job.wait", "scheduled__2026-11-20", 0)]
+    assert wait_terminal(bedrock_hook, job_arn)["status"] == "Stopped"
+
+
+def test_on_kill_still_stops_the_job_when_the_triggerer_cancels_it_again_meanwhile(
+    new_job, bedrock_hook, monkeypatch
+):
+    """Until on_kill returns, each triggerer sync cancels the trigger's task again (~1 s)."""
+
+    def slow_answer(*ti):
+        time.sleep(0.5)
+        return "failed"
+
+    monkeypatch.setattr(triggers, "task_instance_state", slow_answer)
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+
+    async def cancelled_meanwhile() -> None:
+        killing = asyncio.ensure_future(served_task(trigger_for(job_arn)).on_kill())
+        await asyncio.sleep(0.1)
+        killing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await killing
+        for _ in range(100):  # bounded: the shielded stop ends within seconds
+            if not triggers._STOPPING:
+                break
+            await asyncio.sleep(0.1)
+
+    asyncio.run(cancelled_meanwhile())
+    assert wait_terminal(bedrock_hook, job_arn)["status"] == "Stopped"
+
+
+def test_on_kill_leaves_the_job_running_when_its_task_still_waits_on_it(new_job, bedrock_hook, monkeypatch):
+    """Airflow 3.3 cancels a trigger handed to another triggerer as if a user had acted (#73454)."""
+    monkeypatch.setattr(triggers, "task_instance_state", lambda *ti: "deferred")
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    asyncio.run(served_task(trigger_for(job_arn)).on_kill())
+    assert bedrock_hook.get_job(job_arn)["status"] == "Scheduled"
+
+
+def test_on_kill_leaves_the_job_running_and_says_how_to_stop_it_when_airflow_cannot_be_asked(
+    new_job, bedrock_hook, monkeypatch
+):
+    def unreachable(*ti):
+        raise ConnectionError("supervisor gone")
+
+    monkeypatch.setattr(triggers, "task_instance_state", unreachable)
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    with capture_logs() as logs:
+        asyncio.run(served_task(trigger_for(job_arn)).on_kill())
+    assert bedrock_hook.get_job(job_arn)["status"] == "Scheduled"
+    assert any(f"action=stop and job_arn={job_arn}" in entry["event"] for entry in logs)
 
 
 def test_on_kill_leaves_the_job_alone_without_stop_on_kill(new_job, bedrock_hook):
