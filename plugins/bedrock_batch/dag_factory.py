@@ -58,7 +58,7 @@ def _doc(config: PipelineConfig) -> str:
         * **Small batches** (under the job minimum): `{config.small_batch.policy}`.
 
         Trigger with params to override the window, the model, or to re-summarize or dry-run.
-        A successful run updates the Asset `{output_asset_name(config)}` for downstream DAGs.
+        A successful run (not a dry run) updates the Asset `{output_asset_name(config)}` for downstream DAGs.
         Config: `include/pipelines/{config.name}.yaml`.
         """
     )

@@ -388,7 +388,11 @@ class OnDemandOperator(_PipelineOperator):
 
 
 class ReportOperator(_PipelineOperator):
-    """Log and return the run summary; fail the run, after accounting, if any job did not succeed."""
+    """Log and return the run summary; fail the run, after accounting, if any job did not succeed.
+
+    A dry run's report is skipped once it has logged and pushed its summary: it wrote no rows, and a
+    report that succeeded would update the output Asset, on which downstream DAGs run.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
@@ -426,4 +430,9 @@ class ReportOperator(_PipelineOperator):
             raise AirflowFailException(
                 f"Jobs did not complete: {failed}. Their unprocessed records are queued for the next run."
             )
+        if plan.get("dry_run"):
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            ti.xcom_push(key="return_value", value=summary)
+            raise AirflowSkipException("Dry run: no rows were written, so the output Asset is not updated")
         return summary

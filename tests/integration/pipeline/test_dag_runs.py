@@ -15,6 +15,7 @@ from types import SimpleNamespace
 FAILED_DAY = dt.date(2026, 12, 1)
 SMALL_DAY = dt.date(2026, 12, 5)
 RESUMMARIZED_DAY = dt.date(2026, 12, 9)
+DRY_DAY = dt.date(2026, 12, 13)
 DAG_ID = "summarize_calls"
 
 
@@ -114,3 +115,28 @@ def test_re_summarize_runs_a_summarized_day_again_and_replaces_its_summaries(
     assert len(jobs_of(local_aws_clean, RESUMMARIZED_DAY)) == 2
     run_ids = {row[0] for row in again.query("SELECT run_id FROM call_summaries")}
     assert len(run_ids) == 1 and run_ids != {first_run}
+
+
+def asset_events_of(dag_id: str) -> int:
+    """Asset events the session's Airflow metadata DB holds from ``dag_id``'s runs."""
+    import os
+    import sqlite3
+    from pathlib import Path
+
+    with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as db:
+        return db.execute("SELECT COUNT(*) FROM asset_event WHERE source_dag_id = ?", (dag_id,)).fetchone()[0]
+
+
+def test_a_dry_run_succeeds_without_updating_the_output_asset(
+    run_pipeline, sqlite_warehouse, local_aws_clean
+):
+    before = asset_events_of(DAG_ID)
+
+    dry = run_pipeline(sqlite_warehouse, DRY_DAY, seed_count=120, conf={"dry_run": True})
+
+    assert dry.returncode == 0, dry.output[-4000:]
+    assert jobs_of(local_aws_clean, DRY_DAY) == []
+    assert asset_events_of(DAG_ID) == before
+    wet = run_pipeline(sqlite_warehouse, DRY_DAY, seed_count=0)
+    assert wet.returncode == 0, wet.output[-4000:]
+    assert asset_events_of(DAG_ID) == before + 1
