@@ -17,7 +17,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from bedrock_batch.config import PIPELINES_DIR, PipelineConfig, load_pipeline
-from bedrock_batch.errors import EarlierTryError
+from bedrock_batch.errors import ConfigError, EarlierTryError
 from bedrock_batch.job_status import ACTIVE_STATUSES
 
 if TYPE_CHECKING:
@@ -207,7 +207,19 @@ class PrepareBatchOperator(_PipelineOperator):
         self.kms_key_id = kms_key_id
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        """Push the whole plan under the ``plan`` key; return only the jobs, which the job group maps over."""
+        """Push the whole plan under the ``plan`` key; return only the jobs, which the job group maps over.
+
+        A mistake in the trigger form or the pipeline's settings fails the task at once, naming the
+        setting, instead of retrying what a retry cannot mend.
+        """
+        try:
+            plan = self._prepare(context)
+        except (ConfigError, EarlierTryError) as err:  # EarlierTryError: a retry finds the same jobs
+            raise AirflowFailException(str(err)) from err
+        context["ti"].xcom_push(key=PLAN_KEY, value=plan)
+        return plan["jobs"]
+
+    def _prepare(self, context: Context) -> dict[str, Any]:
         from bedrock_batch.prepare import RunContext, RunPreparer, RuntimeSettings, resolve_quotas
         from bedrock_batch.windows import window_for_run
 
@@ -246,12 +258,7 @@ class PrepareBatchOperator(_PipelineOperator):
             run_is_live=run_liveness(context["ti"], self.dag_id, self._active_jobs),
             earlier_jobs=lambda: self._jobs_of_run(context["run_id"]),
         )
-        try:
-            plan = preparer.prepare()
-        except EarlierTryError as err:  # a retry finds the same jobs: the operator must act
-            raise AirflowFailException(str(err)) from err
-        context["ti"].xcom_push(key=PLAN_KEY, value=plan)
-        return plan["jobs"]
+        return preparer.prepare()
 
     def _active_jobs(self, run_id: str) -> list[str]:
         """The Bedrock jobs of run ``run_id`` of this DAG that have not ended."""

@@ -9,13 +9,18 @@ Days differ from the other DAG tests': the stand-in remembers job names for the 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import re
+import sqlite3
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 FAILED_DAY = dt.date(2026, 12, 1)
 SMALL_DAY = dt.date(2026, 12, 5)
 RESUMMARIZED_DAY = dt.date(2026, 12, 9)
 DRY_DAY = dt.date(2026, 12, 13)
+BAD_FORM_DAY = dt.date(2026, 12, 17)
 DAG_ID = "summarize_calls"
 
 
@@ -117,14 +122,15 @@ def test_re_summarize_runs_a_summarized_day_again_and_replaces_its_summaries(
     assert len(run_ids) == 1 and run_ids != {first_run}
 
 
+def airflow_metadata(sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of the session's Airflow metadata DB (SQLite, in AIRFLOW_HOME)."""
+    with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as db:
+        return db.execute(sql, params).fetchall()
+
+
 def asset_events_of(dag_id: str) -> int:
     """Asset events the session's Airflow metadata DB holds from ``dag_id``'s runs."""
-    import os
-    import sqlite3
-    from pathlib import Path
-
-    with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as db:
-        return db.execute("SELECT COUNT(*) FROM asset_event WHERE source_dag_id = ?", (dag_id,)).fetchone()[0]
+    return airflow_metadata("SELECT COUNT(*) FROM asset_event WHERE source_dag_id = ?", (dag_id,))[0][0]
 
 
 def test_a_dry_run_succeeds_without_updating_the_output_asset(
@@ -140,3 +146,17 @@ def test_a_dry_run_succeeds_without_updating_the_output_asset(
     wet = run_pipeline(sqlite_warehouse, DRY_DAY, seed_count=0)
     assert wet.returncode == 0, wet.output[-4000:]
     assert asset_events_of(DAG_ID) == before + 1
+
+
+def test_a_mistake_in_the_trigger_form_fails_prepare_at_once_naming_the_params(
+    run_pipeline, sqlite_warehouse
+):
+    run = run_pipeline(sqlite_warehouse, BAD_FORM_DAY, seed_count=0, conf={"window_start": "2026-12-17"})
+
+    assert run.returncode != 0
+    assert "params window_start and window_end must be given together" in run.output
+    (run_id,) = set(re.findall(r"summarize_calls\.prepare (manual__\S+)", run.output))
+    assert airflow_metadata(
+        "SELECT state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'prepare'",
+        (DAG_ID, run_id),
+    ) == [("failed", 1)]  # no retry of what a retry cannot mend
