@@ -511,3 +511,17 @@ def family_for(model_id: str, invocation_type: str = "InvokeModel") -> ModelFami
             "Meta Llama 3+, Mistral text completion, Amazon Titan Text); use invocation_type 'Converse'"
         )
     return native()
+
+
+def family_of_job(
+    job: Mapping[str, Any] | None, *, model_id: str, invocation_type: str = "InvokeModel"
+) -> ModelFamily:
+    """
+    The adapter that reads ``job``'s output: under the invocation type the job ran with
+    (GetModelInvocationJob's ``modelInvocationType``), else ``invocation_type`` (the pipeline's).
+
+    A job runs for up to a week; a deploy that switches the pipeline to Converse meanwhile must not
+    make its InvokeModel output unreadable (every line would be recorded as an error, none retried).
+    """
+    ran_as = (job or {}).get("modelInvocationType")
+    return family_for(model_id, str(ran_as) if ran_as else invocation_type)

@@ -361,7 +361,7 @@ class JobAdopter:
 
     def __call__(self, orphan: Orphan) -> dict[str, Any]:
         from bedrock_batch.collect import collect_job
-        from bedrock_batch.models import family_for
+        from bedrock_batch.models import family_of_job
         from bedrock_batch.prompts import load_prompt
 
         target = self.pipeline_for(orphan.ref.dag_id)
@@ -376,7 +376,9 @@ class JobAdopter:
             warehouse=target.warehouse,
             job=staged,
             job_info=dict(orphan.job),
-            family=family_for(model_id, target.config.model.invocation_type),
+            family=family_of_job(
+                orphan.job, model_id=model_id, invocation_type=target.config.model.invocation_type
+            ),
             run_id=orphan.ref.run_id,
             prompt_version=load_prompt(target.config.prompt_path).version,
             model_id=model_id,

@@ -327,17 +327,20 @@ class CollectResultsOperator(_PipelineOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from bedrock_batch.collect import collect_job
-        from bedrock_batch.models import family_for
+        from bedrock_batch.models import family_of_job
         from bedrock_batch.staging import StagedJob
 
         job = StagedJob.from_dict(self.job)
         plan = context["ti"].xcom_pull(task_ids=PREPARE_TASK, key=PLAN_KEY)
+        job_info = self._job_info(context, job)
         outcome = collect_job(
             s3=self.aws_client("s3"),
             warehouse=self.warehouse,
             job=job,
-            job_info=self._job_info(context, job),
-            family=family_for(plan["model_id"], self.config.model.invocation_type),
+            job_info=job_info,
+            family=family_of_job(
+                job_info, model_id=plan["model_id"], invocation_type=self.config.model.invocation_type
+            ),
             run_id=context["run_id"],
             prompt_version=plan["prompt_version"],
             model_id=plan["model_id"],

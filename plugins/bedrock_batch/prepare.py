@@ -21,7 +21,7 @@ from bedrock_batch.config import PipelineConfig, check_runtime_values
 from bedrock_batch.errors import EarlierTryError, QuotaError
 from bedrock_batch.heap import frozen_heap
 from bedrock_batch.job_status import ACTIVE_STATUSES
-from bedrock_batch.models import family_for
+from bedrock_batch.models import family_for, family_of_job
 from bedrock_batch.prompts import load_prompt
 from bedrock_batch.quotas import BatchQuotas, default_quotas, plan_job_sizes, quotas_from_service
 from bedrock_batch.records import BatchRecord, RecordBuilder, Rejection, SourceRow, run_key
@@ -418,7 +418,7 @@ class RunPreparer:
             warehouse=self.warehouse,
             job=staged,
             job_info=dict(job),
-            family=family_for(model_id, self.config.model.invocation_type),
+            family=family_of_job(job, model_id=model_id, invocation_type=self.config.model.invocation_type),
             run_id=self.run.run_id,
             prompt_version=self.prompt.version,
             model_id=model_id,

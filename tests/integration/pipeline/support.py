@@ -23,7 +23,7 @@ import yaml
 from bedrock_batch.collect import JobOutcome, collect_job
 from bedrock_batch.config import PipelineConfig
 from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
-from bedrock_batch.models import family_for
+from bedrock_batch.models import family_for, family_of_job
 from bedrock_batch.on_demand import read_records, run_on_demand
 from bedrock_batch.prepare import RunContext, RunPreparer, RuntimeSettings, run_job_marker
 from bedrock_batch.quotas import BatchQuotas
@@ -241,6 +241,7 @@ class PipelineHarness:
             output_s3_uri=job.output_s3_uri,
             client_request_token=token,
             tags={"pipeline": self.config.name, **(tags or {})},
+            invocation_type=self.config.model.invocation_type,
         )
 
     def wait(self, job_arn: str, *, until: frozenset[str] | None = None) -> dict[str, Any]:
@@ -261,7 +262,11 @@ class PipelineHarness:
             warehouse=self.warehouse,
             job=job,
             job_info=dict(job_info) if job_info else None,
-            family=family_for(prepared.plan["model_id"], self.config.model.invocation_type),
+            family=family_of_job(
+                job_info,
+                model_id=prepared.plan["model_id"],
+                invocation_type=self.config.model.invocation_type,
+            ),
             run_id=prepared.run_id,
             prompt_version=prepared.plan["prompt_version"],
             model_id=prepared.plan["model_id"],

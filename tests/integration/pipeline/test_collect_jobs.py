@@ -72,6 +72,16 @@ def test_a_completed_job_loads_every_record(harness):
     assert pending(harness) == {}
 
 
+def test_a_job_is_read_as_it_ran_when_the_pipeline_switched_to_converse_meanwhile(harness):
+    _, prepared, job, info = one_job(harness)  # submitted as InvokeModel (the shipped config)
+    harness.configure(model__invocation_type="Converse")  # a deploy while the job ran
+
+    outcome = harness.collect(prepared, job, info)
+
+    assert (outcome.summarized, outcome.quarantined) == (RECORDS, 0)
+    assert pending(harness) == {}
+
+
 def test_a_partially_completed_job_loads_what_was_processed_and_queues_the_rest(harness):
     keys, prepared, job, info = one_job(harness, tags={"local-aws:fault": "partial=4"})
     assert info["status"] == "PartiallyCompleted"
