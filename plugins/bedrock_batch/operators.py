@@ -40,16 +40,27 @@ _REQUIRED_JOB_KEYS = ("job_name", "input_s3_uri", "output_s3_uri")
 
 
 def derive_client_request_token(
-    *, dag_id: str, run_id: str, job_name: str, input_s3_uri: str, records: Any, size_bytes: Any
+    *,
+    dag_id: str,
+    run_id: str,
+    job_name: str,
+    input_s3_uri: str,
+    records: Any,
+    size_bytes: Any,
+    generation: int = 0,
 ) -> str:
     """
     The idempotency token of one job of one DAG run: 64 hex characters.
 
     The same run, job and input give the same token, so every retry of the task gets back the job
     the first try created; a different input (another URI, record count or size) gets a new job.
+    ``generation`` counts the jobs of the same planned name that ended Failed, Stopped or Expired
+    (the plan's): a run cleared after such a job gets a new one for the same input, not the old one back.
     """
-    payload = json.dumps([dag_id, run_id, job_name, input_s3_uri, records, size_bytes], default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
+    fields: list[Any] = [dag_id, run_id, job_name, input_s3_uri, records, size_bytes]
+    if generation:  # absent for the first job: its token is the one earlier releases derived
+        fields.append(int(generation))
+    return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()
 
 
 QUOTA_EXCEEDED_CODE = "ServiceQuotaExceededException"
@@ -93,7 +104,8 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
 
     A retry after the job ended Failed, Stopped or Expired gets that same job back (same token):
     resubmitting identical input on a blind retry would bill it twice for the same fault. To run
-    it again on purpose, pass a new ``client_request_token`` (and job name).
+    it again on purpose, clear the run from prepare: the plan's job then has a new ``generation``
+    (the ended jobs of its name), hence a new token and name. Or pass a new ``client_request_token``.
     """
 
     # kms_key_id and bucket_owner may be config templates ({{ var.value... }}): render them too.
@@ -310,6 +322,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
             input_s3_uri=job["input_s3_uri"],
             records=job.get("records"),
             size_bytes=job.get("bytes"),
+            generation=int(job.get("generation") or 0),
         )
 
     def _job_tags(self, context: Context) -> dict[str, str]:

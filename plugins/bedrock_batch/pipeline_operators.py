@@ -296,6 +296,7 @@ class CollectResultsOperator(_PipelineOperator):
             input_s3_uri=job.input_s3_uri,
             records=job.records,
             size_bytes=job.bytes,
+            generation=job.generation,
         )
         job_name = bedrock_job_name(job.job_name, token)
         ti = context["ti"]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from bedrock_batch.config import PipelineConfig, check_runtime_values
 from bedrock_batch.errors import EarlierTryError, QuotaError
 from bedrock_batch.heap import frozen_heap
-from bedrock_batch.job_status import ACTIVE_STATUSES
+from bedrock_batch.job_status import ACTIVE_STATUSES, FAILED_STATUSES
 from bedrock_batch.models import family_for, family_of_job
 from bedrock_batch.prompts import load_prompt
 from bedrock_batch.quotas import BatchQuotas, default_quotas, plan_job_sizes, quotas_from_service
@@ -322,6 +322,8 @@ class RunPreparer:
         """Whether another run is still in flight (Airflow's answer); ``None`` when unknown."""
         self.earlier_jobs = earlier_jobs
         """The Bedrock jobs earlier tries of this run submitted (their summaries, any status)."""
+        self._ended_badly: list[str] = []
+        """Names of those that ended Failed, Stopped or Expired: the generations of a planned job."""
         self.model_id = settings.model_id or config.model.id
         self.family = family_for(self.model_id, config.model.invocation_type)
         self.prompt = load_prompt(config.prompt_path)
@@ -389,6 +391,8 @@ class RunPreparer:
         unsettled = []
         for job in self.earlier_jobs():
             arn, name, status = job.get("jobArn"), str(job.get("jobName")), job.get("status")
+            if status in FAILED_STATUSES:
+                self._ended_badly.append(name)
             if status in ACTIVE_STATUSES:
                 unsettled.append((name, f"{name} ({arn}) is still {status}"))
             elif arn and not self.warehouse.job_loaded(str(arn), run_id=self.run.run_id):
@@ -469,6 +473,7 @@ class RunPreparer:
                     input_s3_uri=job.input_s3_uri,
                     records=job.records,
                     size_bytes=job.bytes,
+                    generation=self._generation(job.job_name),
                 ),
             )
             for job in stager.plan.jobs
@@ -606,7 +611,17 @@ class RunPreparer:
                 self._carry_over(key for _, key, _ in entries)
                 self.counts.staged -= job.records
             plan = StagePlan(plan.bucket, plan.prefix, [job for job in plan.jobs if job not in short])
-        return plan
+        return StagePlan(
+            plan.bucket,
+            plan.prefix,
+            [replace(job, generation=self._generation(job.job_name)) for job in plan.jobs],
+        )
+
+    def _generation(self, planned_name: str) -> int:
+        """How many jobs of ``planned_name`` earlier tries of this run submitted that ended Failed,
+        Stopped or Expired: a run cleared after one gets a new job (new token and name), where the
+        same token would give the ended job back."""
+        return sum(name.startswith(f"{planned_name}-") for name in self._ended_badly)
 
     def _small_batch(self, rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
         """Fewer rows than a job's minimum: carry them over, run them on demand, or fail."""

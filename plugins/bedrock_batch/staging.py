@@ -118,6 +118,8 @@ class StagedJob:
     records: int
     bytes: int
     est_input_tokens: int
+    generation: int = 0
+    """Jobs of this name an earlier try of the run submitted that ended Failed, Stopped or Expired."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +132,7 @@ class StagedJob:
             "records": self.records,
             "bytes": self.bytes,
             "est_input_tokens": self.est_input_tokens,
+            "generation": self.generation,
         }
 
     @classmethod
@@ -144,6 +147,7 @@ class StagedJob:
             records=int(data["records"]),
             bytes=int(data["bytes"]),
             est_input_tokens=int(data["est_input_tokens"]),
+            generation=int(data.get("generation") or 0),
         )
 
 

@@ -87,6 +87,13 @@ def test_derived_token_is_64_hex_valid_and_stable():
     assert derive_client_request_token(**{**args, "run_id": "r2"}) != token
 
 
+def test_a_job_generation_changes_the_token_and_the_first_keeps_the_old_one():
+    args = {"dag_id": "d", "run_id": "r", "job_name": "j", "input_s3_uri": "s3://b/i/", "records": 100}
+    first = derive_client_request_token(**args, size_bytes=7)
+    assert derive_client_request_token(**args, size_bytes=7, generation=0) == first
+    assert derive_client_request_token(**args, size_bytes=7, generation=1) != first
+
+
 def test_submit_returns_a_small_result_without_waiting(plan_job, local_aws):
     result = submit(plan_job).execute(context(DictStateStore()))
     assert result["job_name"] == f"{plan_job['job_name']}-{result['client_request_token'][:8]}"

@@ -231,6 +231,7 @@ class PipelineHarness:
             input_s3_uri=job.input_s3_uri,
             records=job.records,
             size_bytes=job.bytes,
+            generation=job.generation,
         )
         return self.hook.create_job(
             # Named as the submit operator names it: the planned name plus 8 characters of the token.

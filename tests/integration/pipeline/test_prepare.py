@@ -307,6 +307,26 @@ def test_a_cleared_run_stages_the_same_input_again_for_the_job_its_killed_try_su
     harness.hook.stop_job(job_arn)
 
 
+@pytest.mark.parametrize("fault", ["fail", "expire"])
+def test_a_run_cleared_after_its_job_failed_gets_a_new_job_for_the_same_input(harness, fault):
+    """Same input, same token: without a new generation Bedrock would give the ended job back."""
+    keys = harness.add_calls(5)
+    prepared = harness.prepare(tiny_quotas())
+    (job,) = prepared.jobs
+    failed_arn = harness.submit(job, run_id=prepared.run_id, tags={"local-aws:fault": fault})
+    harness.collect(prepared, job, harness.wait(failed_arn))
+
+    again = harness.prepare(tiny_quotas(), run_id=prepared.run_id)
+
+    (retried,) = again.jobs
+    assert (retried.job_name, retried.records, retried.generation) == (job.job_name, job.records, 1)
+    assert harness.staged_keys(again) == keys
+    new_arn = harness.submit(retried, run_id=again.run_id)
+    assert new_arn != failed_arn
+    harness.collect(again, retried, harness.wait(new_arn))
+    assert sorted(key for (key,) in harness.query("SELECT source_key FROM call_summaries")) == sorted(keys)
+
+
 def test_a_cleared_run_whose_earlier_jobs_were_loaded_stages_what_is_left(harness):
     harness.add_calls(5)
     prepared = harness.prepare(tiny_quotas())
