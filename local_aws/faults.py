@@ -11,8 +11,9 @@ Server faults (POST /_local/faults, JSON, every key optional):
 - ``partial_after``: records processed before a ``partial`` job stops (default: half).
 - ``runtime_rps``: bedrock-runtime requests per second above which it answers ThrottlingException.
 
-Job tags: ``local-aws:fault`` = ``fail`` | ``expire`` | ``stick`` | ``partial=N``, and
-``local-aws:record-error-rate`` = ``0.2``.
+Job tags: ``local-aws:fault`` = ``fail`` | ``expire`` | ``stick`` | ``partial=N``,
+``local-aws:record-error-rate`` = ``0.2``, and ``local-aws:stopping-seconds`` = ``5`` (real seconds
+a stopped job stays Stopping, whatever the speed).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 OUTCOMES = ("fail", "expire", "stick", "partial")
 FAULT_TAG = "local-aws:fault"
 RECORD_ERROR_TAG = "local-aws:record-error-rate"
+STOPPING_TAG = "local-aws:stopping-seconds"
 
 
 @dataclass
@@ -34,12 +36,14 @@ class JobFaults:
     outcome: str | None = None
     partial_after: int | None = None
     record_error_rate: float = 0.0
+    stopping_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome,
             "partial_after": self.partial_after,
             "record_error_rate": self.record_error_rate,
+            "stopping_seconds": self.stopping_seconds,
         }
 
     @classmethod
@@ -159,4 +163,9 @@ class ServerFaults:
                 faults.partial_after = int(arg)
         if RECORD_ERROR_TAG in tags:
             faults.record_error_rate = _check_rate(RECORD_ERROR_TAG, float(tags[RECORD_ERROR_TAG]))
+        if STOPPING_TAG in tags:
+            seconds = float(tags[STOPPING_TAG])
+            if not 0 <= seconds <= 3600:
+                raise ValueError(f"tag {STOPPING_TAG}={tags[STOPPING_TAG]!r}: expected 0..3600 seconds")
+            faults.stopping_seconds = seconds
         return faults

@@ -188,13 +188,17 @@ class JobWorker:
                     job.set_status("InProgress", now)
             elif status == "InProgress":
                 self._process(job, now, faults)
-            elif status == "Stopping" and self._due(
-                job, now, max(STOPPING_S, STOPPING_MIN_REAL_S * self.settings.speed)
-            ):
+            elif status == "Stopping" and self._due(job, now, self._stopping_s(faults)):
                 self._finish(job, now, "Stopped", None)
             else:
                 return
             self.store.save()
+
+    def _stopping_s(self, faults: JobFaults) -> float:
+        """How long (simulated) a stopped job stays Stopping: at least STOPPING_MIN_REAL_S real seconds,
+        or the job's ``local-aws:stopping-seconds``."""
+        real = STOPPING_MIN_REAL_S if faults.stopping_seconds is None else faults.stopping_seconds
+        return max(STOPPING_S if faults.stopping_seconds is None else 0.0, real * self.settings.speed)
 
     def _validate(self, job: Job, now: float, faults: JobFaults) -> None:
         if faults.outcome == "fail":

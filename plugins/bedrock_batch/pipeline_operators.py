@@ -273,6 +273,11 @@ class PrepareBatchOperator(_PipelineOperator):
         return hook.jobs_named(run_job_marker(self.dag_id, run_id))
 
 
+STOPPING_RECHECK_SECONDS = 60
+STOPPING_MAX_WAIT_SECONDS = 6 * 3600
+"""How long collect waits, rescheduled, for a Stopping job to stop before it fails naming the job."""
+
+
 class CollectResultsOperator(_PipelineOperator):
     """Load one job's results and queue whatever it did not process; runs whatever happened upstream."""
 
@@ -317,6 +322,8 @@ class CollectResultsOperator(_PipelineOperator):
             log.warning("Job %s was never submitted: its records are queued for the next run", job_name)
             return None
         info = hook.get_job(job_arn)
+        if info["status"] == "Stopping":
+            self._wait_until_stopped(context, job_arn)
         if info["status"] in ACTIVE_STATUSES:
             raise AirflowException(
                 f"Job {job_arn} is still {info['status']}: its output cannot be collected yet. Clear the "
@@ -325,6 +332,27 @@ class CollectResultsOperator(_PipelineOperator):
                 "records stay staged until then."
             )
         return info
+
+    def _wait_until_stopped(self, context: Context, job_arn: str) -> None:
+        """Reschedule the task (its slot free) while the job is Stopping, for at most a while.
+
+        Marking a deferred wait failed stops its job, and collect runs at once: Bedrock may take
+        longer to stop the job than the task's retries last. Past the limit this returns, and the
+        caller fails the task naming the job.
+        """
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
+        waited = int(context.get("task_reschedule_count") or 0) * STOPPING_RECHECK_SECONDS
+        if waited >= STOPPING_MAX_WAIT_SECONDS:
+            return
+        log.info(
+            "Job %s is Stopping: its output is collected once it has stopped (looking again in %d s)",
+            job_arn,
+            STOPPING_RECHECK_SECONDS,
+        )
+        raise AirflowRescheduleException(
+            dt.datetime.now(dt.UTC) + dt.timedelta(seconds=STOPPING_RECHECK_SECONDS)
+        )
 
     def execute(self, context: Context) -> dict[str, Any]:
         from bedrock_batch.collect import collect_job

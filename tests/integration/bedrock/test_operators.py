@@ -313,3 +313,35 @@ def test_collect_never_queues_a_planned_job_whose_earlier_try_still_runs_on_its_
         collect._job_info({"run_id": "scheduled__2026-01-01", "ti": ti}, StagedJob.from_dict(restaged))
         is None
     )
+
+
+def test_collect_reschedules_while_its_job_is_stopping_and_fails_naming_it_past_the_limit(
+    plan_job, local_aws, bedrock_hook
+):
+    """Marking a deferred wait failed stops the job, and collect runs at once: Stopping is not an end."""
+    from airflow.sdk import DAG
+    from airflow.sdk.exceptions import AirflowException, AirflowRescheduleException
+
+    from bedrock_batch.pipeline_operators import (
+        STOPPING_MAX_WAIT_SECONDS,
+        STOPPING_RECHECK_SECONDS,
+        CollectResultsOperator,
+    )
+    from bedrock_batch.staging import StagedJob
+
+    tags = {"local-aws:fault": "stick", "local-aws:stopping-seconds": "20"}
+    submitted = submit(plan_job, tags=tags).execute(context(DictStateStore()))
+    staged = StagedJob.from_dict({**plan_job, "files": [], "est_input_tokens": 0})
+    with DAG("summaries", schedule=None):
+        collect = CollectResultsOperator(task_id="collect", pipeline="summarize_calls", job=plan_job)
+    ti = SimpleNamespace(map_index=-1, xcom_pull=lambda **_: submitted)
+    wait_for_status(bedrock_hook, submitted["job_arn"], {"Scheduled"})
+    bedrock_hook.stop_job(submitted["job_arn"])
+
+    with pytest.raises(AirflowRescheduleException):
+        collect._job_info({"run_id": "scheduled__2026-01-01", "ti": ti}, staged)
+    reschedules = STOPPING_MAX_WAIT_SECONDS // STOPPING_RECHECK_SECONDS
+    past_the_limit = {"run_id": "scheduled__2026-01-01", "ti": ti, "task_reschedule_count": reschedules}
+    with pytest.raises(AirflowException, match=rf"{submitted['job_arn']} is still Stopping"):
+        collect._job_info(past_the_limit, staged)
+    assert bedrock_hook.get_job(submitted["job_arn"])["status"] == "Stopping"
