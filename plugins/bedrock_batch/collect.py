@@ -107,7 +107,8 @@ class JobCollector:
         self.record_map = record_map
         self.owner = owner
         self.seen: set[str] = set()
-        self.errors: list[ErrorRow] = []
+        self.errors: list[ErrorRow | None] = []
+        """Model errors of the output lines; ``None`` where a later success line of the record won."""
         self.manifest: Manifest | None = None
         self.manifest_error: str | None = None
         self.unreadable: dict[str, str] = {}
@@ -150,14 +151,21 @@ class JobCollector:
         this loop runs once per record of the job.
         """
         record_map, seen, outcome = self.record_map, self.seen, self.outcome
+        errored_at: dict[str, int] = {}  # record id -> its error's place in self.errors
         unexpected = summarized = input_tokens = output_tokens = 0
         try:
             for line in self.iter_lines(job_arn):
                 record_id = line.record_id
                 entry = record_map.get(record_id)
                 if entry is None or record_id in seen:
-                    unexpected += 1
-                    continue
+                    if entry is not None and line.output is not None and record_id in errored_at:
+                        # A second line of a record whose first was an error: the success was billed
+                        # too, and is what the record gets.
+                        self.errors[errored_at.pop(record_id)] = None
+                        outcome.model_errors -= 1
+                    else:
+                        unexpected += 1
+                        continue
                 seen.add(record_id)
                 output = line.output
                 if output is not None:
@@ -169,6 +177,7 @@ class JobCollector:
                     )
                     continue
                 outcome.model_errors += 1
+                errored_at[record_id] = len(self.errors)
                 self.errors.append(
                     ErrorRow(
                         source_key=entry[0],
@@ -242,7 +251,7 @@ def collect_job(
 
     def errors() -> Iterator[ErrorRow]:
         # Evaluated after the summaries are consumed: by then the collector has seen every line.
-        yield from collector.errors
+        yield from (error for error in collector.errors if error is not None)
         yield from collector.unprocessed(code=code, message=reason)
 
     counts = warehouse.load_job(

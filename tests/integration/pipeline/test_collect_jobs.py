@@ -192,6 +192,22 @@ def test_a_readable_line_of_a_record_wins_over_an_unreadable_one(harness):
     assert (outcome.output_unreadable, outcome.quarantined, outcome.summarized) == (0, 1, RECORDS)
 
 
+def test_a_success_line_of_a_record_wins_over_an_earlier_error_line_of_it(harness):
+    _, prepared, job, info = one_job(harness)
+    (out_key,) = [key for key in output_keys(harness, job, info) if key.endswith(".jsonl.out")]
+    lines = harness.s3.get_object(Bucket=BUCKET, Key=out_key)["Body"].read().splitlines(keepends=True)
+    twice_id = orjson.loads(lines[1])["recordId"]
+    error = {"recordId": twice_id, "error": {"errorCode": 429, "errorMessage": "Too many requests"}}
+    lines.insert(0, orjson.dumps(error) + b"\n")
+    harness.s3.put_object(Bucket=BUCKET, Key=out_key, Body=b"".join(lines))
+
+    outcome = harness.collect(prepared, job, info)
+
+    assert (outcome.summarized, outcome.model_errors, outcome.unexpected) == (RECORDS, 0, 0)
+    assert harness.query("SELECT COUNT(*) FROM call_summary_errors") == [(0,)]
+    assert pending(harness) == {}
+
+
 def test_a_missing_manifest_is_reported_and_the_records_still_load(harness):
     _, prepared, job, info = one_job(harness)
     (manifest,) = [key for key in output_keys(harness, job, info) if key.endswith("manifest.json.out")]
