@@ -93,6 +93,10 @@ def summarize_run(
         "not_processed": total("not_processed"),
         "output_unreadable": total("output_unreadable"),
         "quarantined_lines": total("quarantined"),
+        "unexpected_lines": total("unexpected"),
+        "manifest_problems": {
+            str(o.get("job_name")): str(o["manifest_problem"]) for o in outcomes if o.get("manifest_problem")
+        },
         "retry": total("retry"),
         "dead_lettered": total("dead_lettered"),
         "input_tokens": input_tokens,
@@ -127,4 +131,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         ("estimated cost (batch)", "unknown model price" if cost is None else f"${cost:.4f}"),
         ("jobs", f"{summary.get('jobs_collected')}/{summary.get('jobs_planned')} collected"),
     ]
+    # Billed output the run could not join to a record, and outputs at odds with their manifest: rare,
+    # so shown only when they happened.
+    if summary.get("unexpected_lines"):
+        rows.append(("output lines of no record", f"{summary['unexpected_lines']} (not in the record map)"))
+    for job_name, problem in (summary.get("manifest_problems") or {}).items():
+        rows.append(("manifest problem", f"{job_name}: {problem}"))
     return "\n".join(f"  {name:<26} {value}" for name, value in rows)

@@ -134,3 +134,27 @@ def test_the_formatted_summary_names_every_bucket_and_the_cost(prices):
         assert label in text
     unknown = format_summary({**summary, "estimated_cost_usd": None})
     assert "unknown model price" in unknown
+
+
+def test_output_lines_of_no_record_and_manifest_problems_reach_the_summary(prices):
+    outcomes = [
+        outcome(
+            "j001", "Completed", summarized=200, unexpected=3, manifest_problem="manifest says 203 records"
+        ),
+        outcome("j002", "Completed", summarized=200),
+    ]
+    summary = summarize_run(plan=plan(), outcomes=outcomes, on_demand=None, prices=prices)
+
+    assert summary["unexpected_lines"] == 3
+    assert summary["manifest_problems"] == {"j001": "manifest says 203 records"}
+    text = format_summary(summary)
+    assert "3 (not in the record map)" in text
+    assert "j001: manifest says 203 records" in text
+
+
+def test_a_clean_run_shows_no_manifest_or_stray_line_rows(prices):
+    summary = summarize_run(
+        plan=plan(), outcomes=[outcome("j001", "Completed")], on_demand=None, prices=prices
+    )
+    text = format_summary(summary)
+    assert "manifest problem" not in text and "output lines of no record" not in text
