@@ -32,7 +32,18 @@ log = logging.getLogger(__name__)
 
 #: Record error codes worth another try in a later run; others (e.g. 400 invalid input) would fail again.
 RETRYABLE_CODES = frozenset({"408", "424", "429", "500", "502", "503", "504"})
-RETRYABLE_WORDS = ("throttl", "timeout", "timed out", "unavailable", "internal", "capacity", "too many")
+RETRYABLE_WORDS = (
+    "throttl",
+    "timeout",
+    "timed out",
+    "unavailable",
+    "internal",
+    "capacity",
+    "too many",
+    "notready",
+    "not ready",
+    "quotaexceeded",
+)
 
 MODEL_STAGE = "model"
 JOB_STAGE = "batch_job"
@@ -41,9 +52,14 @@ OUTPUT_UNREADABLE = "output_unreadable"
 
 
 def is_retryable(code: str | None, message: str | None) -> bool:
-    """Throttling, timeouts and server-side errors are retried; input errors are not."""
+    """Throttling, timeouts and server-side errors are retried; input errors are not.
+
+    Any other 4xx is final whatever its message says (a 400 naming an "internal" field of the input).
+    """
     if code in RETRYABLE_CODES:
         return True
+    if code and len(code) == 3 and code.startswith("4") and code.isdigit():
+        return False
     text = f"{code or ''} {message or ''}".lower()
     return any(word in text for word in RETRYABLE_WORDS)
 

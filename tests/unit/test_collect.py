@@ -17,7 +17,13 @@ def test_throttling_timeouts_and_server_errors_are_retried(code):
 
 @pytest.mark.parametrize(
     ("code", "message"),
-    [("ThrottlingException", None), ("unknown", "Model timed out"), ("ServiceUnavailable", "try later")],
+    [
+        ("ThrottlingException", None),
+        ("unknown", "Model timed out"),
+        ("ServiceUnavailable", "try later"),
+        ("ModelNotReadyException", "the model is not ready"),
+        ("ServiceQuotaExceededException", None),
+    ],
 )
 def test_a_retryable_error_is_recognised_by_its_name_or_message(code, message):
     assert is_retryable(code, message)
@@ -29,6 +35,7 @@ def test_a_retryable_error_is_recognised_by_its_name_or_message(code, message):
         ("400", "Malformed input request"),
         ("ValidationException", "bad"),
         ("403", "Access denied"),
+        ("400", "Malformed input request: internal field max_tokens is out of range"),
         (None, None),
     ],
 )
