@@ -42,7 +42,9 @@ UNSUPPORTED_IN_BATCH = frozenset(
 )
 
 #: Cross-region inference profile prefixes that may precede a model id (``us.anthropic...``).
-REGION_PREFIXES = frozenset({"us", "us-gov", "eu", "apac", "ap", "jp", "au", "ca", "global"})
+REGION_PREFIXES = frozenset(
+    {"us", "us-gov", "eu", "apac", "ap", "jp", "au", "ca", "sa", "me", "af", "global"}
+)
 
 #: Characters per token used by :func:`estimate_tokens`.
 CHARS_PER_TOKEN = 3.5

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,6 @@ from typing import Any
 from bedrock_batch.config import INCLUDE_DIR
 
 PRICES_FILE = INCLUDE_DIR / "prices.yaml"
-_REGION_PREFIX = re.compile(r"^(us|eu|apac|ap|ca|sa|me|af|us-gov|global|jp|au)\.")
 
 
 def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
@@ -23,7 +21,9 @@ def estimate_cost(
     model_id: str, input_tokens: int, output_tokens: int, prices: Mapping[str, Any]
 ) -> float | None:
     """Batch price in USD, from the longest price-table prefix matching the model id (None if unknown)."""
-    bare = _REGION_PREFIX.sub("", model_id)
+    from bedrock_batch.models import base_model_id
+
+    bare = base_model_id(model_id)  # an inference profile's ARN or cross-region id has its base price
     matches = [prefix for prefix in prices.get("models", {}) if bare.startswith(prefix)]
     if not matches:
         return None

@@ -50,6 +50,12 @@ def test_a_region_prefixed_model_id_has_the_price_of_its_base_model(prices):
     assert estimate_cost(f"us.{HAIKU}", 10_000, 1_000, prices) == estimate_cost(HAIKU, 10_000, 1_000, prices)
 
 
+def test_an_inference_profile_arn_has_the_price_of_its_base_model(prices):
+    arn = f"arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.{HAIKU}"
+    assert estimate_cost(arn, 10_000, 1_000, prices) == estimate_cost(HAIKU, 10_000, 1_000, prices)
+    assert estimate_cost(arn, 10_000, 1_000, prices) is not None
+
+
 def test_the_longest_matching_prefix_wins():
     table = {
         "models": {
