@@ -89,14 +89,20 @@ with DAG(
             type=["null", "string"],
             format="date-time",
             title="Submitted after",
-            description="list / reconcile: only jobs submitted after this time (ISO 8601).",
+            description=(
+                "list / reconcile: only jobs submitted after this time (a date-time with its offset, "
+                "e.g. 2026-01-31T00:00:00Z)."
+            ),
         ),
         "submitted_before": Param(
             None,
             type=["null", "string"],
             format="date-time",
             title="Submitted before",
-            description="list / reconcile: only jobs submitted before this time (ISO 8601).",
+            description=(
+                "list / reconcile: only jobs submitted before this time (a date-time with its offset, "
+                "e.g. 2026-01-31T00:00:00Z)."
+            ),
         ),
         "sort_order": Param(
             "Descending",

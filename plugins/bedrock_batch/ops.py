@@ -207,7 +207,7 @@ def stop_job(hook: BedrockBatchHook, job_arn: str) -> dict[str, Any]:
         "job_arn": job_arn,
         "status_before": before,
         "status": after,
-        "stopped": before in ACTIVE_STATUSES,
+        "stopped": before in ACTIVE_STATUSES and before != "Stopping",  # this call stopped it
     }
 
 

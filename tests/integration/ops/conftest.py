@@ -39,14 +39,20 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
         s3.create_bucket(Bucket=BUCKET)
     created: list[str] = []
 
-    def _make(name: str, *, run: tuple[str, str] | None = None, fault: str | None = None) -> str:
+    def _make(
+        name: str,
+        *,
+        run: tuple[str, str] | None = None,
+        fault: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
         prefix = f"ops/{uuid.uuid4().hex}"
         s3.put_object(
             Bucket=BUCKET,
             Key=f"{prefix}/part-00001.jsonl",
             Body=b"\n".join(claude_line(i) for i in range(RECORDS)) + b"\n",
         )
-        tags = {"team": "ops-it"}
+        tags = {"team": "ops-it", **(tags or {})}
         if run:
             tags.update(run_tags(dag_id=run[0], run_id=run[1]))
         if fault:

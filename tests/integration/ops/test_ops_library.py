@@ -88,6 +88,16 @@ def test_stop_job_stops_a_running_job(hook, make_job, marker):
     assert wait_terminal(hook, job_arn)["status"] == "Stopped"
 
 
+def test_stop_job_on_a_job_already_stopping_does_not_claim_to_have_stopped_it(hook, make_job, marker):
+    job_arn = make_job(f"stopping-{marker}", fault="stick", tags={"local-aws:stopping-seconds": "20"})
+    wait_for_status(hook, job_arn, {STUCK})
+    hook.stop_job(job_arn)
+
+    result = ops.stop_job(hook, job_arn)
+
+    assert (result["status_before"], result["status"], result["stopped"]) == ("Stopping", "Stopping", False)
+
+
 def test_stop_job_on_a_finished_job_reports_its_status(hook, make_job, marker):
     job_arn = make_job(f"done-{marker}")
     wait_terminal(hook, job_arn)
