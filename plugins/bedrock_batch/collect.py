@@ -256,6 +256,14 @@ def collect_job(
     status = str(job_info.get("status")) if job_info else "NotSubmitted"
     outcome = JobOutcome(job_name=job.job_name, job_arn=job_arn, status=status, records=job.records)
     record_map = read_record_map(s3, job.map_s3_uri, owner=owner)
+    if not job_arn:
+        # Bedrock never saw these records: carried over with no error row, so no attempt is spent (a
+        # few nights of a broken role or quota would otherwise dead-letter records never sent).
+        keys = [key for key, _ in record_map.values()]
+        outcome.not_processed = len(keys)
+        outcome.retry = warehouse.carry_over(keys, run_id=run_id, prompt_version=prompt_version)
+        log.warning("Job %s was never submitted: its %d records are carried over", job.job_name, len(keys))
+        return outcome
     collector = JobCollector(
         s3=s3, job=job, family=family, outcome=outcome, record_map=record_map, owner=owner
     )

@@ -227,12 +227,13 @@ def test_an_unreadable_manifest_is_reported_naming_it_and_the_records_still_load
     assert outcome.summarized == RECORDS
 
 
-def test_a_job_never_submitted_queues_every_record(harness):
+def test_a_job_never_submitted_carries_every_record_over_without_spending_an_attempt(harness):
     keys = harness.add_calls(RECORDS)
     prepared = harness.prepare(tiny_quotas())
     outcome = harness.collect(prepared, prepared.jobs[0], None)
-    assert (outcome.status, outcome.retry) == ("NotSubmitted", RECORDS)
-    assert pending(harness) == dict.fromkeys(keys, "retry")
+    assert (outcome.status, outcome.retry, outcome.not_processed) == ("NotSubmitted", RECORDS, RECORDS)
+    assert pending(harness) == dict.fromkeys(keys, "carried_over")
+    assert harness.query("SELECT COUNT(*) FROM call_summary_errors") == [(0,)]
 
 
 def test_collecting_the_same_job_twice_gives_the_same_rows(harness):
