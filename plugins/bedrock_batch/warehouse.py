@@ -20,7 +20,7 @@ import os
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -1066,11 +1066,22 @@ class Warehouse:
         self._upsert(conn, self.tables.error_table, _ERROR_COLUMNS, 4, rows)
 
     def _upsert_pending(self, conn: Any, rows: list[tuple[Any, ...]], *, keep_reason: bool) -> None:
-        """Insert pending rows; on conflict keep first_seen_at, and reason/attempts too for carry-overs."""
+        """Insert pending rows; on conflict keep first_seen_at, and reason/attempts too for carry-overs.
+
+        Queuing a key again releases a claim on it only if nobody holds it or the queuing run does:
+        an older run's collect, cleared and run again, must not free a key a later run is working on
+        (a third run could then take it too, and Bedrock bill it twice).
+        """
+        table = self.tables.pending_table
         kept = ("source_key", "prompt_version", "first_seen_at")
         if keep_reason:
             kept += ("reason", "attempts")
-        self._upsert(conn, self.tables.pending_table, _PENDING_COLUMNS, 2, rows, keep=kept)
+        ours = f"({table}.claimed_by IS NULL OR {table}.claimed_by = excluded.last_run_id)"
+        claims = {
+            col: f"CASE WHEN {ours} THEN excluded.{col} ELSE {table}.{col} END"
+            for col in ("claimed_by", "claimed_at")
+        }
+        self._upsert(conn, table, _PENDING_COLUMNS, 2, rows, keep=kept, on_conflict=claims)
 
     def _delete_pending(self, conn: Any, keys: list[str], prompt_version: str) -> None:
         if not keys:
@@ -1102,9 +1113,12 @@ class Warehouse:
         rows: list[tuple[Any, ...]],
         *,
         keep: tuple[str, ...] | None = None,
+        on_conflict: Mapping[str, str] | None = None,
     ) -> None:
         """Insert or update ``rows`` keyed by the first ``key_count`` columns; later duplicates win.
 
+        A column in ``keep`` keeps its value on conflict; one in ``on_conflict`` takes that SQL
+        expression (``excluded.<col>`` is the new value, ``<table>.<col>`` the old); others the new value.
         On Postgres, rows whose keys are all new (a job's first load) are copied straight into the
         table; otherwise (a rerun) they are copied to a temporary table and upserted from there.
         """
@@ -1112,7 +1126,10 @@ class Warehouse:
             return
         keys = columns[:key_count]
         kept = keep if keep is not None else keys
-        updates = ", ".join(f"{col} = excluded.{col}" for col in columns if col not in kept)
+        expressions = dict(on_conflict or {})
+        updates = ", ".join(
+            f"{col} = {expressions.get(col, f'excluded.{col}')}" for col in columns if col not in kept
+        )
         conflict = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         cols = ", ".join(columns)
         cur = conn.cursor()

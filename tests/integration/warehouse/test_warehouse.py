@@ -597,6 +597,17 @@ def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
     assert keys(read(wh, run_id="next")) == ["old"]
 
 
+def test_an_earlier_runs_collect_run_again_leaves_a_later_runs_claim_alone(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
+    load(warehouse, errors=[throttled("old", 1)], run_id="run-1")  # queued for retry by run-1
+    warehouse.claim_pending(run_id="run-2", prompt_version=PROMPT)  # run-2 works on it
+
+    load(warehouse, errors=[throttled("old", 1)], run_id="run-1")  # run-1's collect, cleared
+
+    assert warehouse.claim_pending(run_id="run-3", prompt_version=PROMPT) == 0
+    assert keys(read(warehouse, run_id="run-2", claimed_only=True)) == ["old"]
+
+
 def test_queuing_a_key_again_releases_its_claim(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
     warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
