@@ -502,6 +502,18 @@ class RunPreparer:
             )
             if claimed:
                 log.info("Claimed %d carried-over or retried keys for this run", claimed)
+            exhausted = self.warehouse.dead_letter_exhausted(
+                run_id=self.run.run_id,
+                prompt_version=self.prompt.version,
+                max_attempts=self.config.max_attempts,
+            )
+            if exhausted:
+                log.warning(
+                    "Dead-lettered %d queued keys already tried max_attempts (%d) times: they were queued "
+                    "when max_attempts was higher (error code attempts_exhausted)",
+                    exhausted,
+                    self.config.max_attempts,
+                )
         expected = self._count(self.settings.record_limit)
         if self.settings.record_limit is not None:
             self.counts.left_unread = self._count(None) - expected

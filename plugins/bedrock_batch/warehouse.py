@@ -610,6 +610,46 @@ class Warehouse:
             )
             return max(cur.rowcount, 0)
 
+    def dead_letter_exhausted(self, *, run_id: str, prompt_version: str, max_attempts: int) -> int:
+        """Dead-letter the queued keys ``run_id`` may take that were already tried ``max_attempts`` times.
+
+        A load dead-letters a key when its last try fails at ``max_attempts``; a key queued before
+        ``max_attempts`` was lowered would otherwise stay queued for good, skipped by every read.
+        Each gets an ``attempts_exhausted`` error row (dead-lettered, naming both numbers) and leaves
+        the queue. Returns how many.
+        """
+        sql, params = self._pending_sql(prompt_version, run_id, include_summarized=True)
+        with self._read_cursor(server_side=False) as cur:
+            cur.execute(
+                f"SELECT q.source_key, q.bb_tried FROM ({sql}) q WHERE q.bb_tried >= {self._ph}",
+                (*params, max_attempts),
+            )
+            exhausted = [(str(key), int(tried)) for key, tried in cur.fetchall()]
+        if not exhausted:
+            return 0
+        now = self._ts(datetime.now(UTC))
+        rows = [
+            (
+                key,
+                prompt_version,
+                run_id,
+                "queue",
+                "attempts_exhausted",
+                f"tried in {tried} runs; max_attempts is {max_attempts} now (it was higher when queued)",
+                tried,
+                self._bool(False),
+                self._bool(True),
+                None,
+                now,
+            )
+            for key, tried in exhausted
+        ]
+        with self._transaction() as conn:
+            for batch in _batches(rows, _WRITE_BATCH):
+                self._upsert_errors(conn, batch)
+                self._delete_pending(conn, [row[0] for row in batch], prompt_version)
+        return len(rows)
+
     def claim_window(
         self,
         *,

@@ -162,6 +162,10 @@ def test_record_limit_does_not_spend_its_claim_on_a_queued_key_out_of_attempts(h
     prepared = harness.prepare(tiny_quotas(), record_limit=5)
 
     assert harness.staged_keys(prepared) == queued[1:6]
+    assert harness.query(
+        "SELECT code, dead_lettered FROM call_summary_errors WHERE source_key = ? AND run_id = ?",
+        (queued[0], prepared.run_id),
+    ) == [("attempts_exhausted", 1)]  # not left queued for good
 
 
 def test_dry_run_stages_but_writes_nothing_to_the_warehouse_and_plans_no_jobs(harness):

@@ -587,6 +587,25 @@ def test_a_limited_claim_lets_go_of_what_an_earlier_try_of_the_run_held_past_the
     assert keys(read(warehouse, run_id="next", claimed_only=True)) == ["k8"]
 
 
+def test_a_key_queued_before_max_attempts_was_lowered_is_dead_lettered_naming_both_numbers(
+    warehouse, warehouse_db
+):
+    insert_calls(warehouse_db, [("k0", DAY - timedelta(days=5), "t"), ("k1", DAY - timedelta(days=5), "t")])
+    load(warehouse, errors=[throttled("k0", 1), throttled("k1", 1)], run_id="run-a")
+    load(warehouse, errors=[throttled("k0", 2)], run_id="run-b")  # k0 tried twice, still queued (max 3)
+
+    assert warehouse.dead_letter_exhausted(run_id="run-c", prompt_version=PROMPT, max_attempts=2) == 1
+
+    assert keys(read(warehouse, run_id="run-c", max_attempts=3)) == ["k1"]
+    ((code, dead, message),) = query(
+        warehouse_db,
+        "SELECT code, dead_lettered, message FROM call_summary_errors WHERE source_key = ? AND run_id = ?",
+        ("k0", "run-c"),
+    )
+    assert (code, bool(dead)) == ("attempts_exhausted", True)
+    assert "tried in 2 runs; max_attempts is 2" in message
+
+
 def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
     wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls", claim_ttl=timedelta(0))
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
