@@ -36,7 +36,8 @@ Trigger with the form; `action` picks what runs:
   pipelines (`bedrock-batch:dag-id`, `bedrock-batch:run-id`) that no DAG run tracks (the run is
   gone, or it finished without recording the job) and, per `reconcile_mode`:
   `report` them, `adopt` them (load their output into the pipeline's warehouse under the run that
-  submitted them; ended jobs only), or `stop` them.
+  submitted them; ended jobs only), or `stop` them. Jobs reading input outside this deployment's
+  pipelines' input folders belong to another deployment in the same account and are left alone.
 * **windows**: the days each pipeline run holds (`pipeline`, or every pipeline), with the holding
   run's state in Airflow. A run holds its days from prepare until its output is loaded, so that a
   second run over them does not pay for the same rows. The claim of a run that is over stays listed
@@ -225,19 +226,23 @@ with DAG(
         mode = params["reconcile_mode"]
         filters = _filters(params)
         log.info("Reconciling Bedrock batch jobs (%s): %s", mode, filters)
+        context = get_current_context()
+
+        def render(value: str) -> str:
+            return context["task"].render_template(value, context)
+
         adopter = None
         if mode == "adopt":
             s3 = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="s3").conn
-            context = get_current_context()
-
-            def render(value: str) -> str:
-                return context["task"].render_template(value, context)
-
             adopter = ops.JobAdopter(
                 s3=s3, pipeline_for=lambda dag_id: ops.pipeline_target(dag_id, render=render)
             )
+        # Jobs reading input outside this deployment's pipelines are another deployment's.
+        roots = ops.deployment_input_roots(render)
         with _request_mistakes_fail():
-            results = ops.reconcile(_hook(), is_tracked=_tracker(ti), mode=mode, adopter=adopter, **filters)
+            results = ops.reconcile(
+                _hook(), is_tracked=_tracker(ti), mode=mode, adopter=adopter, input_roots=roots, **filters
+            )
         columns = ("submit_time", "status", "dag_id", "run_id", "action", "job_arn")
         log.info("%d orphans\n%s", len(results), ops.format_table(results, columns))
         failed = [result for result in results if result["action"] == "failed"]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.job_tags import RunRef, run_ref
+from bedrock_batch.s3paths import job_input_uri, pipeline_input_root, staged_under
 
 if TYPE_CHECKING:
     from bedrock_batch.config import PipelineConfig
@@ -248,8 +249,14 @@ def find_orphans(
     submitted_after: datetime | str | None = None,
     submitted_before: datetime | str | None = None,
     max_results: int = 100,
+    input_roots: Sequence[str] | None = None,
 ) -> Iterator[Orphan]:
-    """Project-tagged jobs among the newest ``max_results`` matching jobs that no run tracks."""
+    """Project-tagged jobs among the newest ``max_results`` matching jobs that no run tracks.
+
+    With ``input_roots`` (this deployment's pipelines' input folders, :func:`deployment_input_roots`)
+    a job reading input elsewhere is another deployment's (same DAG and run ids, same AWS account):
+    it is skipped, never stopped or adopted here.
+    """
     for row in list_jobs(
         hook,
         status=status,
@@ -261,7 +268,31 @@ def find_orphans(
         ref = run_ref(hook.get_job_tags(row["job_arn"]))
         if ref is None or is_tracked(ref, row["job_arn"]):
             continue
-        yield Orphan(job=hook.get_job(row["job_arn"]), ref=ref)
+        job = hook.get_job(row["job_arn"])
+        if input_roots is not None and not any(staged_under(job, root) for root in input_roots):
+            log.info(
+                "Job %s reads input outside this deployment's (%s): skipped",
+                row["job_arn"],
+                job_input_uri(job),
+            )
+            continue
+        yield Orphan(job=job, ref=ref)
+
+
+def deployment_input_roots(render: Callable[[str], str] = str) -> list[str]:
+    """The input folder of every pipeline of this deployment (templated buckets rendered)."""
+    from bedrock_batch.config import discover_pipelines, is_template, load_pipeline
+
+    roots = []
+    for path in discover_pipelines():
+        config = load_pipeline(path)
+        bucket = config.staging.input_bucket
+        roots.append(
+            pipeline_input_root(
+                render(bucket) if is_template(bucket) else bucket, config.staging.input_prefix, config.name
+            )
+        )
+    return roots
 
 
 class AdoptError(Exception):

@@ -265,12 +265,23 @@ class PrepareBatchOperator(_PipelineOperator):
         return [job["jobName"] for job in self._jobs_of_run(run_id) if job.get("status") in ACTIVE_STATUSES]
 
     def _jobs_of_run(self, run_id: str) -> list[dict[str, Any]]:
-        """The Bedrock jobs of run ``run_id`` of this DAG, whatever their status."""
+        """The Bedrock jobs of run ``run_id`` of this DAG in this deployment, whatever their status.
+
+        Only jobs reading input below this pipeline's input folder: another deployment sharing the
+        AWS account has runs of the same ids, whose jobs are not this run's earlier tries.
+        """
         from bedrock_batch.hooks import BedrockBatchHook
         from bedrock_batch.prepare import run_job_marker
+        from bedrock_batch.s3paths import pipeline_input_root, staged_under
 
         hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        return hook.jobs_named(run_job_marker(self.dag_id, run_id))
+        staging = self.config.staging
+        root = pipeline_input_root(
+            rendered_text(self.input_bucket) or "", staging.input_prefix, self.config.name
+        )
+        return [
+            job for job in hook.jobs_named(run_job_marker(self.dag_id, run_id)) if staged_under(job, root)
+        ]
 
 
 STOPPING_RECHECK_SECONDS = 60
@@ -311,7 +322,16 @@ class CollectResultsOperator(_PipelineOperator):
             found = hook.find_job(job_name=job_name, client_request_token=token)
             job_arn = found.get("jobArn") if found else None
         if not job_arn:
-            earlier = [name for name in hook.active_job_names(f"{job.job_name}-") if name != job_name]
+            from bedrock_batch.s3paths import staged_under
+
+            run_root = job.input_s3_uri.rpartition("/jobs/")[0]  # this run's input, in this deployment
+            earlier = [
+                str(found["jobName"])
+                for found in hook.jobs_named(f"{job.job_name}-")
+                if found.get("status") in ACTIVE_STATUSES
+                and found.get("jobName") != job_name
+                and staged_under(found, run_root)
+            ]
             if earlier:  # queued now, its records would be submitted again while these still run
                 raise AirflowException(
                     f"Planned job {job.job_name} was not submitted, but {', '.join(earlier)} of an earlier "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from bedrock_batch.errors import ConfigError
@@ -17,6 +17,27 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
         raise ConfigError(f"{uri!r} is not an s3://bucket/key URI")
     bucket, key = uri[5:].split("/", 1)
     return bucket, key
+
+
+def job_input_uri(job: Mapping[str, Any]) -> str:
+    """The S3 input folder of a Bedrock job (its GetModelInvocationJob or list summary); "" if none."""
+    config = job.get("inputDataConfig") or {}
+    return str((config.get("s3InputDataConfig") or {}).get("s3Uri") or "")
+
+
+def staged_under(job: Mapping[str, Any], root: str) -> bool:
+    """Whether ``job`` reads input staged below the folder ``root`` (an ``s3://`` URI).
+
+    Job names and tags hold the DAG id and run id only, which another Airflow deployment sharing the
+    AWS account (staging and production, say) has too; the input folder, under each deployment's own
+    bucket and prefix, tells its jobs apart.
+    """
+    return job_input_uri(job).startswith(root.rstrip("/") + "/")
+
+
+def pipeline_input_root(input_bucket: str, input_prefix: str, pipeline: str) -> str:
+    """The S3 folder every run of a pipeline stages its input below (``prepare.RunPreparer``'s)."""
+    return f"s3://{input_bucket}/{input_prefix}/{pipeline}/"
 
 
 def list_keys(s3: Any, bucket: str, prefix: str, *, owner: dict[str, str] | None = None) -> Iterator[str]:

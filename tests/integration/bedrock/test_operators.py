@@ -345,3 +345,36 @@ def test_collect_reschedules_while_its_job_is_stopping_and_fails_naming_it_past_
     with pytest.raises(AirflowException, match=rf"{submitted['job_arn']} is still Stopping"):
         collect._job_info(past_the_limit, staged)
     assert bedrock_hook.get_job(submitted["job_arn"])["status"] == "Stopping"
+
+
+def test_prepare_counts_as_this_runs_jobs_only_those_reading_this_deployments_input(local_aws, bedrock_hook):
+    """Staging and production in one AWS account name a run's jobs alike; their input folders differ."""
+    from airflow.sdk import DAG
+
+    from bedrock_batch.pipeline_operators import PrepareBatchOperator
+    from bedrock_batch.prepare import run_job_marker
+
+    run_id = f"scheduled__2026-02-01T00:00:00+00:00-{uuid.uuid4().hex[:6]}"
+    marker = run_job_marker("summarize_calls", run_id)
+    with DAG("summarize_calls", schedule=None):
+        prepare = PrepareBatchOperator(
+            task_id="prepare",
+            pipeline="summarize_calls",
+            role_arn=ROLE_ARN,
+            input_bucket="prod-input",
+            output_bucket="prod-output",
+        )
+    arns = {}
+    for deployment in ("prod", "staging"):
+        folder = f"s3://{deployment}-input/bedrock-batch/input/summarize_calls/{marker}x/jobs/j000/"
+        arns[deployment] = bedrock_hook.create_job(
+            job_name=f"summarize-calls-{marker}000-{deployment}",
+            role_arn=ROLE_ARN,
+            model_id=MODEL_ID,
+            input_s3_uri=folder,
+            output_s3_uri=f"s3://{deployment}-output/out/",
+            client_request_token=uuid.uuid4().hex,
+            tags={},
+        )
+
+    assert [job["jobArn"] for job in prepare._jobs_of_run(run_id)] == [arns["prod"]]

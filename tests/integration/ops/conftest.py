@@ -32,7 +32,8 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
     Create a job over a fresh folder of RECORDS records.
 
     ``run=(dag_id, run_id)`` tags it as that DAG run's submit task would; ``fault`` becomes its
-    ``local-aws:fault`` tag (``stick`` keeps it InProgress). Jobs still active at the end are stopped.
+    ``local-aws:fault`` tag (``stick`` keeps it InProgress); ``under`` is the S3 folder its input folder
+    goes in. Jobs still active at the end are stopped.
     """
     s3 = local_aws_clean.client("s3")
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
@@ -45,10 +46,14 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
         run: tuple[str, str] | None = None,
         fault: str | None = None,
         tags: dict[str, str] | None = None,
+        under: str = f"s3://{BUCKET}/ops",
     ) -> str:
-        prefix = f"ops/{uuid.uuid4().hex}"
+        bucket, _, base = under.removeprefix("s3://").partition("/")
+        prefix = f"{base.rstrip('/')}/{uuid.uuid4().hex}"
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=bucket)
         s3.put_object(
-            Bucket=BUCKET,
+            Bucket=bucket,
             Key=f"{prefix}/part-00001.jsonl",
             Body=b"\n".join(claude_line(i) for i in range(RECORDS)) + b"\n",
         )
@@ -61,8 +66,8 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
             job_name=name,
             role_arn=ROLE_ARN,
             model_id=MODEL_ID,
-            input_s3_uri=f"s3://{BUCKET}/{prefix}/",
-            output_s3_uri=f"s3://{BUCKET}/{prefix}-out/",
+            input_s3_uri=f"s3://{bucket}/{prefix}/",
+            output_s3_uri=f"s3://{bucket}/{prefix}-out/",
             client_request_token=uuid.uuid4().hex,
             tags=tags,
         )

@@ -16,6 +16,8 @@ from bedrock_batch.ops import JOB_STATUSES
 DAGS = Path(__file__).resolve().parents[3] / "dags"
 DAG_ID = "bedrock_batch_ops"
 PIPELINE = "summarize_calls"
+PIPELINE_BUCKET = "bedrock-batch-tests"
+"""The input bucket run_pipeline gives the pipeline (tests/fixtures/pipeline_run.py)."""
 DAY = dt.date(2026, 10, 20)
 
 
@@ -65,8 +67,10 @@ def test_reconcile_reports_orphans_and_leaves_the_jobs_a_run_recorded(
     ((run_id,),) = nightly.query("SELECT DISTINCT run_id FROM call_summaries")
     recorded = {arn for (arn,) in nightly.query("SELECT DISTINCT job_arn FROM call_summaries")}
     assert recorded and all(run_ref(hook.get_job_tags(arn)) == RunRef(PIPELINE, run_id) for arn in recorded)
-    gone = make_job(f"gone-{uuid.uuid4().hex[:8]}", run=(PIPELINE, "manual__long-gone"))
-    unrecorded = make_job(f"unrec-{uuid.uuid4().hex[:8]}", run=(PIPELINE, run_id))
+    ours = f"s3://{PIPELINE_BUCKET}/bedrock-batch/input/{PIPELINE}"  # this deployment's input folder
+    gone = make_job(f"gone-{uuid.uuid4().hex[:8]}", run=(PIPELINE, "manual__long-gone"), under=ours)
+    unrecorded = make_job(f"unrec-{uuid.uuid4().hex[:8]}", run=(PIPELINE, run_id), under=ours)
+    make_job(f"other-{uuid.uuid4().hex[:8]}", run=(PIPELINE, "manual__long-gone"))  # another deployment's
 
     conf = {"action": "reconcile", "reconcile_mode": "report", "submitted_after": since}
     done = airflow_db("dags", "test", DAG_ID, "-c", json.dumps(conf), timeout=300)

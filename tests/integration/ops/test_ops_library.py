@@ -120,6 +120,23 @@ def test_reconcile_reports_only_project_jobs_no_run_tracks(hook, make_job, marke
     ]
 
 
+def test_reconcile_never_stops_a_job_of_another_deployment_reading_input_elsewhere(hook, make_job, marker):
+    """Staging and production in one AWS account: same DAG and run ids, their own input folders."""
+    from bedrock_batch.s3paths import job_input_uri
+
+    ours = make_job(f"dp-{marker}-ours", run=(DAG_ID, GONE_RUN), fault="stick")
+    theirs = make_job(f"dp-{marker}-theirs", run=(DAG_ID, GONE_RUN), fault="stick")
+    wait_for_status(hook, theirs, {STUCK})
+    root = job_input_uri(hook.get_job(ours))
+
+    results = ops.reconcile(
+        hook, is_tracked=only_kept_run_is_tracked, mode="stop", name_contains=marker, input_roots=[root]
+    )
+
+    assert [(r["job_arn"], r["action"]) for r in results] == [(ours, "stopped")]
+    assert hook.get_job(theirs)["status"] == STUCK
+
+
 def test_reconcile_stop_stops_a_running_orphan(hook, make_job, marker):
     orphan = make_job(f"rs-{marker}", run=(DAG_ID, GONE_RUN), fault="stick")
     wait_for_status(hook, orphan, {STUCK})
