@@ -322,9 +322,9 @@ class CollectResultsOperator(_PipelineOperator):
             found = hook.find_job(job_name=job_name, client_request_token=token)
             job_arn = found.get("jobArn") if found else None
         if not job_arn:
-            from bedrock_batch.s3paths import staged_under
+            from bedrock_batch.s3paths import run_input_root, staged_under
 
-            run_root = job.input_s3_uri.rpartition("/jobs/")[0]  # this run's input, in this deployment
+            run_root = run_input_root(job.input_s3_uri)  # this run's input, in this deployment
             earlier = [
                 str(found["jobName"])
                 for found in hook.jobs_named(f"{job.job_name}-")

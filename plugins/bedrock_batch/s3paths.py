@@ -35,6 +35,14 @@ def staged_under(job: Mapping[str, Any], root: str) -> bool:
     return job_input_uri(job).startswith(root.rstrip("/") + "/")
 
 
+def run_input_root(input_uri: str) -> str:
+    """The folder a staged job's input belongs to: its run's (``{run}/jobs/{job}/``), else its bucket."""
+    run_root, found, _ = input_uri.rpartition("/jobs/")
+    if found and run_root:
+        return f"{run_root}/"
+    return f"s3://{input_uri.removeprefix('s3://').split('/', 1)[0]}/"
+
+
 def pipeline_input_root(input_bucket: str, input_prefix: str, pipeline: str) -> str:
     """The S3 folder every run of a pipeline stages its input below (``prepare.RunPreparer``'s)."""
     return f"s3://{input_bucket}/{input_prefix}/{pipeline}/"

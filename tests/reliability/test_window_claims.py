@@ -62,16 +62,16 @@ def _release(warehouse, run_id: str) -> None:
 
 
 def _stuck_job_of(local_aws, run_id: str) -> str:
-    """A job named as ``run_id``'s first job of HELD_DAY, held in Scheduled until it is stopped."""
-    prefix = f"window-claims/{uuid.uuid4().hex}"
+    """A job named as ``run_id``'s first job of HELD_DAY and reading input where that run stages it
+    (this deployment's), held in Scheduled until it is stopped."""
+    run_key = RunContext(DAG_ID, run_id).key
+    planned = job_name_prefix(DAG_ID, local_day(HELD_DAY, "UTC"), run_key) + "-j001"
+    prefix = f"bedrock-batch/input/{DAG_ID}/{run_key}/jobs/{planned}"
     body = b"\n".join(claude_line(index) for index in range(RECORDS)) + b"\n"
     local_aws.client("s3").put_object(Bucket=BUCKET, Key=f"{prefix}/part-00001.jsonl", Body=body)
     bedrock = local_aws.client("bedrock")
     job_arn = bedrock.create_model_invocation_job(
-        jobName=bedrock_job_name(
-            job_name_prefix(DAG_ID, local_day(HELD_DAY, "UTC"), RunContext(DAG_ID, run_id).key) + "-j001",
-            uuid.uuid4().hex,
-        ),
+        jobName=bedrock_job_name(planned, uuid.uuid4().hex),
         roleArn=ROLE_ARN,
         modelId=MODEL_ID,
         inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{BUCKET}/{prefix}/"}},
