@@ -172,6 +172,14 @@ class BedrockBatchJobSensor(BaseSensorOperator):
                 f"Bedrock batch job {job_arn} ended {event.get('job_status')}: {message}"
             )
         if outcome == "deadline":
+            # The deadline was read when the wait deferred; Bedrock may have set or moved the job's
+            # expiration since (jobExpirationTime can appear after Submitted): look once more.
+            job = self._job()
+            if job.get("status") in TERMINAL_STATUSES:
+                return self.execute_complete(context, job_event(job))
+            if job_deadline(job, margin=self.deadline_margin) > datetime.now(UTC):
+                self.log.info("Bedrock batch job %s expires later than the wait assumed: waiting on", job_arn)
+                return self.execute(context)
             raise AirflowFailException(f"Gave up waiting for Bedrock batch job {job_arn}: {message}")
         if event.get("error_code") in WAIT_REFUSED_CODES:  # e.g. the job is gone
             raise AirflowFailException(f"Waiting for Bedrock batch job {job_arn} failed: {message}")

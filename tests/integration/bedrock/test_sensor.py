@@ -88,10 +88,26 @@ def test_execute_complete_fails_without_retry_with_the_service_message(job_statu
     assert isinstance(caught.value, JobFailedError)
 
 
-def test_execute_complete_fails_without_retry_at_the_deadline():
-    event = {"status": "deadline", "job_arn": ARN, "job_status": "Scheduled", "message": "late"}
+def test_execute_complete_fails_without_retry_at_the_deadline(new_job):
+    job_arn = new_job(fault="stick")
+    event = {"status": "deadline", "job_arn": job_arn, "job_status": "Scheduled", "message": "late"}
     with pytest.raises(AirflowFailException, match="late"):
-        sensor().execute_complete({}, event)
+        sensor(job_arn, deadline_margin=-timedelta(days=30)).execute_complete({}, event)
+
+
+def test_execute_complete_waits_on_when_the_job_now_expires_later_than_the_wait_assumed(new_job):
+    job_arn = new_job(fault="stick")  # its jobExpirationTime is days away
+    event = {"status": "deadline", "job_arn": job_arn, "job_status": "Submitted", "message": "late"}
+    with pytest.raises(TaskDeferred):
+        sensor(job_arn).execute_complete({}, event)
+
+
+def test_execute_complete_at_the_deadline_takes_the_end_of_a_job_that_ended_meanwhile(new_job, bedrock_hook):
+    job_arn = new_job()
+    wait_terminal(bedrock_hook, job_arn)
+    event = {"status": "deadline", "job_arn": job_arn, "job_status": "InProgress", "message": "late"}
+    result = sensor(job_arn, deadline_margin=-timedelta(days=30)).execute_complete({}, event)
+    assert result["job_status"] == "Completed"
 
 
 def test_execute_complete_error_is_retryable():
