@@ -17,6 +17,7 @@ Airflow role free of lifecycle permissions: whoever deploys a pipeline applies t
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 RULE_ID_PREFIX = "bedrock-batch-"
 DEFAULT_INPUT_DAYS = 14
-"""Longer than a job can live (168 h timeout plus queueing) so input never vanishes under a job."""
+"""The input age when the pipeline's jobs need no longer (:func:`min_input_days`)."""
 DEFAULT_OUTPUT_DAYS = 14
 """Collect reads the output right after the job ends; two weeks leaves room to rerun a failed load."""
 ABORT_MULTIPART_DAYS = 1
@@ -40,12 +41,36 @@ def _rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
     }
 
 
+MIN_INPUT_DAYS = 8
+"""Never less: a submit may also wait in the jobs pool (behind a backfill), which no setting bounds."""
+
+
+def min_input_days(config: PipelineConfig) -> int:
+    """Days a run's staged input (and record maps, which collect reads) must outlive its staging: a
+    submit may wait ``jobs.quota_max_wait_hours`` for quota, the job may run ``jobs.timeout_hours``,
+    and collect needs a day after that; and never less than :data:`MIN_INPUT_DAYS`."""
+    jobs = config.jobs
+    return max(MIN_INPUT_DAYS, math.ceil((jobs.quota_max_wait_hours + jobs.timeout_hours + 24) / 24))
+
+
 def lifecycle_rules(
-    config: PipelineConfig, *, input_days: int = DEFAULT_INPUT_DAYS, output_days: int = DEFAULT_OUTPUT_DAYS
+    config: PipelineConfig, *, input_days: int | None = None, output_days: int = DEFAULT_OUTPUT_DAYS
 ) -> dict[str, list[dict[str, Any]]]:
-    """The rules for the pipeline's input bucket and its output bucket (one rule each)."""
-    if input_days < 8:
-        raise ValueError(f"input_days must be at least 8 (a job may run 7 days), got {input_days}")
+    """The rules for the pipeline's input bucket and its output bucket (one rule each).
+
+    ``input_days`` defaults to :data:`DEFAULT_INPUT_DAYS`, or longer when the pipeline's jobs may
+    need their input longer (:func:`min_input_days`); a shorter one is refused, naming the settings.
+    """
+    floor = min_input_days(config)
+    if input_days is None:
+        input_days = max(DEFAULT_INPUT_DAYS, floor)
+    if input_days < floor:
+        raise ValueError(
+            f"input_days {input_days} is shorter than pipeline {config.name}'s jobs may need their input, "
+            f"{floor} days: jobs.quota_max_wait_hours ({config.jobs.quota_max_wait_hours}) + "
+            f"jobs.timeout_hours ({config.jobs.timeout_hours}) + a day to collect, and at least "
+            f"{MIN_INPUT_DAYS} (a submit may also wait in the jobs pool)"
+        )
     if output_days < 1:
         raise ValueError(f"output_days must be at least 1, got {output_days}")
     staging, name = config.staging, config.name

@@ -63,3 +63,16 @@ def test_a_bucket_without_rules_gets_just_ours(local_aws, bucket):
 def test_an_input_age_shorter_than_a_job_can_live_is_refused():
     with pytest.raises(ValueError, match="input_days"):
         lifecycle_rules(load_pipeline(SHIPPED_CONFIG), input_days=3)
+
+
+def test_the_input_age_covers_the_longest_quota_wait_and_timeout_the_config_allows():
+    config = load_pipeline(SHIPPED_CONFIG)
+    longest = config.model_copy(
+        update={"jobs": config.jobs.model_copy(update={"timeout_hours": 168, "quota_max_wait_hours": 168})}
+    )
+    (rule,) = lifecycle_rules(longest)["input"]
+    assert rule["Expiration"]["Days"] == 15  # 7 days queued for quota + 7 running + 1 to collect
+    with pytest.raises(ValueError, match=r"jobs.quota_max_wait_hours \(168\) \+ jobs.timeout_hours \(168\)"):
+        lifecycle_rules(longest, input_days=14)
+    (default,) = lifecycle_rules(config)["input"]
+    assert default["Expiration"]["Days"] == 14
