@@ -47,7 +47,8 @@ class BedrockBatchJobSensor(BaseSensorOperator):
     :param aws_conn_id: Airflow AWS connection.
     :param region_name: overrides the connection's region.
     :param deferrable: wait on the triggerer (default). False falls back to ``reschedule`` mode,
-        where each poke makes one GetModelInvocationJob call.
+        where each poke makes one GetModelInvocationJob call, the pokes backing off exponentially
+        from ``poll_interval`` to ``max_poll_interval``.
     :param fail_on_partial: fail on PartiallyCompleted instead of warning and succeeding.
     :param poll_interval: shortest pause between polls, seconds (also the reschedule interval).
     :param max_poll_interval: longest pause between polls, seconds.
@@ -76,6 +77,10 @@ class BedrockBatchJobSensor(BaseSensorOperator):
     ) -> None:
         if not deferrable:
             kwargs.setdefault("mode", "reschedule")
+            # Pokes grow from poll_interval to max_poll_interval, as the trigger's polls do: a day-long
+            # job costs a few hundred task starts, not ~3,000.
+            kwargs.setdefault("exponential_backoff", True)
+            kwargs.setdefault("max_wait", timedelta(seconds=max_poll_interval))
         kwargs.setdefault("poke_interval", poll_interval)
         # The job's own deadline bounds the wait (checked on every poll); the sensor timeout is only
         # a backstop above the longest life a job can have (168 h timeout plus queueing).

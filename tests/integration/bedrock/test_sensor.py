@@ -163,7 +163,17 @@ def test_a_job_bedrock_does_not_know_fails_the_sensor_without_retry_naming_it(aw
 
 def test_non_deferrable_sensor_uses_reschedule_mode():
     assert sensor(deferrable=False).mode == "reschedule"
-    assert sensor().mode == "poke"
+
+
+def test_reschedule_pokes_back_off_from_the_poll_interval_to_its_ceiling():
+    waiting = sensor(deferrable=False, poll_interval=30, max_poll_interval=600)
+    started = datetime.now(UTC)
+    pauses = [
+        waiting._get_next_poke_interval(started, run_duration=lambda s=seconds: s, poke_count=1)
+        for seconds in (0, 900, 86_400)  # since the wait began
+    ]
+    assert pauses[0] <= 60 and pauses[-1] == 600
+    assert pauses == sorted(pauses)
 
 
 def test_poke_is_false_while_the_job_runs_and_done_when_it_ends(new_job, bedrock_hook):
