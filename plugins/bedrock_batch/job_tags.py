@@ -61,4 +61,7 @@ def run_ref(tags: Mapping[str, str] | Iterable[Mapping[str, str]]) -> RunRef | N
     dag_value, run_value = tags.get(DAG_ID_TAG), tags.get(RUN_ID_TAG)
     if not dag_value or not run_value:
         return None
-    return RunRef(dag_id=decode_tag_value(dag_value), run_id=decode_tag_value(run_value))
+    try:
+        return RunRef(dag_id=decode_tag_value(dag_value), run_id=decode_tag_value(run_value))
+    except UnicodeDecodeError:  # not escaped by encode_tag_value (someone else's tag): no run of ours
+        return None

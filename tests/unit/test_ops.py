@@ -59,6 +59,10 @@ def test_jobs_without_both_run_tags_belong_to_no_run():
     assert run_ref({RUN_ID_TAG: "r"}) is None
 
 
+def test_run_tags_this_project_did_not_escape_belong_to_no_run():
+    assert run_ref({DAG_ID_TAG: "d", RUN_ID_TAG: "@C3"}) is None  # a lone UTF-8 lead byte
+
+
 def test_a_missing_run_tracks_nothing():
     assert not ops.run_tracks_job(run_state=None, submitted_arns=[JOB_ARN], job_arn=JOB_ARN)
 
