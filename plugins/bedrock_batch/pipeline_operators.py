@@ -244,6 +244,7 @@ class PrepareBatchOperator(_PipelineOperator):
             run_after=getattr(dag_run, "run_after", None),
             window_start=params.get("window_start"),
             window_end=params.get("window_end"),
+            run_type=getattr(dag_run, "run_type", None),
         )
         model_id = settings.model_id or self.config.model.id
         quotas_client = self.aws_client("service-quotas") if self.config.jobs.read_live_quotas else None

@@ -70,9 +70,19 @@ def window_for_run(
     run_after: dt.datetime | None = None,
     window_start: Any = None,
     window_end: Any = None,
+    run_type: Any = None,
 ) -> Window:
-    """Pick the window: explicit params first, then the run's data interval, then the previous day."""
+    """Pick the window: explicit params first, then the run's data interval, then the previous day.
+
+    A backfill's conf goes to every one of its runs: with a window in it, each run would take the
+    same days (and all but the first stop at the window claim), so that is refused.
+    """
     if window_start or window_end:
+        if str(getattr(run_type, "value", run_type)) == "backfill":
+            raise ConfigError(
+                "params window_start and window_end apply to every run of a backfill, so each run would "
+                "summarize the same window: leave them empty, each run then takes its own day"
+            )
         if not (window_start and window_end):
             raise ConfigError("params window_start and window_end must be given together")
         start = _parse_bound(window_start, tz_name, "window_start")

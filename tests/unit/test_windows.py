@@ -6,6 +6,7 @@ import datetime as dt
 import itertools
 
 import pytest
+from airflow.sdk.api.datamodels._generated import DagRunType
 
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.windows import local_day, window_for_run
@@ -101,3 +102,16 @@ def test_params_end_must_be_after_start():
 def test_unparseable_param_names_the_param():
     with pytest.raises(ConfigError, match="window_start"):
         window_for_run(tz_name="UTC", window_start="yesterday-ish", window_end="2026-06-01")
+
+
+@pytest.mark.parametrize("run_type", ["backfill", DagRunType.BACKFILL])
+def test_a_window_in_a_backfills_conf_is_refused_naming_the_params(run_type):
+    with pytest.raises(ConfigError, match="window_start and window_end apply to every run of a backfill"):
+        window_for_run(tz_name="UTC", window_start="2026-01-01", window_end="2026-01-02", run_type=run_type)
+
+
+def test_a_window_in_a_manual_runs_conf_is_taken():
+    window = window_for_run(
+        tz_name="UTC", window_start="2026-01-01", window_end="2026-01-02", run_type=DagRunType.MANUAL
+    )
+    assert window.source == "params"
