@@ -106,7 +106,7 @@ def iter_output_chunks(
     the items are the same as reading line by line.
     """
     line_no = 0
-    for data, start, end in whole_line_spans(chunks):
+    for data, start, end in whole_line_spans(chunks, name=file):
         items, line_no = _read_chunk(data, start, end, line_no, file, family)
         yield items
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from bedrock_batch.errors import ConfigError
+from bedrock_batch.errors import ConfigError, OutputParseError
 
 MAX_LIST_PAGES = 10_000
 READ_CHUNK = 1024 * 1024
@@ -72,14 +72,22 @@ def iter_line_blocks(
     Every block but possibly the last holds lines that ended with a newline; a last line without
     one comes alone, flagged ``False``. Callers that parse many small lines parse a block at once.
     """
-    for data, start, end in whole_line_spans(iter_chunks(s3, bucket, key, owner=owner)):
+    for data, start, end in whole_line_spans(
+        iter_chunks(s3, bucket, key, owner=owner), name=f"s3://{bucket}/{key}"
+    ):
         if data[end - 1 : end] == b"\n":
             yield data[start : end - 1].split(b"\n"), True
         else:
             yield [data[start:end]], False
 
 
-def whole_line_spans(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]]:
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""Longer than any Bedrock record's line can be (its model's context plus output, echoed)."""
+
+
+def whole_line_spans(
+    chunks: Iterable[bytes], *, name: str = "the object", max_line: int = MAX_LINE_BYTES
+) -> Iterator[tuple[bytes, int, int]]:
     """The whole lines of ``chunks`` as ``(data, start, end)``: ``data[start:end]`` are whole lines
     (the last newline included) and the next span starts where this one ends.
 
@@ -87,15 +95,23 @@ def whole_line_spans(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]
     and the rest of that read is a span inside the read as it came: gluing each read to the tail of
     the one before cost a million-record load a copy of every byte (~0.12 ms a MB). Only the last
     span may lack a newline (the object's last line, when nothing ends it); no span is empty.
+
+    :raises OutputParseError: naming ``name``, when a line runs past ``max_line`` bytes: not JSON
+        Lines, and held whole it would fill the memory.
     """
     cut_line: list[bytes] = []
+    held = 0
     for chunk in chunks:
         if not chunk:
             continue
         first_end = chunk.find(b"\n") + 1
         if not first_end:
             cut_line.append(chunk)
+            held += len(chunk)
+            if held > max_line:
+                raise OutputParseError(f"{name}: a line runs past {max_line} bytes without a newline")
             continue
+        held = 0
         start = 0
         if cut_line:
             cut_line.append(chunk[:first_end])
@@ -108,6 +124,7 @@ def whole_line_spans(chunks: Iterable[bytes]) -> Iterator[tuple[bytes, int, int]
             yield chunk, start, end
         if end < len(chunk):
             cut_line.append(chunk[end:])
+            held = len(chunk) - end
     if cut_line:
         line = b"".join(cut_line)
         yield line, 0, len(line)

@@ -892,7 +892,8 @@ def iter_record_map(
 
     bucket, key = split_s3_uri(map_uri)
     first_line = 1
-    for data, start, end in whole_line_spans(iter_chunks(s3, bucket, key, owner=dict(owner or {}))):
+    chunks = iter_chunks(s3, bucket, key, owner=dict(owner or {}))
+    for data, start, end in whole_line_spans(chunks, name=f"record map {map_uri}"):
         block = data[start : end - 1] if data[end - 1 : end] == b"\n" else data[start:end]
         try:
             entries = _map_entries(block, first_line)

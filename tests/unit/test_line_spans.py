@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bedrock_batch.errors import OutputParseError
 from bedrock_batch.s3paths import whole_line_spans
 
 DATA = b"first line\n\nthird, a longer line than the rest of them\nx\nlast line, no newline"
@@ -46,3 +47,18 @@ def test_empty_reads_give_no_spans_and_split_nothing():
     spans = list(whole_line_spans([b"", b"a\nb", b"", b"c\n", b""]))
 
     assert [data[start:end] for data, start, end in spans] == [b"a\n", b"bc\n"]
+
+
+def test_a_line_longer_than_the_limit_fails_naming_the_object_instead_of_filling_the_memory():
+    endless = iter([b"x" * 10] * 1000)
+
+    with pytest.raises(OutputParseError, match=r"s3://b/out\.jsonl\.out: a line runs past 25 bytes"):
+        list(whole_line_spans(endless, name="s3://b/out.jsonl.out", max_line=25))
+
+
+def test_lines_up_to_the_limit_are_read_whatever_the_reads():
+    data = (b"y" * 24 + b"\n") * 4
+
+    spans = list(whole_line_spans(reads(data, 7), max_line=25))
+
+    assert b"".join(data[start:end] for data, start, end in spans) == data
