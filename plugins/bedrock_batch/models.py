@@ -72,6 +72,15 @@ class ModelOutput:
     stop_reason: str | None
 
 
+def no_text_reason(output: ModelOutput) -> str | None:
+    """Why ``output`` is no summary, or None: a response with no text (content filtered, or no
+    room left to answer) was billed but holds nothing to keep, and must not pass for a summary."""
+    text = output.text
+    if text and not text.isspace():
+        return None
+    return f"the model returned no text (stop reason {output.stop_reason or 'not given'})"
+
+
 class ModelFamily(ABC):
     """
     One request/response dialect of Bedrock models.

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_batch.collect import MODEL_STAGE, is_retryable
-from bedrock_batch.models import ModelFamily, ModelOutput
+from bedrock_batch.errors import OutputParseError
+from bedrock_batch.models import ModelFamily, ModelOutput, no_text_reason
 from bedrock_batch.s3paths import iter_lines, split_s3_uri
 from bedrock_batch.warehouse import ErrorRow, SummaryRow
 
@@ -99,7 +100,11 @@ def run_on_demand(
         try:
             body = invoke_one(runtime, record, model_id=model_id, invocation_type=invocation_type)
             # Parsed here: a body that does not parse is this record's error, not the whole batch's.
-            return record, family.parse_output(body), None
+            output = family.parse_output(body)
+            empty = no_text_reason(output)
+            if empty is not None:
+                raise OutputParseError(empty)
+            return record, output, None
         except Exception as exc:
             return record, None, exc
 

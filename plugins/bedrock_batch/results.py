@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from bedrock_batch.errors import OutputParseError
+from bedrock_batch.models import no_text_reason
 from bedrock_batch.s3paths import whole_line_spans
 
 if TYPE_CHECKING:
@@ -141,9 +142,12 @@ def _usual_item(
     model_output = outcome["modelOutput"]
     if type(model_output) is dict:
         try:
-            return ResultLine(record_id, family.parse_output(model_output), None, None)
+            output = family.parse_output(model_output)
         except OutputParseError:
             pass
+        else:
+            if no_text_reason(output) is None:
+                return ResultLine(record_id, output, None, None)
     outcome["recordId"] = record_id
     return _read_line(outcome, file=file, line_no=line_no, family=family)
 
@@ -208,6 +212,11 @@ def _read_line(obj: Any, *, file: str, line_no: int, family: ModelFamily) -> Res
         except OutputParseError as exc:
             return Quarantined(
                 file, line_no, f"record {record_id}: {exc} (model family {family.name})", record_id
+            )
+        empty = no_text_reason(output)
+        if empty is not None:
+            return Quarantined(
+                file, line_no, f"record {record_id}: {empty} (model family {family.name})", record_id
             )
         return ResultLine(record_id=record_id, output=output, error_code=None, error_message=None)
     error = obj.get("error")

@@ -140,3 +140,18 @@ def test_every_record_becomes_a_summary_or_an_error_row():
     assert (bad.stage, bad.code, bad.retryable, bad.attempt) == ("model", "400", False, 2)
     assert "ValidationException" in bad.message
     assert "content" in by_key["key-garbled"].message  # names the field that did not parse
+
+
+def test_a_response_with_no_text_is_an_error_row_naming_the_stop_reason_not_a_summary():
+    empty = {**claude_body(""), "stop_reason": "max_tokens"}
+    summaries, errors = run_on_demand(
+        runtime=ScriptedRuntime({"empty": [empty]}),
+        records=[record("empty")],
+        family=AnthropicClaude(),
+        model_id=MODEL,
+        invocation_type="InvokeModel",
+        concurrency=1,
+    )
+    assert summaries == []
+    (error,) = errors
+    assert "the model returned no text (stop reason max_tokens)" in error.message

@@ -401,14 +401,13 @@ def test_reading_in_chunks_gives_what_reading_line_by_line_gives(chunk_size):
     ]
 
     assert by_chunk == by_line
+    # R5 and R10 hold no text: quarantined as responses with nothing to keep.
     assert [item.record_id for item in by_chunk if isinstance(item, ResultLine)] == [
         "R1",
         "R2",
         "R3",
-        "R5",
         "R6",
         "R9",
-        "R10",
         "R11",
     ]
 
@@ -442,3 +441,17 @@ def test_lines_whose_tails_would_mend_each_other_in_one_array_are_each_read_alon
 
     assert items == list(iter_output(data.splitlines(), file=FILE, family=AnthropicClaude()))
     assert [type(item) for item in items] == [Quarantined, Quarantined, Quarantined, ResultLine]
+
+
+@pytest.mark.parametrize("text", ["", "  \n"])
+@pytest.mark.parametrize("read", ["line by line", "in chunks"])
+def test_a_response_with_no_text_is_quarantined_naming_the_stop_reason_not_kept_as_a_summary(text, read):
+    empty = {**CLAUDE_OUTPUT, "content": [{"type": "text", "text": text}], "stop_reason": "max_tokens"}
+    data = line({"recordId": "Rabc", "modelInput": {"x": 1}, "modelOutput": empty})
+    if read == "line by line":
+        [item] = iter_output([data], file=FILE, family=AnthropicClaude())
+    else:
+        [[item]] = iter_output_chunks([data], file=FILE, family=AnthropicClaude())
+    assert isinstance(item, Quarantined)
+    assert item.record_id == "Rabc"
+    assert "the model returned no text (stop reason max_tokens)" in item.reason
