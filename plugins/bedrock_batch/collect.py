@@ -32,18 +32,18 @@ log = logging.getLogger(__name__)
 
 #: Record error codes worth another try in a later run; others (e.g. 400 invalid input) would fail again.
 RETRYABLE_CODES = frozenset({"408", "424", "429", "500", "502", "503", "504"})
-RETRYABLE_WORDS = (
+RETRYABLE_NAMES = (
     "throttl",
-    "timeout",
-    "timed out",
-    "unavailable",
-    "internal",
-    "capacity",
+    "toomanyrequests",
     "too many",
-    "notready",
+    "serviceunavailable",
+    "modelnotready",
     "not ready",
     "quotaexceeded",
 )
+"""Retried whatever the status code: botocore gives ServiceQuotaExceeded and others HTTP 400."""
+RETRYABLE_WORDS = ("timeout", "timed out", "unavailable", "internal", "capacity")
+"""Retried only without a 4xx code: a 400 may name an "internal" field of the input."""
 
 MODEL_STAGE = "model"
 JOB_STAGE = "batch_job"
@@ -52,15 +52,19 @@ OUTPUT_UNREADABLE = "output_unreadable"
 
 
 def is_retryable(code: str | None, message: str | None) -> bool:
-    """Throttling, timeouts and server-side errors are retried; input errors are not.
+    """Throttling, timeouts, quota and server-side errors are retried; input errors are not.
 
-    Any other 4xx is final whatever its message says (a 400 naming an "internal" field of the input).
+    An error named as retryable (throttling, quota, a model not ready) is retried whatever its code;
+    vaguer words (internal, timeout, capacity) only without a 4xx code, which a 400 naming an
+    "internal" field of the input has.
     """
     if code in RETRYABLE_CODES:
         return True
+    text = f"{code or ''} {message or ''}".lower()
+    if any(name in text for name in RETRYABLE_NAMES):
+        return True
     if code and len(code) == 3 and code.startswith("4") and code.isdigit():
         return False
-    text = f"{code or ''} {message or ''}".lower()
     return any(word in text for word in RETRYABLE_WORDS)
 
 

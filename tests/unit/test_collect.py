@@ -23,6 +23,8 @@ def test_throttling_timeouts_and_server_errors_are_retried(code):
         ("ServiceUnavailable", "try later"),
         ("ModelNotReadyException", "the model is not ready"),
         ("ServiceQuotaExceededException", None),
+        ("400", "ServiceQuotaExceededException: too many jobs in flight"),
+        ("400", "ThrottlingException: Too many requests, please wait"),
     ],
 )
 def test_a_retryable_error_is_recognised_by_its_name_or_message(code, message):
