@@ -529,10 +529,12 @@ def family_of_job(
 ) -> ModelFamily:
     """
     The adapter that reads ``job``'s output: under the invocation type the job ran with
-    (GetModelInvocationJob's ``modelInvocationType``), else ``invocation_type`` (the pipeline's).
+    (GetModelInvocationJob's ``modelInvocationType``; when Bedrock leaves it out, its default,
+    InvokeModel), and ``invocation_type`` (the pipeline's) only without a job.
 
     A job runs for up to a week; a deploy that switches the pipeline to Converse meanwhile must not
     make its InvokeModel output unreadable (every line would be recorded as an error, none retried).
     """
-    ran_as = (job or {}).get("modelInvocationType")
-    return family_for(model_id, str(ran_as) if ran_as else invocation_type)
+    if job is None:
+        return family_for(model_id, invocation_type)
+    return family_for(model_id, str(job.get("modelInvocationType") or "InvokeModel"))

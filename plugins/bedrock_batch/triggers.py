@@ -37,9 +37,9 @@ _STATE_LOOKUP_TIMEOUT = 10.0
 """Seconds on_kill() may spend asking Airflow whether the task still waits on the job."""
 _DEFERRED = "deferred"
 _UNKNOWN = "<unknown>"
+"""What :meth:`BedrockBatchJobTrigger._task_state` returns when Airflow could not be asked."""
 _STOPPING: set[asyncio.Future[None]] = set()
 """on_kill's shielded stops under way."""
-"""What :meth:`BedrockBatchJobTrigger._task_state` returns when Airflow could not be asked."""
 
 
 def job_event(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,9 +327,7 @@ def task_instance_state(dag_id: str, task_id: str, run_id: str, map_index: int |
     )
     of_run = states.get(run_id) or {}
     key = task_id if index < 0 else f"{task_id}_{index}"  # how Airflow keys a mapped instance
-    if key not in of_run:
-        raise LookupError(f"Airflow has no task instance {key} in run {run_id} of {dag_id}")
-    state = of_run[key]
+    state = of_run.get(key)  # none when the run or the task instance was deleted: nobody waits
     return None if state is None else str(getattr(state, "value", state))
 
 

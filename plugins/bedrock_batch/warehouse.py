@@ -618,7 +618,8 @@ class Warehouse:
         Each gets an ``attempts_exhausted`` error row (dead-lettered, naming both numbers) and leaves
         the queue. Returns how many.
         """
-        sql, params = self._pending_sql(prompt_version, run_id, include_summarized=True)
+        # Summarized keys are left alone: a dead letter would keep them from a re-summarize too.
+        sql, params = self._pending_sql(prompt_version, run_id, include_summarized=False)
         with self._read_cursor(server_side=False) as cur:
             cur.execute(
                 f"SELECT q.source_key, q.bb_tried FROM ({sql}) q WHERE q.bb_tried >= {self._ph}",

@@ -20,6 +20,7 @@ from bedrock_batch.models import (
     ModelOutput,
     estimate_tokens,
     family_for,
+    family_of_job,
 )
 
 PARAMS = {"max_tokens": 512, "temperature": 0.2, "top_p": 0.9}
@@ -382,3 +383,17 @@ def test_import_stays_cheap():
         cwd=Path(__file__).parents[2] / "plugins",
     )
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("job", "family"),
+    [
+        ({"modelInvocationType": "Converse"}, Converse),
+        ({"modelInvocationType": "InvokeModel"}, AnthropicClaude),
+        ({"status": "Completed"}, AnthropicClaude),  # left out: Bedrock's default, not the pipeline's
+        (None, Converse),  # no job: the pipeline's
+    ],
+)
+def test_a_jobs_output_is_read_under_the_invocation_type_it_ran_with(job, family):
+    model = "anthropic.claude-3-5-haiku-20241022-v1:0"
+    assert type(family_of_job(job, model_id=model, invocation_type="Converse")) is family

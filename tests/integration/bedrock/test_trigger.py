@@ -188,6 +188,21 @@ def test_on_kill_still_stops_the_job_when_the_triggerer_cancels_it_again_meanwhi
     assert wait_terminal(bedrock_hook, job_arn)["status"] == "Stopped"
 
 
+@pytest.mark.parametrize(
+    ("answer", "state"),
+    [
+        ({"r": {"batch_job.wait_0": "deferred"}}, "deferred"),  # a mapped instance's key
+        ({"r": {"batch_job.wait_0": None}}, None),  # cleared
+        ({}, None),  # the run (or the task instance) was deleted: nobody waits on the job
+    ],
+)
+def test_the_task_state_is_read_from_airflows_answer(monkeypatch, answer, state):
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(lambda **_: answer))
+    assert triggers.task_instance_state("summarize_calls", "batch_job.wait", "r", 0) == state
+
+
 def test_on_kill_leaves_the_job_running_when_its_task_still_waits_on_it(new_job, bedrock_hook, monkeypatch):
     """Airflow 3.3 cancels a trigger handed to another triggerer as if a user had acted (#73454)."""
     monkeypatch.setattr(triggers, "task_instance_state", lambda *ti: "deferred")

@@ -606,6 +606,17 @@ def test_a_key_queued_before_max_attempts_was_lowered_is_dead_lettered_naming_bo
     assert "tried in 2 runs; max_attempts is 2" in message
 
 
+def test_a_summarized_key_left_queued_is_not_dead_lettered(warehouse, warehouse_db):
+    """A re-summarize must still find it: a dead letter would keep it from every read."""
+    insert_calls(warehouse_db, [("k0", DAY - timedelta(days=5), "t")])
+    load(warehouse, errors=[throttled("k0", 1)], run_id="run-a")
+    load(warehouse, errors=[throttled("k0", 2)], run_id="run-b")
+    load(warehouse, [summary("k0")], run_id="run-c")  # summarized by a later run
+    load(warehouse, errors=[throttled("k0", 2)], run_id="run-b")  # run-b's collect, cleared: queued again
+
+    assert warehouse.dead_letter_exhausted(run_id="run-d", prompt_version=PROMPT, max_attempts=2) == 0
+
+
 def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
     wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls", claim_ttl=timedelta(0))
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
