@@ -18,7 +18,7 @@ import orjson
 
 from bedrock_batch.errors import OutputParseError
 from bedrock_batch.models import no_text_reason
-from bedrock_batch.s3paths import whole_line_spans
+from bedrock_batch.s3paths import MAX_LINE_BYTES, whole_line_spans
 
 if TYPE_CHECKING:
     from bedrock_batch.models import ModelFamily, ModelOutput
@@ -107,9 +107,29 @@ def iter_output_chunks(
     the items are the same as reading line by line.
     """
     line_no = 0
-    for data, start, end in whole_line_spans(chunks, name=file):
+    dropped: list[int] = []  # lines past MAX_LINE_BYTES since the last span (one at most)
+
+    def overlong() -> None:
+        dropped.append(1)
+
+    def quarantine_dropped() -> list[ResultLine | Quarantined]:
+        nonlocal line_no
+        items: list[ResultLine | Quarantined] = []
+        for _ in dropped:
+            line_no += 1
+            items.append(Quarantined(file, line_no, f"line runs past {MAX_LINE_BYTES} bytes: not read"))
+        dropped.clear()
+        return items
+
+    for data, start, end in whole_line_spans(
+        chunks, name=file, max_line=MAX_LINE_BYTES, on_overlong=overlong
+    ):
+        if dropped:
+            yield quarantine_dropped()
         items, line_no = _read_chunk(data, start, end, line_no, file, family)
         yield items
+    if dropped:
+        yield quarantine_dropped()
 
 
 def _read_chunk(

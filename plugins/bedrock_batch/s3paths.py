@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from bedrock_batch.errors import ConfigError, OutputParseError
@@ -86,7 +86,11 @@ MAX_LINE_BYTES = 64 * 1024 * 1024
 
 
 def whole_line_spans(
-    chunks: Iterable[bytes], *, name: str = "the object", max_line: int = MAX_LINE_BYTES
+    chunks: Iterable[bytes],
+    *,
+    name: str = "the object",
+    max_line: int = MAX_LINE_BYTES,
+    on_overlong: Callable[[], None] | None = None,
 ) -> Iterator[tuple[bytes, int, int]]:
     """The whole lines of ``chunks`` as ``(data, start, end)``: ``data[start:end]`` are whole lines
     (the last newline included) and the next span starts where this one ends.
@@ -96,24 +100,34 @@ def whole_line_spans(
     the one before cost a million-record load a copy of every byte (~0.12 ms a MB). Only the last
     span may lack a newline (the object's last line, when nothing ends it); no span is empty.
 
-    :raises OutputParseError: naming ``name``, when a line runs past ``max_line`` bytes: not JSON
-        Lines, and held whole it would fill the memory.
+    A line running past ``max_line`` bytes (not JSON Lines; held whole it would fill the memory) is
+    dropped up to its newline after calling ``on_overlong``, so the lines after it are still read;
+    without ``on_overlong`` it raises :class:`OutputParseError` naming ``name``.
     """
     cut_line: list[bytes] = []
     held = 0
+    skipping = False
     for chunk in chunks:
         if not chunk:
             continue
         first_end = chunk.find(b"\n") + 1
         if not first_end:
+            if skipping:
+                continue
             cut_line.append(chunk)
             held += len(chunk)
             if held > max_line:
-                raise OutputParseError(f"{name}: a line runs past {max_line} bytes without a newline")
+                if on_overlong is None:
+                    raise OutputParseError(f"{name}: a line runs past {max_line} bytes without a newline")
+                on_overlong()
+                cut_line, held, skipping = [], 0, True
             continue
         held = 0
         start = 0
-        if cut_line:
+        if skipping:  # the dropped line ends here
+            skipping = False
+            start = first_end
+        elif cut_line:
             cut_line.append(chunk[:first_end])
             line = b"".join(cut_line)
             cut_line = []

@@ -62,3 +62,13 @@ def test_lines_up_to_the_limit_are_read_whatever_the_reads():
     spans = list(whole_line_spans(reads(data, 7), max_line=25))
 
     assert b"".join(data[start:end] for data, start, end in spans) == data
+
+
+def test_a_line_past_the_limit_is_dropped_up_to_its_newline_when_the_reader_is_told():
+    data = b"a\n" + b"x" * 100 + b"\nb\nc"
+    told = []
+
+    spans = list(whole_line_spans(reads(data, 7), max_line=25, on_overlong=lambda: told.append(1)))
+
+    assert b"".join(data[start:end] for data, start, end in spans) == b"a\nb\nc"
+    assert told == [1]

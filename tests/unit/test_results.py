@@ -455,3 +455,21 @@ def test_a_response_with_no_text_is_quarantined_naming_the_stop_reason_not_kept_
     assert isinstance(item, Quarantined)
     assert item.record_id == "Rabc"
     assert "the model returned no text (stop reason max_tokens)" in item.reason
+
+
+def test_an_output_line_past_the_size_limit_is_quarantined_and_the_lines_after_it_are_read(monkeypatch):
+    import bedrock_batch.results as results
+
+    monkeypatch.setattr(results, "MAX_LINE_BYTES", 1000)
+    usual = line({"recordId": "R1", "modelInput": {}, "modelOutput": CLAUDE_OUTPUT})
+    data = usual + b"{" + b"x" * 5000 + b"\n" + usual.replace(b"R1", b"R3")
+
+    items = [
+        item
+        for items in iter_output_chunks(chunked(data, 300), file=FILE, family=AnthropicClaude())
+        for item in items
+    ]
+
+    assert [type(item).__name__ for item in items] == ["ResultLine", "Quarantined", "ResultLine"]
+    assert (items[1].line_no, items[2].record_id) == (2, "R3")
+    assert "line runs past 1000 bytes" in items[1].reason
