@@ -54,8 +54,8 @@ def derive_client_request_token(
 
     The same run, job and input give the same token, so every retry of the task gets back the job
     the first try created; a different input (another URI, record count or size) gets a new job.
-    ``generation`` counts the jobs of the same planned name that ended Failed, Stopped or Expired
-    (the plan's): a run cleared after such a job gets a new one for the same input, not the old one back.
+    ``generation`` counts the earlier jobs of the same planned name that have ended (the plan's): a
+    run cleared after one gets a new job for the same input, not the ended one back.
     """
     fields: list[Any] = [dag_id, run_id, job_name, input_s3_uri, records, size_bytes]
     if generation:  # absent for the first job: its token is the one earlier releases derived

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from bedrock_batch.config import PipelineConfig, check_runtime_values
 from bedrock_batch.errors import EarlierTryError, QuotaError
 from bedrock_batch.heap import frozen_heap
-from bedrock_batch.job_status import ACTIVE_STATUSES, FAILED_STATUSES
+from bedrock_batch.job_status import ACTIVE_STATUSES, TERMINAL_STATUSES
 from bedrock_batch.models import family_for, family_of_job
 from bedrock_batch.prompts import load_prompt
 from bedrock_batch.quotas import BatchQuotas, default_quotas, plan_job_sizes, quotas_from_service
@@ -295,6 +295,10 @@ class RunContext:
         return run_key(self.dag_id, self.run_id)
 
 
+_ENDED_OR_ENDING = TERMINAL_STATUSES | {"Stopping"}
+"""The earlier jobs that count as a generation of their planned job."""
+
+
 class RunPreparer:
     """Reads the run's rows once and leaves every one of them accounted for."""
 
@@ -322,8 +326,8 @@ class RunPreparer:
         """Whether another run is still in flight (Airflow's answer); ``None`` when unknown."""
         self.earlier_jobs = earlier_jobs
         """The Bedrock jobs earlier tries of this run submitted (their summaries, any status)."""
-        self._ended_badly: list[str] = []
-        """Names of those that ended Failed, Stopped or Expired: the generations of a planned job."""
+        self._ended: list[str] = []
+        """Names of those that ended or are stopping: the generations of a planned job."""
         self.model_id = settings.model_id or config.model.id
         self.family = family_for(self.model_id, config.model.invocation_type)
         self.prompt = load_prompt(config.prompt_path)
@@ -391,8 +395,8 @@ class RunPreparer:
         unsettled = []
         for job in self.earlier_jobs():
             arn, name, status = job.get("jobArn"), str(job.get("jobName")), job.get("status")
-            if status in FAILED_STATUSES:
-                self._ended_badly.append(name)
+            if status in _ENDED_OR_ENDING:
+                self._ended.append(name)
             if status in ACTIVE_STATUSES:
                 unsettled.append((name, f"{name} ({arn}) is still {status}"))
             elif arn and not self.warehouse.job_loaded(str(arn), run_id=self.run.run_id):
@@ -630,10 +634,12 @@ class RunPreparer:
         )
 
     def _generation(self, planned_name: str) -> int:
-        """How many jobs of ``planned_name`` earlier tries of this run submitted that ended Failed,
-        Stopped or Expired: a run cleared after one gets a new job (new token and name), where the
-        same token would give the ended job back."""
-        return sum(name.startswith(f"{planned_name}-") for name in self._ended_badly)
+        """How many jobs of ``planned_name`` earlier tries of this run submitted that have ended (or
+        are stopping): a run cleared after one gets a new job (new token and name), where the same
+        token would give the ended job back. Staging the same input again after an ended job means
+        its records are all still to do (any it summarized are not read again), whatever its status;
+        a job still stopping fails prepare until it has stopped (its output is loaded first)."""
+        return sum(name.startswith(f"{planned_name}-") for name in self._ended)
 
     def _small_batch(self, rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
         """Fewer rows than a job's minimum: carry them over, run them on demand, or fail."""

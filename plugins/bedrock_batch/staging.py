@@ -119,7 +119,7 @@ class StagedJob:
     bytes: int
     est_input_tokens: int
     generation: int = 0
-    """Jobs of this name an earlier try of the run submitted that ended Failed, Stopped or Expired."""
+    """Jobs of this name earlier tries of the run submitted that have ended (or are stopping)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {

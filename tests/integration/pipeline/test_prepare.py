@@ -311,13 +311,20 @@ def test_a_cleared_run_stages_the_same_input_again_for_the_job_its_killed_try_su
     harness.hook.stop_job(job_arn)
 
 
-@pytest.mark.parametrize("fault", ["fail", "expire"])
-def test_a_run_cleared_after_its_job_failed_gets_a_new_job_for_the_same_input(harness, fault):
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"local-aws:fault": "fail"},
+        {"local-aws:fault": "expire"},
+        {"local-aws:record-error-rate": "1"},  # Completed, every record a retryable model error
+    ],
+)
+def test_a_run_cleared_after_its_job_ended_gets_a_new_job_for_the_same_input(harness, tags):
     """Same input, same token: without a new generation Bedrock would give the ended job back."""
     keys = harness.add_calls(5)
     prepared = harness.prepare(tiny_quotas())
     (job,) = prepared.jobs
-    failed_arn = harness.submit(job, run_id=prepared.run_id, tags={"local-aws:fault": fault})
+    failed_arn = harness.submit(job, run_id=prepared.run_id, tags=tags)
     harness.collect(prepared, job, harness.wait(failed_arn))
 
     again = harness.prepare(tiny_quotas(), run_id=prepared.run_id)
