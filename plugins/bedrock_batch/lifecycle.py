@@ -42,7 +42,9 @@ def _rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
 
 
 MIN_INPUT_DAYS = 8
-"""Never less: a submit may also wait in the jobs pool (behind a backfill), which no setting bounds."""
+"""Never less: a submit may also wait in the jobs pool (behind a backfill); no setting bounds that
+wait, so this only leaves room for a usual one. Adopting a job, or clearing a run, later than the
+input age finds its record map gone."""
 
 
 def min_input_days(config: PipelineConfig) -> int:

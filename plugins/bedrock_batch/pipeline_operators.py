@@ -280,9 +280,21 @@ class PrepareBatchOperator(_PipelineOperator):
         root = pipeline_input_root(
             rendered_text(self.input_bucket) or "", staging.input_prefix, self.config.name
         )
-        return [
-            job for job in hook.jobs_named(run_job_marker(self.dag_id, run_id)) if staged_under(job, root)
-        ]
+        ours, elsewhere = [], []
+        for job in hook.jobs_named(run_job_marker(self.dag_id, run_id)):
+            (ours if staged_under(job, root) else elsewhere).append(job)
+        for job in elsewhere:
+            if job.get("status") in ACTIVE_STATUSES:
+                log.warning(
+                    "Job %s (%s) is named after run %s but reads input outside %s: taken for another "
+                    "deployment's. If the input bucket or prefix changed while it ran, it is this run's: "
+                    "stop it or let it end before clearing the run again",
+                    job.get("jobArn"),
+                    job.get("status"),
+                    run_id,
+                    root,
+                )
+        return ours
 
 
 STOPPING_RECHECK_SECONDS = 60

@@ -134,7 +134,9 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     # Billed output the run could not join to a record, and outputs at odds with their manifest: rare,
     # so shown only when they happened.
     if summary.get("unexpected_lines"):
-        rows.append(("output lines of no record", f"{summary['unexpected_lines']} (not in the record map)"))
+        rows.append(
+            ("output lines not joined", f"{summary['unexpected_lines']} (not in the record map, or repeated)")
+        )
     for job_name, problem in (summary.get("manifest_problems") or {}).items():
         rows.append(("manifest problem", f"{job_name}: {problem}"))
     return "\n".join(f"  {name:<26} {value}" for name, value in rows)

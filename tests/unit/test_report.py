@@ -154,7 +154,7 @@ def test_output_lines_of_no_record_and_manifest_problems_reach_the_summary(price
     assert summary["unexpected_lines"] == 3
     assert summary["manifest_problems"] == {"j001": "manifest says 203 records"}
     text = format_summary(summary)
-    assert "3 (not in the record map)" in text
+    assert "3 (not in the record map, or repeated)" in text
     assert "j001: manifest says 203 records" in text
 
 
@@ -163,4 +163,4 @@ def test_a_clean_run_shows_no_manifest_or_stray_line_rows(prices):
         plan=plan(), outcomes=[outcome("j001", "Completed")], on_demand=None, prices=prices
     )
     text = format_summary(summary)
-    assert "manifest problem" not in text and "output lines of no record" not in text
+    assert "manifest problem" not in text and "output lines not joined" not in text
