@@ -219,7 +219,7 @@ with DAG(
         """Find orphans and report, adopt or stop them; fail after all were tried if any failed."""
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
         from airflow.sdk import get_current_context
-        from airflow.sdk.exceptions import AirflowException
+        from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
         from bedrock_batch import ops
 
@@ -247,7 +247,9 @@ with DAG(
         log.info("%d orphans\n%s", len(results), ops.format_table(results, columns))
         failed = [result for result in results if result["action"] == "failed"]
         if failed:
-            raise AirflowException(
+            # No retry when none of the failures can pass on its own (e.g. no pipeline to adopt into).
+            error = AirflowException if any(item["retryable"] for item in failed) else AirflowFailException
+            raise error(
                 f"{len(failed)} of {len(results)} orphans could not be handled: "
                 + "; ".join(f"{item['job_arn']}: {item['error']}" for item in failed)
             )

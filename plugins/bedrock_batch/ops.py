@@ -462,6 +462,8 @@ def reconcile(
             log.exception("Reconciling job %s failed", orphan.job_arn)
             result["action"] = "failed"
             result["error"] = f"{type(error).__name__}: {error}"[:500]
+            # A job that cannot be adopted stays so; anything else (the network, S3) may pass.
+            result["retryable"] = not isinstance(error, AdoptError | ConfigError)
         log.info(
             "Orphan %s (%s) of %s / %s: %s",
             orphan.job_arn,

@@ -91,8 +91,8 @@ def plan_of_this_try(ti: Any, states: dict[str, str], run_id: str) -> dict[str, 
     rerun green.
     """
     state = states.get(PREPARE_TASK)
-    if state != "success":
-        raise AirflowException(
+    if state != "success":  # final: the report runs once every task upstream has finished
+        raise AirflowFailException(
             f"{PREPARE_TASK} did not succeed in this try of run {run_id} (its state: {state}): "
             "nothing this try staged or submitted can be reported"
         )
@@ -487,13 +487,14 @@ class ReportOperator(_PipelineOperator):
             # Every job's output is loaded: a later run of these days finds its rows done.
             self.warehouse.release_window(run_id=context["run_id"], prompt_version=plan["prompt_version"])
         failed = {name: status for name, status in summary["job_statuses"].items() if status != "Completed"}
+        # Final, as the report runs once every task upstream has finished: a retry reads the same.
         if summary["jobs_collected"] < summary["jobs_planned"]:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"{summary['jobs_planned'] - summary['jobs_collected']} of {summary['jobs_planned']} jobs "
                 "were not collected: see the batch_job tasks. Their records stay staged for a rerun."
             )
         if on_demand_lost:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"{ON_DEMAND_TASK} did not succeed in this try: its {small.get('records')} records were not "
                 f"summarized. Clear {ON_DEMAND_TASK} to run them again."
             )

@@ -6,7 +6,7 @@ import re
 
 import pytest
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from airflow.utils.state import TaskInstanceState
 
 from bedrock_batch.pipeline_operators import (
@@ -90,7 +90,7 @@ def test_the_plan_of_a_prepare_that_succeeded_in_this_try_is_read():
 def test_a_plan_left_by_an_earlier_try_is_not_read_when_prepare_did_not_succeed(state):
     ti = prepared(state)
     expected = re.escape(f"prepare did not succeed in this try of run {RUN_ID} (its state: {state})")
-    with pytest.raises(AirflowException, match=expected):
+    with pytest.raises(AirflowFailException, match=expected):  # final: no retry reads otherwise
         plan_of_this_try(ti, states_of(ti), RUN_ID)
 
 
@@ -198,7 +198,7 @@ def test_the_report_does_not_count_an_earlier_trys_outcome_of_a_collect_that_nev
     )
     task, warehouse = report_task()
 
-    with pytest.raises(AirflowException, match="1 of 1 jobs were not collected"):
+    with pytest.raises(AirflowFailException, match="1 of 1 jobs were not collected"):
         task.execute({"ti": ti, "run_id": RUN_ID})
     assert warehouse.released == []
 
@@ -211,6 +211,8 @@ def test_a_planned_on_demand_batch_that_did_not_succeed_fails_the_report_and_kee
     )
     task, warehouse = report_task()
 
-    with pytest.raises(AirflowException, match="run_on_demand did not succeed in this try: its 12 records"):
+    with pytest.raises(
+        AirflowFailException, match="run_on_demand did not succeed in this try: its 12 records"
+    ):
         task.execute({"ti": ti, "run_id": RUN_ID})
     assert warehouse.released == []

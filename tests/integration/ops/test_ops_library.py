@@ -167,6 +167,7 @@ def test_reconcile_adopt_without_a_pipeline_fails_that_orphan_only(hook, make_jo
         hook, is_tracked=only_kept_run_is_tracked, mode="adopt", adopter=adopter, name_contains=marker
     )
     assert result["action"] == "failed"
+    assert result["retryable"] is False  # the ops DAG then fails without retrying
     assert "no pipeline config named 'no_such_pipeline'" in result["error"]
 
 
