@@ -45,7 +45,8 @@ Trigger with the form; `action` picks what runs:
 * **release_window**: end the claims of run `run_id` in `pipeline`, for when Airflow does not have
   the holder (the run was deleted, or it belongs to another deployment) and you know it is over.
 
-Runs use the `aws_default` connection. Nothing runs on a schedule.
+Runs use the `aws_default` connection; `region` points list and reconcile at another region (a
+pipeline's `aws.region`), and stop asks in the region the job's ARN names. Nothing runs on a schedule.
 """
 
 with DAG(
@@ -124,7 +125,19 @@ with DAG(
             None,
             type=["null", "string"],
             title="Job ARN",
-            description="stop: arn:aws:bedrock:<region>:<account>:model-invocation-job/<id>",
+            description=(
+                "stop: arn:aws:bedrock:<region>:<account>:model-invocation-job/<id> "
+                "(asked in the ARN's region)"
+            ),
+        ),
+        "region": Param(
+            None,
+            type=["null", "string"],
+            title="Region",
+            description=(
+                "list / reconcile: the AWS region to look in (a pipeline's aws.region); empty: the "
+                "aws_default connection's"
+            ),
         ),
         "reconcile_mode": Param(
             "report",
@@ -185,10 +198,10 @@ with DAG(
                 raise
             raise AirflowFailException(mistake) from err
 
-    def _hook() -> Any:
+    def _hook(region: str | None = None) -> Any:
         from bedrock_batch.hooks import BedrockBatchHook
 
-        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID)
+        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID, region_name=region or None)
 
     @task
     def list_jobs(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -198,19 +211,20 @@ with DAG(
         filters = _filters(params)
         log.info("Listing Bedrock batch jobs: %s, sort %s", filters, params["sort_order"])
         with _request_mistakes_fail():
-            rows = ops.list_jobs(_hook(), sort_order=params["sort_order"], **filters)
+            rows = ops.list_jobs(_hook(params.get("region")), sort_order=params["sort_order"], **filters)
         log.info("%d jobs\n%s", len(rows), ops.format_table(rows))
         return rows
 
     @task(multiple_outputs=False)
     def stop_job(params: dict[str, Any]) -> dict[str, Any]:
-        """Stop the job ``job_arn`` names."""
+        """Stop the job ``job_arn`` names, asking in the region its ARN names."""
         from bedrock_batch import ops
+        from bedrock_batch.hooks import BedrockBatchHook
 
         with _request_mistakes_fail():
             job_arn = ops.check_job_arn(params.get("job_arn"))
             log.info("Stopping Bedrock batch job %s", job_arn)
-            result = ops.stop_job(_hook(), job_arn)
+            result = ops.stop_job(_hook(BedrockBatchHook.region_from_arn(job_arn)), job_arn)
         log.info("Job %s: %s -> %s", job_arn, result["status_before"], result["status"])
         return result
 
@@ -241,7 +255,12 @@ with DAG(
         roots = ops.deployment_input_roots(render)
         with _request_mistakes_fail():
             results = ops.reconcile(
-                _hook(), is_tracked=_tracker(ti), mode=mode, adopter=adopter, input_roots=roots, **filters
+                _hook(params.get("region")),
+                is_tracked=_tracker(ti),
+                mode=mode,
+                adopter=adopter,
+                input_roots=roots,
+                **filters,
             )
         columns = ("submit_time", "status", "dag_id", "run_id", "action", "job_arn")
         log.info("%d orphans\n%s", len(results), ops.format_table(results, columns))

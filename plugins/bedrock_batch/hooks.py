@@ -36,7 +36,7 @@ DEFAULT_RETRIES: dict[str, Any] = {"mode": "adaptive", "max_attempts": 10}
 
 JOB_NAME_PATTERN = re.compile(r"[a-zA-Z0-9]{1,63}(-*[a-zA-Z0-9\+\-\.]){0,63}")
 TOKEN_PATTERN = re.compile(r"[a-zA-Z0-9]{1,256}(-*[a-zA-Z0-9]){0,256}")
-_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:bedrock:[^:]*:[^:]*:model-invocation-job/([a-zA-Z0-9]+)$")
+_ARN_PATTERN = re.compile(r"^arn:aws[a-z-]*:bedrock:([^:]*):[^:]*:model-invocation-job/([a-zA-Z0-9]+)$")
 
 _STOP_REFUSED_CODES = frozenset({"ValidationException", "ConflictException"})
 """What Bedrock answers when asked to stop a job that is no longer running."""
@@ -294,7 +294,15 @@ class BedrockBatchHook(AwsBaseHook):
         match = _ARN_PATTERN.match(job_arn or "")
         if not match:
             raise ConfigError(f"{job_arn!r} is not a Bedrock model-invocation-job ARN")
-        return match.group(1)
+        return match.group(2)
+
+    @staticmethod
+    def region_from_arn(job_arn: str) -> str | None:
+        """The region in a job's ARN (None if it names none): where to send calls about that job."""
+        match = _ARN_PATTERN.match(job_arn or "")
+        if not match:
+            raise ConfigError(f"{job_arn!r} is not a Bedrock model-invocation-job ARN")
+        return match.group(1) or None
 
 
 def _check_job_name(job_name: str) -> None:

@@ -200,12 +200,12 @@ def create_app(
     app = FastAPI(title=PAGE_TITLE, docs_url=None, redoc_url=None, openapi_url=None)
     refs = RunRefCache()
 
-    def new_hook() -> Any:
+    def new_hook(region: str | None = None) -> Any:
         if hook_factory is not None:
             return hook_factory()
         from bedrock_batch.hooks import BedrockBatchHook
 
-        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID)
+        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID, region_name=region)
 
     def can_read(user: Annotated[Any, Depends(current_user)]) -> Any:
         if not authorizer(user, "GET", None):
@@ -279,7 +279,9 @@ def create_app(
             job_arn = ops.check_job_arn(body.job_arn)
         except ConfigError as problem:
             raise HTTPException(status_code=400, detail=str(problem)) from None
-        hook = new_hook()
+        from bedrock_batch.hooks import BedrockBatchHook
+
+        hook = new_hook(BedrockBatchHook.region_from_arn(job_arn))  # asked where the job runs
         try:
             ref = run_ref(hook.get_job_tags(job_arn))
             if not authorizer(user, "PUT", ref.dag_id if ref else None):

@@ -205,3 +205,13 @@ def test_request_mistakes_are_form_errors_and_aws_refusals_of_the_request_only()
     assert ops.request_mistake(aws("ResourceNotFoundException")) == "ResourceNotFoundException: no such job"
     assert ops.request_mistake(aws("ThrottlingException")) is None
     assert ops.request_mistake(RuntimeError("network")) is None
+
+
+def test_a_jobs_region_is_read_from_its_arn():
+    from bedrock_batch.hooks import BedrockBatchHook
+
+    arn = "arn:aws:bedrock:eu-west-1:123456789012:model-invocation-job/abc123def456"
+    assert BedrockBatchHook.region_from_arn(arn) == "eu-west-1"
+    assert BedrockBatchHook.job_id_from_arn(arn) == "abc123def456"
+    with pytest.raises(ConfigError, match="not a Bedrock model-invocation-job ARN"):
+        BedrockBatchHook.region_from_arn("arn:aws:s3:::bucket")
