@@ -232,8 +232,8 @@ class BedrockBatchJobTrigger(BaseTrigger):
         state = await self._task_state()
         if state == _DEFERRED:
             self.log.info(
-                "The trigger for Bedrock batch job %s moved to another triggerer and its task still "
-                "waits on the job: leaving it running",
+                "The task waiting on Bedrock batch job %s is deferred (its trigger moved to another "
+                "triggerer, or a cleared wait is waiting on the job again): leaving the job running",
                 self.job_arn,
             )
             return
