@@ -217,14 +217,6 @@ class BedrockBatchHook(AwsBaseHook):
             if name_contains in summary.get("jobName", "")
         ]
 
-    def active_job_names(self, name_contains: str) -> list[str]:
-        """Names of the jobs whose name holds ``name_contains`` and that have not ended (may still bill)."""
-        return [
-            summary["jobName"]
-            for summary in self.jobs_named(name_contains)
-            if summary.get("status") in ACTIVE_STATUSES
-        ]
-
     def find_job(self, *, job_name: str, client_request_token: str | None = None) -> dict[str, Any] | None:
         """
         The newest job named exactly ``job_name`` (and created with ``client_request_token``).

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from bedrock_batch.hooks import BedrockBatchHook
+    from bedrock_batch.staging import StagedJob
 
 _ADOPT_ATTEMPTS = 3
 _ADOPT_PAUSE = 2.0
@@ -61,6 +62,19 @@ def derive_client_request_token(
     if generation:  # absent for the first job: its token is the one earlier releases derived
         fields.append(int(generation))
     return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()
+
+
+def staged_job_token(*, dag_id: str, run_id: str, job: StagedJob) -> str:
+    """:func:`derive_client_request_token` of one job of a staging plan, as its submit task derives it."""
+    return derive_client_request_token(
+        dag_id=dag_id,
+        run_id=run_id,
+        job_name=job.job_name,
+        input_s3_uri=job.input_s3_uri,
+        records=job.records,
+        size_bytes=job.bytes,
+        generation=job.generation,
+    )
 
 
 QUOTA_EXCEEDED_CODE = "ServiceQuotaExceededException"

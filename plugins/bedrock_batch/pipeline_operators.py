@@ -315,18 +315,10 @@ class CollectResultsOperator(_PipelineOperator):
     def _job_info(self, context: Context, job: StagedJob) -> dict[str, Any] | None:
         """The Bedrock job of this planned job: from submit's XCom, else found by its exact name."""
         from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
-        from bedrock_batch.operators import bedrock_job_name, derive_client_request_token
+        from bedrock_batch.operators import bedrock_job_name, staged_job_token
 
         hook = BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        token = derive_client_request_token(
-            dag_id=self.dag_id,
-            run_id=context["run_id"],
-            job_name=job.job_name,
-            input_s3_uri=job.input_s3_uri,
-            records=job.records,
-            size_bytes=job.bytes,
-            generation=job.generation,
-        )
+        token = staged_job_token(dag_id=self.dag_id, run_id=context["run_id"], job=job)
         job_name = bedrock_job_name(job.job_name, token)
         ti = context["ti"]
         submitted = ti.xcom_pull(task_ids=SUBMIT_TASK, map_indexes=ti.map_index, default=None) or {}

@@ -453,7 +453,7 @@ class RunPreparer:
 
     def _resubmitted_names(self, sizes: list[int]) -> set[str]:
         """The Bedrock job names the jobs of this staging would get, planned without writing anything."""
-        from bedrock_batch.operators import bedrock_job_name, derive_client_request_token
+        from bedrock_batch.operators import bedrock_job_name, staged_job_token
 
         stager = self._stager(DiscardingS3(), sizes)
         with stager:
@@ -470,14 +470,10 @@ class RunPreparer:
         return {
             bedrock_job_name(
                 job.job_name,
-                derive_client_request_token(
+                staged_job_token(
                     dag_id=self.run.dag_id,
                     run_id=self.run.run_id,
-                    job_name=job.job_name,
-                    input_s3_uri=job.input_s3_uri,
-                    records=job.records,
-                    size_bytes=job.bytes,
-                    generation=self._generation(job.job_name),
+                    job=replace(job, generation=self._generation(job.job_name)),
                 ),
             )
             for job in stager.plan.jobs

@@ -222,17 +222,9 @@ class PipelineHarness:
         tags: Mapping[str, str] | None = None,
         model_id: str | None = None,
     ) -> str:
-        from bedrock_batch.operators import bedrock_job_name, derive_client_request_token
+        from bedrock_batch.operators import bedrock_job_name, staged_job_token
 
-        token = derive_client_request_token(
-            dag_id=DAG_ID,
-            run_id=run_id,
-            job_name=job.job_name,
-            input_s3_uri=job.input_s3_uri,
-            records=job.records,
-            size_bytes=job.bytes,
-            generation=job.generation,
-        )
+        token = staged_job_token(dag_id=DAG_ID, run_id=run_id, job=job)
         return self.hook.create_job(
             # Named as the submit operator names it: the planned name plus 8 characters of the token.
             job_name=bedrock_job_name(job.job_name, token),
