@@ -1,7 +1,9 @@
 """The tags that tie a Bedrock batch job to the Airflow DAG run that submitted it.
 
 The submit operator puts them on every job; the ops DAG and the batch-jobs page read them back to
-find the run (a link in the UI, orphan detection in ``reconcile``). Bedrock tag values allow fewer
+find the run (a link in the UI, orphan detection in ``reconcile``). A third names the prompt version
+the job's records were built with, so a later load (adopt, or prepare loading an earlier try's job)
+files the output under it, not under a prompt changed since. Bedrock tag values allow fewer
 characters than Airflow run ids may hold, so a value is escaped reversibly: a character outside
 ``[a-zA-Z0-9._:/=+-]`` becomes ``@HH`` per UTF-8 byte (``@`` itself included). Default Airflow run
 ids (``manual__2026-01-01T00:00:00+00:00``) pass unchanged.
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 DAG_ID_TAG = "bedrock-batch:dag-id"
 RUN_ID_TAG = "bedrock-batch:run-id"
+PROMPT_VERSION_TAG = "bedrock-batch:prompt-version"
+"""The prompt version the job's records were built with: its output is filed under it."""
 
 MAX_TAG_VALUE = 256
 _PLAIN = re.compile(r"[a-zA-Z0-9._:/=+\-]")
@@ -64,4 +68,21 @@ def run_ref(tags: Mapping[str, str] | Iterable[Mapping[str, str]]) -> RunRef | N
     try:
         return RunRef(dag_id=decode_tag_value(dag_value), run_id=decode_tag_value(run_value))
     except UnicodeDecodeError:  # not escaped by encode_tag_value (someone else's tag): no run of ours
+        return None
+
+
+def prompt_version_tags(prompt_version: str | None) -> dict[str, str]:
+    """The tag naming the prompt version a job's records were built with; empty if none fits."""
+    value = encode_tag_value(prompt_version) if prompt_version else None
+    return {PROMPT_VERSION_TAG: value} if value else {}
+
+
+def prompt_version_of(tags: Mapping[str, str] | Iterable[Mapping[str, str]]) -> str | None:
+    """The prompt version ``tags`` name (a dict, or Bedrock's list); None if they name none."""
+    if not isinstance(tags, Mapping):
+        tags = {item["key"]: item["value"] for item in tags}
+    value = tags.get(PROMPT_VERSION_TAG)
+    try:
+        return decode_tag_value(value) if value else None
+    except UnicodeDecodeError:
         return None

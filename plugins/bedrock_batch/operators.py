@@ -340,12 +340,18 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         )
 
     def _job_tags(self, context: Context) -> dict[str, str]:
-        """The configured tags plus the DAG run's (``job_tags``), which the ops DAG and UI page read."""
-        from bedrock_batch.job_tags import run_tags
+        """The configured tags plus the DAG run's and the plan's prompt version (``job_tags``), which
+        the ops DAG, the UI page and a later load of the job read."""
+        from bedrock_batch.job_tags import prompt_version_tags, run_tags
 
         ti = context.get("ti")
         dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
-        return {**dict(self.tags or {}), **run_tags(dag_id=dag_id, run_id=context["run_id"])}
+        job = self.job if isinstance(self.job, Mapping) else {}
+        return {
+            **dict(self.tags or {}),
+            **run_tags(dag_id=dag_id, run_id=context["run_id"]),
+            **prompt_version_tags(job.get("prompt_version")),
+        }
 
     def _wait_for_quota(self, context: Context, job_name: str, error: BaseException) -> NoReturn:
         """Reschedule the task (its pool slot free) until the quota has room, for at most a while."""

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bedrock_batch.errors import ConfigError
-from bedrock_batch.job_tags import RunRef, run_ref
+from bedrock_batch.job_tags import RunRef, prompt_version_of, run_ref
 from bedrock_batch.s3paths import job_input_uri, pipeline_input_root, staged_under
 
 if TYPE_CHECKING:
@@ -221,6 +221,8 @@ class Orphan:
 
     job: Mapping[str, Any]
     ref: RunRef
+    prompt_version: str | None = None
+    """The prompt version its tags name (None for a job submitted before they did)."""
 
     @property
     def job_arn(self) -> str:
@@ -265,7 +267,8 @@ def find_orphans(
         submitted_before=submitted_before,
         max_results=max_results,
     ):
-        ref = run_ref(hook.get_job_tags(row["job_arn"]))
+        tags = hook.get_job_tags(row["job_arn"])
+        ref = run_ref(tags)
         if ref is None or is_tracked(ref, row["job_arn"]):
             continue
         job = hook.get_job(row["job_arn"])
@@ -276,7 +279,7 @@ def find_orphans(
                 job_input_uri(job),
             )
             continue
-        yield Orphan(job=job, ref=ref)
+        yield Orphan(job=job, ref=ref, prompt_version=prompt_version_of(tags))
 
 
 def deployment_input_roots(render: Callable[[str], str] = str) -> list[str]:
@@ -411,7 +414,7 @@ class JobAdopter:
                 orphan.job, model_id=model_id, invocation_type=target.config.model.invocation_type
             ),
             run_id=orphan.ref.run_id,
-            prompt_version=load_prompt(target.config.prompt_path).version,
+            prompt_version=orphan.prompt_version or load_prompt(target.config.prompt_path).version,
             model_id=model_id,
             max_attempts=target.config.max_attempts,
             owner=dict(target.owner),

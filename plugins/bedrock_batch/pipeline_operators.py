@@ -258,12 +258,20 @@ class PrepareBatchOperator(_PipelineOperator):
             quotas=resolve_quotas(self.config, model_id, quotas_client),
             run_is_live=run_liveness(context["ti"], self.dag_id, self._active_jobs),
             earlier_jobs=lambda: self._jobs_of_run(context["run_id"]),
+            job_tags=self._job_tags,
         )
         return preparer.prepare()
 
     def _active_jobs(self, run_id: str) -> list[str]:
         """The Bedrock jobs of run ``run_id`` of this DAG that have not ended."""
         return [job["jobName"] for job in self._jobs_of_run(run_id) if job.get("status") in ACTIVE_STATUSES]
+
+    def _job_tags(self, job_arn: str) -> Any:
+        from bedrock_batch.hooks import BedrockBatchHook
+
+        return BedrockBatchHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name).get_job_tags(
+            job_arn
+        )
 
     def _jobs_of_run(self, run_id: str) -> list[dict[str, Any]]:
         """The Bedrock jobs of run ``run_id`` of this DAG in this deployment, whatever their status.

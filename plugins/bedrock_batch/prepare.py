@@ -314,6 +314,7 @@ class RunPreparer:
         quotas: BatchQuotas,
         run_is_live: Callable[[str], bool | None] | None = None,
         earlier_jobs: Callable[[], list[Mapping[str, Any]]] | None = None,
+        job_tags: Callable[[str], Any] | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -326,6 +327,8 @@ class RunPreparer:
         """Whether another run is still in flight (Airflow's answer); ``None`` when unknown."""
         self.earlier_jobs = earlier_jobs
         """The Bedrock jobs earlier tries of this run submitted (their summaries, any status)."""
+        self.job_tags = job_tags
+        """A job's tags by ARN: the prompt version an earlier try's job was built with."""
         self._ended: list[str] = []
         """Names of those that ended or are stopping: the generations of a planned job."""
         self.model_id = settings.model_id or config.model.id
@@ -428,12 +431,27 @@ class RunPreparer:
             job_info=dict(job),
             family=family_of_job(job, model_id=model_id, invocation_type=self.config.model.invocation_type),
             run_id=self.run.run_id,
-            prompt_version=self.prompt.version,
+            prompt_version=self._prompt_version_of(job),
             model_id=model_id,
             max_attempts=self.config.max_attempts,
             owner=_owner(self.settings),
         )
         return None
+
+    def _prompt_version_of(self, job: Mapping[str, Any]) -> str:
+        """The prompt version ``job`` was built with (its tag), else the current one."""
+        from bedrock_batch.job_tags import prompt_version_of
+
+        tagged = prompt_version_of(self.job_tags(str(job.get("jobArn")))) if self.job_tags else None
+        if tagged and tagged != self.prompt.version:
+            log.warning(
+                "Job %s was built with prompt version %s (now %s): its output is filed under %s",
+                job.get("jobArn"),
+                tagged,
+                self.prompt.version,
+                tagged,
+            )
+        return tagged or self.prompt.version
 
     def _refuse_other_input(self, unsettled: list[tuple[str, str]], resubmitted: set[str]) -> None:
         """Fail, before anything is staged, unless each unsettled job is one this plan submits again.
@@ -542,7 +560,8 @@ class RunPreparer:
             plan, on_demand = self._stage(expected, unsettled), None
         self.rejections.flush()
         self.counts.rejected = self.rejections.count
-        jobs = [job.to_dict() for job in plan.jobs] if plan else []
+        # Each job carries the prompt version, which its submit puts in a tag for any later load.
+        jobs = [{**job.to_dict(), "prompt_version": self.prompt.version} for job in plan.jobs] if plan else []
         result = {
             "pipeline": self.config.name,
             "run_key": self.run.key,

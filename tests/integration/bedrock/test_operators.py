@@ -378,3 +378,11 @@ def test_prepare_counts_as_this_runs_jobs_only_those_reading_this_deployments_in
         )
 
     assert [job["jobArn"] for job in prepare._jobs_of_run(run_id)] == [arns["prod"]]
+
+
+def test_submit_tags_the_job_with_the_prompt_version_its_plan_job_names(plan_job, bedrock_hook):
+    from bedrock_batch.job_tags import PROMPT_VERSION_TAG
+
+    result = submit({**plan_job, "prompt_version": "v3-abc"}).execute(context(DictStateStore()))
+
+    assert bedrock_hook.get_job_tags(result["job_arn"])[PROMPT_VERSION_TAG] == "v3-abc"

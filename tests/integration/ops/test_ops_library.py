@@ -200,6 +200,25 @@ def test_reconcile_adopt_loads_an_orphans_output_into_the_warehouse(hook, pipeli
     assert loaded == [(key, job_arn, run_id) for key in sorted(keys)]
 
 
+def test_an_adopted_orphan_is_filed_under_the_prompt_version_it_was_built_with(hook, pipeline, marker):
+    from bedrock_batch.job_tags import prompt_version_tags
+
+    pipeline.add_calls(10)
+    run_id = f"manual__ops-version-{marker}"
+    prepared = pipeline.prepare(tiny_quotas(), run_id=run_id)
+    (job,) = prepared.jobs
+    tags = {**run_tags(dag_id=DAG_ID, run_id=run_id), **prompt_version_tags("v-before")}
+    wait_terminal(hook, pipeline.submit(job, run_id=run_id, tags=tags))
+    target = ops.AdoptTarget(config=pipeline.config, warehouse=pipeline.warehouse, owner={})
+    adopter = ops.JobAdopter(s3=pipeline.s3, pipeline_for=lambda dag_id: target)
+
+    ops.reconcile(
+        hook, is_tracked=lambda ref, arn: False, mode="adopt", adopter=adopter, name_contains=job.job_name
+    )
+
+    assert pipeline.query("SELECT DISTINCT prompt_version FROM call_summaries") == [("v-before",)]
+
+
 def test_adopting_twice_gives_the_same_rows(hook, pipeline, marker):
     pipeline.add_calls(10)
     run_id = f"manual__ops-twice-{marker}"

@@ -211,6 +211,7 @@ class PipelineHarness:
             run_is_live=lambda other_run_id: False,
             # As the prepare task asks: the stand-in's jobs named after this run.
             earlier_jobs=lambda: self.hook.jobs_named(run_job_marker(DAG_ID, run_id)),
+            job_tags=self.hook.get_job_tags,
         )
         return Prepared(preparer.prepare(), preparer, run_id)
 

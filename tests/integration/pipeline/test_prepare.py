@@ -338,6 +338,21 @@ def test_a_run_cleared_after_its_job_ended_gets_a_new_job_for_the_same_input(har
     assert sorted(key for (key,) in harness.query("SELECT source_key FROM call_summaries")) == sorted(keys)
 
 
+def test_an_earlier_tries_ended_job_is_loaded_under_the_prompt_version_it_was_built_with(harness):
+    from bedrock_batch.job_tags import prompt_version_tags
+
+    keys = harness.add_calls(5)
+    prepared = harness.prepare(tiny_quotas())
+    job_arn = harness.submit(prepared.jobs[0], run_id=prepared.run_id, tags=prompt_version_tags("v-before"))
+    harness.wait(job_arn)  # ended, never collected: the try was killed
+
+    harness.prepare(tiny_quotas(), run_id=prepared.run_id)  # loads it before staging again
+
+    assert harness.query("SELECT source_key, prompt_version FROM call_summaries ORDER BY 1") == [
+        (key, "v-before") for key in sorted(keys)
+    ]
+
+
 def test_a_cleared_run_whose_earlier_jobs_were_loaded_stages_what_is_left(harness):
     harness.add_calls(5)
     prepared = harness.prepare(tiny_quotas())
