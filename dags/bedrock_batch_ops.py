@@ -211,7 +211,9 @@ with DAG(
         filters = _filters(params)
         log.info("Listing Bedrock batch jobs: %s, sort %s", filters, params["sort_order"])
         with _request_mistakes_fail():
-            rows = ops.list_jobs(_hook(params.get("region")), sort_order=params["sort_order"], **filters)
+            rows = ops.list_jobs(
+                _hook(ops.check_region(params.get("region"))), sort_order=params["sort_order"], **filters
+            )
         log.info("%d jobs\n%s", len(rows), ops.format_table(rows))
         return rows
 
@@ -255,7 +257,7 @@ with DAG(
         roots = ops.deployment_input_roots(render)
         with _request_mistakes_fail():
             results = ops.reconcile(
-                _hook(params.get("region")),
+                _hook(ops.check_region(params.get("region"))),
                 is_tracked=_tracker(ti),
                 mode=mode,
                 adopter=adopter,

@@ -182,6 +182,19 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
 # -- stop -----------------------------------------------------------------------------------------
 
 
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+
+
+def check_region(region: str | None) -> str | None:
+    """An AWS region name (``eu-west-1``), or None for the connection's; else a ConfigError naming it."""
+    region = (region or "").strip()
+    if not region:
+        return None
+    if not _REGION.match(region):
+        raise ConfigError(f"region {region!r} is not an AWS region name such as us-east-1 or eu-west-1")
+    return region
+
+
 def check_job_arn(job_arn: str | None) -> str:
     """``job_arn`` when it is a model-invocation-job ARN, else a ConfigError that shows the format."""
     from bedrock_batch.hooks import BedrockBatchHook

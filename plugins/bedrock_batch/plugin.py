@@ -161,7 +161,14 @@ def _row_html(row: dict[str, Any]) -> str:
 
 
 def render_page(
-    request: Request, rows: list[dict[str, Any]], *, status: str, name: str, limit: int, error: str | None
+    request: Request,
+    rows: list[dict[str, Any]],
+    *,
+    status: str,
+    name: str,
+    limit: int,
+    error: str | None,
+    region: str = "",
 ) -> str:
     from bedrock_batch.ops import ANY_STATUS, JOB_STATUSES
 
@@ -176,11 +183,15 @@ def render_page(
     summary = f"{len(rows)} most recent jobs" + (f" matching {esc(urlencode(filters))}" if filters else "")
     body = "".join(_row_html(row) for row in rows) or '<tr><td colspan="7" class="empty">No jobs.</td></tr>'
     return Template(_TEMPLATE.read_text(encoding="utf-8")).substitute(
-        summary=summary + ", newest first, on connection " + AWS_CONN_ID,
+        summary=summary
+        + ", newest first, on connection "
+        + AWS_CONN_ID
+        + (f" in {esc(region)}" if region else ""),
         page_url=esc(f"{base}/"),
         stop_url=esc(f"{base}/api/jobs/stop"),
         status_options=options,
         name=esc(name),
+        region=esc(region),
         limit=limit,
         max_limit=MAX_LIMIT,
         error=f'<p class="error">{esc(error)}</p>' if error else "",
@@ -212,10 +223,10 @@ def create_app(
             raise HTTPException(status_code=403, detail="Forbidden: reading DAG runs is not allowed")
         return user
 
-    def jobs(request: Request, status: str, name: str, limit: int) -> list[dict[str, Any]]:
+    def jobs(request: Request, status: str, name: str, limit: int, region: str) -> list[dict[str, Any]]:
         from bedrock_batch import ops
 
-        hook = new_hook()
+        hook = new_hook(ops.check_region(region))
         rows = ops.list_jobs(hook, status=status, name_contains=name or None, max_results=limit)
         found = refs.lookup(hook, [row["job_arn"] for row in rows])
         ui_root = _ui_root(request)
@@ -233,19 +244,22 @@ def create_app(
         status: str = "any",
         name: str = "",
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        region: str = "",
     ) -> HTMLResponse:
         """The page: recent jobs with status, progress, their DAG run and a Stop button."""
         from bedrock_batch.errors import ConfigError
 
         error, rows = None, []
         try:
-            rows = jobs(request, status, name, limit)
+            rows = jobs(request, status, name, limit, region)
         except ConfigError as problem:
             error = str(problem)
         except Exception as problem:  # show AWS trouble on the page instead of a bare 500
             log.exception("Listing Bedrock batch jobs failed")
             error = f"Listing jobs failed: {type(problem).__name__}: {problem}"
-        return HTMLResponse(render_page(request, rows, status=status, name=name, limit=limit, error=error))
+        return HTMLResponse(
+            render_page(request, rows, status=status, name=name, limit=limit, error=error, region=region)
+        )
 
     @app.get("/api/jobs")
     def jobs_json(
@@ -254,12 +268,13 @@ def create_app(
         status: str = "any",
         name: str = "",
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+        region: str = "",
     ) -> list[dict[str, Any]]:
         """The page's rows as JSON."""
         from bedrock_batch.errors import ConfigError
 
         try:
-            return jobs(request, status, name, limit)
+            return jobs(request, status, name, limit, region)
         except ConfigError as problem:
             raise HTTPException(status_code=400, detail=str(problem)) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from urllib.parse import quote
 
 import pytest
@@ -103,6 +104,25 @@ def test_page_shows_a_bad_filter_instead_of_failing(client):
     response = client.get(f"{URL_PREFIX}/", params={"status": "Broken"})
     assert response.status_code == 200
     assert "status must be one of" in response.text
+
+
+def test_page_looks_in_the_region_it_is_given_and_names_it(aws_env, authorizer, make_job, marker):
+    app = create_app(authorizer=authorizer)  # the real hook, on the stand-in (which serves every region)
+    app.dependency_overrides[current_user] = lambda: "tester"
+    job_arn = make_job(f"region-{marker}")
+
+    page = mounted(app).get(f"{URL_PREFIX}/", params={"region": "eu-west-1", "name": marker}).text
+
+    assert "on connection aws_default in eu-west-1" in page
+    assert 'name="region" value="eu-west-1"' in page
+    assert f'data-job-arn="{job_arn}"' in page
+
+
+def test_a_region_that_is_no_region_name_is_refused_naming_it(client):
+    page = client.get(f"{URL_PREFIX}/", params={"region": "west"})
+    assert "region 'west' is not an AWS region name" in html.unescape(page.text)
+    api = client.get(f"{URL_PREFIX}/api/jobs", params={"region": "west"})
+    assert api.status_code == 400
 
 
 def test_api_lists_jobs_as_json_with_their_run(client, make_job, marker):
