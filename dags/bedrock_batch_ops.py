@@ -201,7 +201,7 @@ with DAG(
     def _hook(region: str | None = None) -> Any:
         from bedrock_batch.hooks import BedrockBatchHook
 
-        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID, region_name=region or None)
+        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID, region_name=region)
 
     @task
     def list_jobs(params: dict[str, Any]) -> list[dict[str, Any]]:

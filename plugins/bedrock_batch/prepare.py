@@ -560,8 +560,7 @@ class RunPreparer:
             plan, on_demand = self._stage(expected, unsettled), None
         self.rejections.flush()
         self.counts.rejected = self.rejections.count
-        # Each job carries the prompt version, which its submit puts in a tag for any later load.
-        jobs = [{**job.to_dict(), "prompt_version": self.prompt.version} for job in plan.jobs] if plan else []
+        jobs = [job.to_dict() for job in plan.jobs] if plan else []
         result = {
             "pipeline": self.config.name,
             "run_key": self.run.key,
@@ -645,7 +644,10 @@ class RunPreparer:
         return StagePlan(
             plan.bucket,
             plan.prefix,
-            [replace(job, generation=self._generation(job.job_name)) for job in plan.jobs],
+            [
+                replace(job, generation=self._generation(job.job_name), prompt_version=self.prompt.version)
+                for job in plan.jobs
+            ],
         )
 
     def _generation(self, planned_name: str) -> int:

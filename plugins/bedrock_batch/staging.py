@@ -120,6 +120,8 @@ class StagedJob:
     est_input_tokens: int
     generation: int = 0
     """Jobs of this name earlier tries of the run submitted that have ended (or are stopping)."""
+    prompt_version: str | None = None
+    """The prompt version its records were built with: its submit tags the job with it."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,6 +135,7 @@ class StagedJob:
             "bytes": self.bytes,
             "est_input_tokens": self.est_input_tokens,
             "generation": self.generation,
+            "prompt_version": self.prompt_version,
         }
 
     @classmethod
@@ -148,6 +151,7 @@ class StagedJob:
             bytes=int(data["bytes"]),
             est_input_tokens=int(data["est_input_tokens"]),
             generation=int(data.get("generation") or 0),
+            prompt_version=data.get("prompt_version"),
         )
 
 

@@ -338,6 +338,12 @@ def test_a_run_cleared_after_its_job_ended_gets_a_new_job_for_the_same_input(har
     assert sorted(key for (key,) in harness.query("SELECT source_key FROM call_summaries")) == sorted(keys)
 
 
+def test_each_planned_job_names_the_prompt_version_its_submit_tags_it_with(harness):
+    harness.add_calls(5)
+    prepared = harness.prepare(tiny_quotas())
+    assert [job["prompt_version"] for job in prepared.plan["jobs"]] == [prepared.plan["prompt_version"]]
+
+
 def test_an_earlier_tries_ended_job_is_loaded_under_the_prompt_version_it_was_built_with(harness):
     from bedrock_batch.job_tags import prompt_version_tags
 
