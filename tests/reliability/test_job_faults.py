@@ -190,10 +190,11 @@ def test_a_run_takes_over_the_days_of_a_run_airflow_reports_finished(library_run
 # -- the triggerer restarts while the sensor is deferred -----------------------------------------
 @pytest.fixture
 def slow_stand_in(tmp_path, monkeypatch):
-    """A stand-in of its own at speed 1 (a 100-record job takes about 1.3 s), bound to aws_default."""
+    """A stand-in of its own at speed 0.25 (a 100-record job takes about 5 s, long enough to restart a
+    trigger mid-job even on a loaded CI machine), bound to aws_default."""
     import json
 
-    server = LocalAwsServer(tmp_path, speed=1.0)
+    server = LocalAwsServer(tmp_path, speed=0.25)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
