@@ -156,10 +156,11 @@ def test_list_sorts_and_paginates(bedrock, input_uri):
 
 
 def test_stop_moves_the_job_to_stopping_then_stopped(bedrock, input_uri):
-    arn = create_job(bedrock, input_uri, OUTPUT, tags=[{"key": "local-aws:fault", "value": "stick"}])
+    tags = [{"key": "local-aws:fault", "value": "stick"}, {"key": "local-aws:stopping-seconds", "value": "5"}]
+    arn = create_job(bedrock, input_uri, OUTPUT, tags=tags)
     wait_for(bedrock, arn, until={"Scheduled"})
     bedrock.stop_model_invocation_job(jobIdentifier=arn)
-    assert bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] == "Stopping"
+    assert bedrock.get_model_invocation_job(jobIdentifier=arn)["status"] == "Stopping"  # for 5 s
     job = wait_for(bedrock, arn)
     assert job["status"] == "Stopped"
     assert "endTime" in job
@@ -178,10 +179,11 @@ def test_stopping_an_unknown_job_is_not_found(bedrock):
 
 
 def test_jobs_over_the_concurrency_quota_are_refused(bedrock, input_uri, local_aws_clean):
-    for _ in range(200):  # let jobs of earlier tests finish: they count against the quota too
+    for _ in range(600):  # let jobs of earlier tests end: they count against the quota too (bounded)
         if not any(job["status"] in ACTIVE for job in local_aws_clean.admin.jobs()):
             break
-        time.sleep(0.05)
+        time.sleep(0.1)
+    assert not any(job["status"] in ACTIVE for job in local_aws_clean.admin.jobs()), "earlier jobs still run"
     local_aws_clean.admin.set_quotas(max_concurrent_jobs=1)
     stuck = create_job(bedrock, input_uri, OUTPUT, tags=[{"key": "local-aws:fault", "value": "stick"}])
     with pytest.raises(bedrock.exceptions.ServiceQuotaExceededException):

@@ -117,14 +117,16 @@ def test_a_stuck_job_stays_scheduled(local_aws_clean):
     assert wait_for(bedrock, arn)["status"] == "Stopped"
 
 
-def test_a_stopped_job_keeps_the_output_written_so_far(local_aws_clean):
-    s3, bedrock = local_aws_clean.client("s3"), local_aws_clean.client("bedrock")
+def test_a_stopped_job_keeps_the_output_written_so_far(slow_local_aws):
+    s3, bedrock = slow_local_aws.client("s3"), slow_local_aws.client("bedrock")
     uri = stage(s3, "fault-bucket", unique("p"), {"part-00001.jsonl": jsonl(records(3000))})
-    arn = create_job(bedrock, uri, "s3://fault-bucket/out/")
-    job = wait_for(bedrock, arn, until={"InProgress"})
-    for _ in range(500):
-        if job["status"] != "InProgress" or job.get("processedRecordCount", 0) > 0:
-            break
+    arn = create_job(bedrock, uri, "s3://fault-bucket/out/")  # InProgress for about 7.5 s
+    job = wait_for(bedrock, arn, until={"InProgress"}, timeout=60)
+    deadline = time.monotonic() + 30
+    while (
+        job["status"] == "InProgress" and not job.get("processedRecordCount") and time.monotonic() < deadline
+    ):
+        time.sleep(0.02)
         job = bedrock.get_model_invocation_job(jobIdentifier=arn)
     bedrock.stop_model_invocation_job(jobIdentifier=arn)
     job = wait_for(bedrock, arn)
