@@ -19,7 +19,6 @@ from bedrock_batch.ops import ANY_STATUS, JOB_STATUSES, MAX_RESULTS, RECONCILE_M
 
 log = logging.getLogger(__name__)
 
-AWS_CONN_ID = "aws_default"
 SUBMIT_TASK = "batch_job.submit"
 """The pipeline DAGs' submit task (dag_factory); its return value names the job it submitted."""
 
@@ -45,8 +44,11 @@ Trigger with the form; `action` picks what runs:
 * **release_window**: end the claims of run `run_id` in `pipeline`, for when Airflow does not have
   the holder (the run was deleted, or it belongs to another deployment) and you know it is over.
 
-Runs use the `aws_default` connection; `region` points list and reconcile at another region (a
-pipeline's `aws.region`), and stop asks in the region the job's ARN names. Nothing runs on a schedule.
+Where AWS is asked: with `pipeline` set, list, stop and reconcile go through that pipeline's
+`aws.conn_id` and `aws.region`; without it, through the `aws_default` connection. `region`
+overrides the region for list and reconcile; stop always asks in the region the job's ARN names.
+Adopting reads each orphan's output through its own pipeline's connection. Nothing runs on a
+schedule.
 """
 
 with DAG(
@@ -135,8 +137,8 @@ with DAG(
             type=["null", "string"],
             title="Region",
             description=(
-                "list / reconcile: the AWS region to look in (a pipeline's aws.region); empty: the "
-                "aws_default connection's"
+                "list / reconcile: the AWS region to look in; empty: the pipeline's aws.region, "
+                "else the connection's"
             ),
         ),
         "reconcile_mode": Param(
@@ -150,7 +152,11 @@ with DAG(
             None,
             type=["null", "string"],
             title="Pipeline",
-            description="windows: only this pipeline (its DAG id); release_window: required.",
+            description=(
+                "list / stop / reconcile: ask AWS through this pipeline's connection and region "
+                "(empty: aws_default); windows: only this pipeline; release_window: required. "
+                "A pipeline is named by its DAG id."
+            ),
         ),
         "run_id": Param(
             None,
@@ -198,10 +204,20 @@ with DAG(
                 raise
             raise AirflowFailException(mistake) from err
 
-    def _hook(region: str | None = None) -> Any:
-        from bedrock_batch.hooks import BedrockBatchHook
+    def _access(params: dict[str, Any], region: str | None = None) -> Any:
+        """The connection and region to ask AWS through (``bedrock_batch.ops.aws_access``)."""
+        from airflow.sdk import get_current_context
 
-        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID, region_name=region)
+        from bedrock_batch import ops
+
+        context = get_current_context()
+        access = ops.aws_access(
+            params.get("pipeline"),
+            region if region is not None else params.get("region"),
+            render=lambda value: context["task"].render_template(value, context),
+        )
+        log.info("Asking AWS through connection %s, region %s", access.conn_id, access.region or "(its own)")
+        return access
 
     @task
     def list_jobs(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -211,9 +227,7 @@ with DAG(
         filters = _filters(params)
         log.info("Listing Bedrock batch jobs: %s, sort %s", filters, params["sort_order"])
         with _request_mistakes_fail():
-            rows = ops.list_jobs(
-                _hook(ops.check_region(params.get("region"))), sort_order=params["sort_order"], **filters
-            )
+            rows = ops.list_jobs(_access(params).bedrock_hook(), sort_order=params["sort_order"], **filters)
         log.info("%d jobs\n%s", len(rows), ops.format_table(rows))
         return rows
 
@@ -226,14 +240,14 @@ with DAG(
         with _request_mistakes_fail():
             job_arn = ops.check_job_arn(params.get("job_arn"))
             log.info("Stopping Bedrock batch job %s", job_arn)
-            result = ops.stop_job(_hook(BedrockBatchHook.region_from_arn(job_arn)), job_arn)
+            access = _access(params, region=BedrockBatchHook.region_from_arn(job_arn))
+            result = ops.stop_job(access.bedrock_hook(), job_arn)
         log.info("Job %s: %s -> %s", job_arn, result["status_before"], result["status"])
         return result
 
     @task
     def reconcile(params: dict[str, Any], ti: Any = None) -> list[dict[str, Any]]:
         """Find orphans and report, adopt or stop them; fail after all were tried if any failed."""
-        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
         from airflow.sdk import get_current_context
         from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
@@ -249,15 +263,16 @@ with DAG(
 
         adopter = None
         if mode == "adopt":
-            s3 = AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="s3").conn
             adopter = ops.JobAdopter(
-                s3=s3, pipeline_for=lambda dag_id: ops.pipeline_target(dag_id, render=render)
+                # Each orphan's output is read through its own pipeline's connection.
+                s3_for=lambda target: ops.aws_access(target.config.name, render=render).s3_client(),
+                pipeline_for=lambda dag_id: ops.pipeline_target(dag_id, render=render),
             )
         # Jobs reading input outside this deployment's pipelines are another deployment's.
         roots = ops.deployment_input_roots(render)
         with _request_mistakes_fail():
             results = ops.reconcile(
-                _hook(ops.check_region(params.get("region"))),
+                _access(params).bedrock_hook(),
                 is_tracked=_tracker(ti),
                 mode=mode,
                 adopter=adopter,

@@ -8,16 +8,32 @@ from typing import Any
 
 
 class CallLog:
-    """Thread-safe, bounded list of served actions (``{"action": "s3:PutObject", ...}``)."""
+    """Thread-safe, bounded list of served actions (``{"action": "s3:PutObject", ...}``), each with
+    the region and access key id the request was signed with (None when unsigned)."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self._lock = threading.Lock()
         self._calls: list[dict[str, Any]] = []
         self._limit = limit
 
-    def record(self, service: str, operation: str, status: int) -> None:
+    def record(
+        self,
+        service: str,
+        operation: str,
+        status: int,
+        *,
+        region: str | None = None,
+        access_key: str | None = None,
+    ) -> None:
         prefix = {"bedrock-runtime": "bedrock", "service-quotas": "servicequotas"}.get(service, service)
-        entry = {"action": f"{prefix}:{operation}", "service": service, "status": status, "time": time.time()}
+        entry = {
+            "action": f"{prefix}:{operation}",
+            "service": service,
+            "status": status,
+            "time": time.time(),
+            "region": region,
+            "access_key": access_key,
+        }
         with self._lock:
             self._calls.append(entry)
             if len(self._calls) > self._limit:

@@ -33,15 +33,16 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 
 
-def service_from_auth(environ: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(service, region) from ``Credential=AKID/date/region/service/aws4_request``, else (None, None)."""
+def credential_scope(environ: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(service, region, access key id) from ``Credential=AKID/date/region/service/aws4_request``,
+    else (None, None, None)."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
     try:
         scope = auth.split(",")[0].split()[1].split("=", 1)[1]
-        _, _, region, service, _ = scope.split("/")
+        access_key, _, region, service, _ = scope.split("/")
     except (IndexError, ValueError):
-        return None, None
-    return service.lower(), region
+        return None, None, None
+    return service.lower(), region, access_key
 
 
 def s3_operation(method: str, path: str, query: dict[str, list[str]], environ: dict[str, Any]) -> str:
@@ -107,15 +108,16 @@ class LocalAws:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_local/"):
             return self.admin.handle(Request(environ))(environ, start_response)
-        service, region = service_from_auth(environ)
+        service, region, access_key = credential_scope(environ)
+        signer = {"region": region, "access_key": access_key}
         if service == "bedrock" and path.startswith("/model/"):
             service = "bedrock-runtime"  # the runtime signs as "bedrock" too; its paths tell it apart
         if service in ("bedrock", "bedrock-runtime", "servicequotas"):
             request = Request(environ)
             operation, response = self._serve_own(service, region or self.settings.region, request)
-            self.calls.record(service, operation, response.status_code)
+            self.calls.record(service, operation, response.status_code, **signer)
             return response(environ, start_response)
-        return self._serve_moto(environ, start_response, service or "s3")
+        return self._serve_moto(environ, start_response, service or "s3", signer)
 
     def _serve_own(self, service: str, region: str, request: Request) -> tuple[str, Response]:
         operation = "Unknown"
@@ -173,7 +175,11 @@ class LocalAws:
         return Response(json.dumps(out), 200, content_type="application/x-amz-json-1.1")
 
     def _serve_moto(
-        self, environ: dict[str, Any], start_response: StartResponse, service: str
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        service: str,
+        signer: dict[str, str | None],
     ) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
@@ -191,5 +197,5 @@ class LocalAws:
             return start_response(status, headers, *args)
 
         result = self._moto(environ, recording_start_response)
-        self.calls.record(service, operation, status_seen[0] if status_seen else 0)
+        self.calls.record(service, operation, status_seen[0] if status_seen else 0, **signer)
         return result

@@ -342,9 +342,9 @@ def _check_model_and_prompt(config: PipelineConfig, path: Path) -> None:
         raise ConfigError(f"{path}: prompt: {exc}") from None
 
 
-def discover_pipelines(directory: Path = PIPELINES_DIR) -> list[Path]:
-    """Every pipeline file, in a stable order (one DAG each)."""
-    return sorted(p for p in directory.glob("*.yaml") if not p.name.startswith("_"))
+def discover_pipelines(directory: Path | None = None) -> list[Path]:
+    """Every pipeline file (in ``directory``, by default ``PIPELINES_DIR``), in a stable order."""
+    return sorted(p for p in (directory or PIPELINES_DIR).glob("*.yaml") if not p.name.startswith("_"))
 
 
 def check_runtime_values(values: dict[str, str | None], *, pipeline: str) -> None:

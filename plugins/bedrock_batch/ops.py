@@ -195,6 +195,59 @@ def check_region(region: str | None) -> str | None:
     return region
 
 
+DEFAULT_AWS_CONN_ID = "aws_default"
+
+
+@dataclass(frozen=True)
+class AwsAccess:
+    """The Airflow AWS connection and region the ops tools ask Bedrock through."""
+
+    conn_id: str
+    region: str | None
+
+    def bedrock_hook(self) -> BedrockBatchHook:
+        from bedrock_batch.hooks import BedrockBatchHook
+
+        return BedrockBatchHook(aws_conn_id=self.conn_id, region_name=self.region)
+
+    def s3_client(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=self.conn_id, region_name=self.region, client_type="s3").conn
+
+
+def aws_access(
+    pipeline: str | None, region: str | None = None, *, render: Callable[[str], str] | None = None
+) -> AwsAccess:
+    """
+    Where to ask Bedrock: pipeline ``pipeline``'s ``aws.conn_id`` and ``aws.region`` (``region``, when
+    given, wins), or the ``aws_default`` connection and ``region`` when no pipeline is named.
+
+    A pipeline whose jobs run under a connection of its own (another account, another role) is only
+    seen through that connection. ``render`` renders a templated ``aws.region``; without it (the
+    page has no task context) such a region must be given. Mistakes are ConfigErrors naming them.
+    """
+    from bedrock_batch.config import is_template
+
+    region = check_region(region)
+    if not (pipeline or "").strip():
+        return AwsAccess(DEFAULT_AWS_CONN_ID, region)
+    config = pipeline_config(pipeline.strip())
+    if region is None and config.aws.region:
+        configured = config.aws.region
+        if is_template(configured):
+            if render is None:
+                raise ConfigError(
+                    f"pipeline {config.name!r}: its aws.region is a template ({configured}); give the region"
+                )
+            configured = render(configured)
+        try:
+            region = check_region(configured)
+        except ConfigError as err:
+            raise ConfigError(f"pipeline {config.name!r}: aws.region: {err}") from None
+    return AwsAccess(config.aws.conn_id, region)
+
+
 def check_job_arn(job_arn: str | None) -> str:
     """``job_arn`` when it is a model-invocation-job ARN, else a ConfigError that shows the format."""
     from bedrock_batch.hooks import BedrockBatchHook
@@ -330,13 +383,15 @@ def pipeline_target(dag_id: str, *, render: Callable[[str], str] = str) -> Adopt
 
     ``render`` renders templated config values (the expected bucket owner) at run time.
     """
-    from bedrock_batch.config import PIPELINES_DIR, is_template, load_pipeline
+    config = _pipeline_config_or_none(dag_id)
+    return None if config is None else adopt_target(config, render=render)
+
+
+def adopt_target(config: PipelineConfig, *, render: Callable[[str], str] = str) -> AdoptTarget:
+    """A pipeline's warehouse and expected bucket owner (``render`` renders a templated owner)."""
+    from bedrock_batch.config import is_template
     from bedrock_batch.warehouse import Warehouse, WarehouseTables
 
-    path = PIPELINES_DIR / f"{dag_id}.yaml"
-    if dag_id.startswith("_") or "/" in dag_id or not path.is_file():
-        return None
-    config = load_pipeline(path)
     tables = WarehouseTables(
         output_table=config.warehouse.output_table,
         error_table=config.warehouse.error_table,
@@ -397,14 +452,20 @@ class JobAdopter:
     Collect an orphan's output into its pipeline's warehouse, under the run id its tags name.
 
     The load is the collect task's own (idempotent per run), so adopting twice gives the same rows.
-    The current prompt version of the pipeline is recorded: adopt soon after a job ends.
+    The output is read with ``s3_for(target)``: an S3 client on that pipeline's own AWS connection
+    (one client per pipeline). Without a prompt-version tag on the job, the pipeline's current
+    prompt version is recorded.
     """
 
     def __init__(
-        self, *, s3: Any, pipeline_for: Callable[[str], AdoptTarget | None] = pipeline_target
+        self,
+        *,
+        s3_for: Callable[[AdoptTarget], Any],
+        pipeline_for: Callable[[str], AdoptTarget | None] = pipeline_target,
     ) -> None:
-        self.s3 = s3
+        self.s3_for = s3_for
         self.pipeline_for = pipeline_for
+        self._s3: dict[str, Any] = {}
 
     def __call__(self, orphan: Orphan) -> dict[str, Any]:
         from bedrock_batch.collect import collect_job
@@ -418,8 +479,11 @@ class JobAdopter:
             )
         staged = staged_job_from(orphan.job)
         model_id = str(orphan.job.get("modelId") or target.config.model.id)
+        name = target.config.name
+        if name not in self._s3:
+            self._s3[name] = self.s3_for(target)
         outcome = collect_job(
-            s3=self.s3,
+            s3=self._s3[name],
             warehouse=target.warehouse,
             job=staged,
             job_info=dict(orphan.job),
@@ -538,14 +602,28 @@ def pipeline_names() -> list[str]:
     return [path.stem for path in discover_pipelines()]
 
 
+def _pipeline_config_or_none(name: str) -> PipelineConfig | None:
+    from bedrock_batch.config import PIPELINES_DIR, load_pipeline
+
+    path = PIPELINES_DIR / f"{name}.yaml"
+    if name.startswith("_") or "/" in name or not path.is_file():
+        return None
+    return load_pipeline(path)
+
+
+def pipeline_config(name: str) -> PipelineConfig:
+    """The config of pipeline ``name`` (its DAG id); a ConfigError naming the known ones if none."""
+    config = _pipeline_config_or_none(name)
+    if config is None:
+        known = ", ".join(pipeline_names())
+        raise ConfigError(f"pipeline {name!r}: no such pipeline config (known: {known})")
+    return config
+
+
 def pipeline_warehouse(name: str) -> Warehouse:
     """The warehouse of pipeline ``name``, as it is: the ops DAG never migrates a pipeline's tables
     (that is the pipeline's own first task); tables from before window claims hold none."""
-    target = pipeline_target(name)
-    if target is None:
-        known = ", ".join(pipeline_names())
-        raise ConfigError(f"pipeline {name!r}: no such pipeline config (known: {known})")
-    return target.warehouse
+    return adopt_target(pipeline_config(name)).warehouse
 
 
 def window_claim_rows(warehouse: Warehouse, pipeline: str, run_state: RunStateOf) -> list[dict[str, Any]]:

@@ -7,9 +7,11 @@ or an ``Authorization: Bearer`` token, checked by Airflow's ``get_user``) and th
 permission on DAG runs: read to list, edit of the job's DAG (from its tags) to stop.
 
 Routes (under the prefix): ``GET /`` the page; ``GET /api/jobs`` the same rows as JSON;
-``POST /api/jobs/stop`` with ``{"job_arn": ...}``. Jobs come from ListModelInvocationJobs through
-``BedrockBatchHook`` on the ``aws_default`` connection. Importing this module opens nothing:
-Airflow's security modules and the AWS clients are loaded on the first request.
+``POST /api/jobs/stop`` with ``{"job_arn": ..., "pipeline": ...}``. Jobs come from
+ListModelInvocationJobs through ``BedrockBatchHook``, on a pipeline's own AWS connection and region
+when the ``pipeline`` query names one (``ops.aws_access``), else on ``aws_default``. Importing this
+module opens nothing: Airflow's security modules and the AWS clients are loaded on the first
+request.
 """
 
 import html
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 
 URL_PREFIX = "/bedrock-batch"
 PAGE_TITLE = "Bedrock batch jobs"
-AWS_CONN_ID = "aws_default"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 _TAG_WORKERS = 8
@@ -72,6 +73,8 @@ def airflow_authorizer(user: Any, method: str, dag_id: str | None) -> bool:
 
 class StopRequest(BaseModel):
     job_arn: str
+    pipeline: str = ""
+    """The pipeline whose AWS connection to stop the job through; empty: aws_default."""
 
 
 class RunRefCache:
@@ -169,8 +172,11 @@ def render_page(
     limit: int,
     error: str | None,
     region: str = "",
+    pipeline: str = "",
+    access: Any = None,
 ) -> str:
-    from bedrock_batch.ops import ANY_STATUS, JOB_STATUSES
+    """The page; ``access`` (``ops.AwsAccess``) names the connection and region listed, if any."""
+    from bedrock_batch.ops import ANY_STATUS, JOB_STATUSES, pipeline_names
 
     esc = html.escape
     base = str(request.scope.get("root_path") or "")
@@ -180,18 +186,24 @@ def render_page(
     )
     chosen = {"status": status, "name": name}
     filters = {key: value for key, value in chosen.items() if value and value != ANY_STATUS}
+    pipelines = "".join(
+        f'<option value="{esc(value)}"{" selected" if value == pipeline else ""}>{esc(value)}</option>'
+        for value in pipeline_names()
+    )
     summary = f"{len(rows)} most recent jobs" + (f" matching {esc(urlencode(filters))}" if filters else "")
+    if access is not None:
+        summary += f", newest first, on connection {esc(access.conn_id)}"
+        summary += f" in {esc(access.region)}" if access.region else ""
     body = "".join(_row_html(row) for row in rows) or '<tr><td colspan="7" class="empty">No jobs.</td></tr>'
     return Template(_TEMPLATE.read_text(encoding="utf-8")).substitute(
-        summary=summary
-        + ", newest first, on connection "
-        + AWS_CONN_ID
-        + (f" in {esc(region)}" if region else ""),
+        summary=summary,
         page_url=esc(f"{base}/"),
         stop_url=esc(f"{base}/api/jobs/stop"),
         status_options=options,
         name=esc(name),
         region=esc(region),
+        pipeline=esc(pipeline),
+        pipeline_options=pipelines,
         limit=limit,
         max_limit=MAX_LIMIT,
         error=f'<p class="error">{esc(error)}</p>' if error else "",
@@ -202,31 +214,20 @@ def render_page(
 # -- app ------------------------------------------------------------------------------------------
 
 
-def create_app(
-    *,
-    hook_factory: Callable[[], Any] | None = None,
-    authorizer: Authorizer = airflow_authorizer,
-) -> FastAPI:
-    """The batch-jobs app; ``hook_factory`` and ``authorizer`` are swappable for tests."""
+def create_app(*, authorizer: Authorizer = airflow_authorizer) -> FastAPI:
+    """The batch-jobs app; ``authorizer`` is swappable for tests."""
     app = FastAPI(title=PAGE_TITLE, docs_url=None, redoc_url=None, openapi_url=None)
     refs = RunRefCache()
-
-    def new_hook(region: str | None = None) -> Any:
-        if hook_factory is not None:
-            return hook_factory()
-        from bedrock_batch.hooks import BedrockBatchHook
-
-        return BedrockBatchHook(aws_conn_id=AWS_CONN_ID, region_name=region)
 
     def can_read(user: Annotated[Any, Depends(current_user)]) -> Any:
         if not authorizer(user, "GET", None):
             raise HTTPException(status_code=403, detail="Forbidden: reading DAG runs is not allowed")
         return user
 
-    def jobs(request: Request, status: str, name: str, limit: int, region: str) -> list[dict[str, Any]]:
+    def jobs(request: Request, status: str, name: str, limit: int, access: Any) -> list[dict[str, Any]]:
         from bedrock_batch import ops
 
-        hook = new_hook(ops.check_region(region))
+        hook = access.bedrock_hook()
         rows = ops.list_jobs(hook, status=status, name_contains=name or None, max_results=limit)
         found = refs.lookup(hook, [row["job_arn"] for row in rows])
         ui_root = _ui_root(request)
@@ -245,20 +246,33 @@ def create_app(
         name: str = "",
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         region: str = "",
+        pipeline: str = "",
     ) -> HTMLResponse:
         """The page: recent jobs with status, progress, their DAG run and a Stop button."""
+        from bedrock_batch import ops
         from bedrock_batch.errors import ConfigError
 
-        error, rows = None, []
+        error, rows, access = None, [], None
         try:
-            rows = jobs(request, status, name, limit, region)
+            access = ops.aws_access(pipeline, region)
+            rows = jobs(request, status, name, limit, access)
         except ConfigError as problem:
             error = str(problem)
         except Exception as problem:  # show AWS trouble on the page instead of a bare 500
             log.exception("Listing Bedrock batch jobs failed")
             error = f"Listing jobs failed: {type(problem).__name__}: {problem}"
         return HTMLResponse(
-            render_page(request, rows, status=status, name=name, limit=limit, error=error, region=region)
+            render_page(
+                request,
+                rows,
+                status=status,
+                name=name,
+                limit=limit,
+                error=error,
+                region=region,
+                pipeline=pipeline,
+                access=access,
+            )
         )
 
     @app.get("/api/jobs")
@@ -269,12 +283,14 @@ def create_app(
         name: str = "",
         limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
         region: str = "",
+        pipeline: str = "",
     ) -> list[dict[str, Any]]:
         """The page's rows as JSON."""
+        from bedrock_batch import ops
         from bedrock_batch.errors import ConfigError
 
         try:
-            return jobs(request, status, name, limit, region)
+            return jobs(request, status, name, limit, ops.aws_access(pipeline, region))
         except ConfigError as problem:
             raise HTTPException(status_code=400, detail=str(problem)) from None
 
@@ -289,14 +305,15 @@ def create_app(
 
         from bedrock_batch import ops
         from bedrock_batch.errors import ConfigError
+        from bedrock_batch.hooks import BedrockBatchHook
 
         try:
             job_arn = ops.check_job_arn(body.job_arn)
+            # Asked where the job runs, through the pipeline's connection.
+            access = ops.aws_access(body.pipeline, BedrockBatchHook.region_from_arn(job_arn))
         except ConfigError as problem:
             raise HTTPException(status_code=400, detail=str(problem)) from None
-        from bedrock_batch.hooks import BedrockBatchHook
-
-        hook = new_hook(BedrockBatchHook.region_from_arn(job_arn))  # asked where the job runs
+        hook = access.bedrock_hook()
         try:
             ref = run_ref(hook.get_job_tags(job_arn))
             if not authorizer(user, "PUT", ref.dag_id if ref else None):

@@ -215,3 +215,42 @@ def test_a_jobs_region_is_read_from_its_arn():
     assert BedrockBatchHook.job_id_from_arn(arn) == "abc123def456"
     with pytest.raises(ConfigError, match="not a Bedrock model-invocation-job ARN"):
         BedrockBatchHook.region_from_arn("arn:aws:s3:::bucket")
+
+
+def test_without_a_pipeline_aws_is_asked_through_aws_default():
+    assert ops.aws_access(None) == ops.AwsAccess("aws_default", None)
+    assert ops.aws_access("", " eu-west-1 ") == ops.AwsAccess("aws_default", "eu-west-1")
+
+
+def test_a_named_pipeline_is_asked_through_its_own_connection_and_region(own_connection_pipeline):
+    assert ops.aws_access("calls_eu") == ops.AwsAccess("aws_eu_account", "eu-central-1")
+    assert ops.aws_access("summarize_calls") == ops.AwsAccess("aws_default", None)
+
+
+def test_a_region_given_wins_over_the_pipelines(own_connection_pipeline):
+    assert ops.aws_access("calls_eu", "us-west-2") == ops.AwsAccess("aws_eu_account", "us-west-2")
+
+
+def test_a_templated_pipeline_region_is_rendered_or_must_be_given(own_connection_pipeline):
+    own_connection_pipeline(region="{{ var.value.calls_region }}")
+    rendered = ops.aws_access("calls_eu", render=lambda value: "ap-southeast-2")
+    assert rendered == ops.AwsAccess("aws_eu_account", "ap-southeast-2")
+    with pytest.raises(
+        ConfigError, match=r"pipeline 'calls_eu': its aws.region is a template .*give the region"
+    ):
+        ops.aws_access("calls_eu")
+    assert ops.aws_access("calls_eu", "eu-west-3").region == "eu-west-3"
+
+
+def test_a_pipeline_region_that_is_no_region_name_is_refused_naming_the_pipeline(own_connection_pipeline):
+    own_connection_pipeline(region="{{ var.value.calls_region }}")
+    with pytest.raises(ConfigError, match=r"pipeline 'calls_eu': aws.region: region 'frankfurt' is not"):
+        ops.aws_access("calls_eu", render=lambda value: "frankfurt")
+
+
+def test_an_unknown_pipeline_is_refused_naming_the_known_ones(own_connection_pipeline):
+    with pytest.raises(
+        ConfigError,
+        match=r"pipeline 'calls_us': no such pipeline config \(known: calls_eu, summarize_calls\)",
+    ):
+        ops.aws_access("calls_us")

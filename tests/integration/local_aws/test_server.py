@@ -59,6 +59,18 @@ def test_calls_records_iam_style_actions_and_can_be_cleared(local_aws_clean):
     assert local_aws_clean.calls() == []
 
 
+def test_calls_record_the_region_and_access_key_each_request_was_signed_with(local_aws_clean):
+    local_aws_clean.client(
+        "bedrock", region_name="eu-central-1", aws_access_key_id="AKIAEU"
+    ).list_model_invocation_jobs()
+    local_aws_clean.client("s3", region_name="ap-southeast-2", aws_access_key_id="AKIAAP").list_buckets()
+    signed = [(call["action"], call["region"], call["access_key"]) for call in local_aws_clean.admin.calls()]
+    assert signed == [
+        ("bedrock:ListModelInvocationJobs", "eu-central-1", "AKIAEU"),
+        ("s3:ListBuckets", "ap-southeast-2", "AKIAAP"),
+    ]
+
+
 def test_health_answers_ok(local_aws_clean):
     assert local_aws_clean.admin.health()["status"] == "ok"
 

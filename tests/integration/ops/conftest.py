@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
 from bedrock_batch.job_tags import run_tags
+from tests.fixtures.pipeline_configs import OWN_CONNECTION_ID
 from tests.integration.bedrock.support import BUCKET, MODEL_ID, RECORDS, ROLE_ARN, claude_line
 
 JobMaker = Callable[..., str]
@@ -78,3 +82,27 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
     for job_arn in created:
         if hook.get_job(job_arn)["status"] in ACTIVE_STATUSES - {"Stopping"}:
             hook.stop_job(job_arn)
+
+
+@dataclass(frozen=True)
+class SigningAccount:
+    """An AWS connection's access key on the stand-in, whose call log tells who signed each request."""
+
+    key: str
+    local_aws: Any
+
+    def signed(self) -> list[tuple[str, str]]:
+        """(action, region) of every request the stand-in served signed with this key."""
+        calls = self.local_aws.admin.calls()
+        return [(call["action"], call["region"]) for call in calls if call["access_key"] == self.key]
+
+
+@pytest.fixture
+def eu_account(aws_env, local_aws, monkeypatch, own_connection_pipeline) -> SigningAccount:
+    """``aws_eu_account``, the connection of pipeline ``calls_eu``: on the stand-in with a key of its
+    own and us-east-1 as its region (the pipeline's eu-central-1 must win)."""
+    key = f"EU{uuid.uuid4().hex[:12].upper()}"
+    extra = {"endpoint_url": local_aws.endpoint_url, "region_name": "us-east-1"}
+    conn = {"conn_type": "aws", "login": key, "password": "testing", "extra": extra}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{OWN_CONNECTION_ID.upper()}", json.dumps(conn))
+    return SigningAccount(key, local_aws)

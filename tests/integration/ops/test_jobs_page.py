@@ -9,12 +9,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
+from bedrock_batch.hooks import ACTIVE_STATUSES
 from bedrock_batch.plugin import URL_PREFIX, BedrockBatchPlugin, create_app, current_user
+from tests.fixtures.pipeline_configs import OWN_CONNECTION_ID, OWN_CONNECTION_PIPELINE
 from tests.integration.bedrock.support import wait_terminal
 
 DAG_ID = "summarize_calls"
 RUN_ID = "manual__2026-11-10T00:00:00+00:00"
+JOB_ARN = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc123def456"
 
 
 class Authorizer:
@@ -45,7 +47,7 @@ def authorizer() -> Authorizer:
 @pytest.fixture
 def client(aws_env, authorizer) -> TestClient:
     """The app with a signed-in user "tester" (the auth dependency overridden) on the stand-in."""
-    app = create_app(hook_factory=lambda: BedrockBatchHook(aws_conn_id="aws_default"), authorizer=authorizer)
+    app = create_app(authorizer=authorizer)
     app.dependency_overrides[current_user] = lambda: "tester"
     return mounted(app)
 
@@ -116,6 +118,44 @@ def test_page_looks_in_the_region_it_is_given_and_names_it(aws_env, authorizer, 
     assert "on connection aws_default in eu-west-1" in page
     assert 'name="region" value="eu-west-1"' in page
     assert f'data-job-arn="{job_arn}"' in page
+
+
+def test_page_lists_a_pipelines_jobs_through_its_own_connection_and_region(
+    client, eu_account, make_job, marker
+):
+    job_arn = make_job(f"eu-{marker}")
+
+    page = client.get(f"{URL_PREFIX}/", params={"pipeline": OWN_CONNECTION_PIPELINE, "name": marker}).text
+
+    assert f"on connection {OWN_CONNECTION_ID} in eu-central-1" in page
+    assert f'<option value="{OWN_CONNECTION_PIPELINE}" selected>' in page
+    assert f'data-pipeline="{OWN_CONNECTION_PIPELINE}"' in page  # what the Stop button sends
+    assert f'data-job-arn="{job_arn}"' in page
+    assert ("bedrock:ListModelInvocationJobs", "eu-central-1") in eu_account.signed()
+
+
+def test_stop_goes_through_the_pipelines_connection_in_the_region_of_the_jobs_arn(
+    client, eu_account, make_job, marker
+):
+    running = make_job(f"eu-{marker}", run=(DAG_ID, RUN_ID), fault="stick")  # an ARN in us-east-1
+
+    response = client.post(
+        f"{URL_PREFIX}/api/jobs/stop", json={"job_arn": running, "pipeline": OWN_CONNECTION_PIPELINE}
+    )
+
+    assert response.status_code == 200, response.text
+    assert ("bedrock:StopModelInvocationJob", "us-east-1") in eu_account.signed()
+
+
+def test_an_unknown_pipeline_is_refused_naming_the_known_ones(client, own_connection_pipeline):
+    page = client.get(f"{URL_PREFIX}/", params={"pipeline": "calls_us"})
+    assert "pipeline 'calls_us': no such pipeline config (known: calls_eu, summarize_calls)" in html.unescape(
+        page.text
+    )
+    api = client.get(f"{URL_PREFIX}/api/jobs", params={"pipeline": "calls_us"})
+    assert api.status_code == 400
+    stop = client.post(f"{URL_PREFIX}/api/jobs/stop", json={"job_arn": JOB_ARN, "pipeline": "calls_us"})
+    assert stop.status_code == 400
 
 
 def test_a_region_that_is_no_region_name_is_refused_naming_it(client):

@@ -12,6 +12,7 @@ import pytest
 
 from bedrock_batch.job_tags import RunRef, run_ref
 from bedrock_batch.ops import JOB_STATUSES
+from tests.fixtures.pipeline_configs import OWN_CONNECTION_ID, OWN_CONNECTION_PIPELINE
 
 DAGS = Path(__file__).resolve().parents[3] / "dags"
 DAG_ID = "bedrock_batch_ops"
@@ -88,3 +89,16 @@ def test_a_mistake_in_the_form_fails_the_action_at_once_naming_the_field(airflow
     assert "name_contains must be 1-63 letters" in output
     assert "job names use '-' where DAG ids use '_'" in output
     assert "up_for_retry" not in output.lower(), output[-4000:]
+
+
+def test_list_goes_through_the_named_pipelines_connection_and_region(
+    airflow_db, eu_account, make_job, marker
+):
+    job_arn = make_job(f"eu-{marker}")
+    conf = {"action": "list", "pipeline": OWN_CONNECTION_PIPELINE, "name_contains": f"eu-{marker}"}
+    done = airflow_db("dags", "test", DAG_ID, "-c", json.dumps(conf), timeout=300)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert f"Asking AWS through connection {OWN_CONNECTION_ID}, region eu-central-1" in output
+    assert job_arn in output
+    assert ("bedrock:ListModelInvocationJobs", "eu-central-1") in eu_account.signed()

@@ -162,7 +162,7 @@ def test_reconcile_adopt_leaves_a_running_orphan_alone(hook, make_job, marker):
 def test_reconcile_adopt_without_a_pipeline_fails_that_orphan_only(hook, make_job, marker):
     orphan = make_job(f"np-{marker}", run=("no_such_pipeline", GONE_RUN))
     wait_terminal(hook, orphan)
-    adopter = ops.JobAdopter(s3=None, pipeline_for=lambda dag_id: None)
+    adopter = ops.JobAdopter(s3_for=lambda of: None, pipeline_for=lambda dag_id: None)
     (result,) = ops.reconcile(
         hook, is_tracked=only_kept_run_is_tracked, mode="adopt", adopter=adopter, name_contains=marker
     )
@@ -188,13 +188,18 @@ def test_reconcile_adopt_loads_an_orphans_output_into_the_warehouse(hook, pipeli
     job_arn = pipeline.submit(job, run_id=run_id, tags=run_tags(dag_id=DAG_ID, run_id=run_id))
     wait_terminal(hook, job_arn)
     target = ops.AdoptTarget(config=pipeline.config, warehouse=pipeline.warehouse, owner={})
-    adopter = ops.JobAdopter(s3=pipeline.s3, pipeline_for=lambda dag_id: target if dag_id == DAG_ID else None)
+    clients_for: list[str] = []  # the orphan's own pipeline's connection reads its output
+    adopter = ops.JobAdopter(
+        s3_for=lambda of: clients_for.append(of.config.name) or pipeline.s3,
+        pipeline_for=lambda dag_id: target if dag_id == DAG_ID else None,
+    )
 
     (result,) = ops.reconcile(
         hook, is_tracked=lambda ref, arn: False, mode="adopt", adopter=adopter, name_contains=job.job_name
     )
 
     assert result["action"] == "adopted"
+    assert clients_for == [pipeline.config.name]
     assert result["outcome"]["summarized"] == len(keys)
     loaded = pipeline.query("SELECT source_key, job_arn, run_id FROM call_summaries ORDER BY source_key")
     assert loaded == [(key, job_arn, run_id) for key in sorted(keys)]
@@ -210,7 +215,7 @@ def test_an_adopted_orphan_is_filed_under_the_prompt_version_it_was_built_with(h
     tags = {**run_tags(dag_id=DAG_ID, run_id=run_id), **prompt_version_tags("v-before")}
     wait_terminal(hook, pipeline.submit(job, run_id=run_id, tags=tags))
     target = ops.AdoptTarget(config=pipeline.config, warehouse=pipeline.warehouse, owner={})
-    adopter = ops.JobAdopter(s3=pipeline.s3, pipeline_for=lambda dag_id: target)
+    adopter = ops.JobAdopter(s3_for=lambda of: pipeline.s3, pipeline_for=lambda dag_id: target)
 
     ops.reconcile(
         hook, is_tracked=lambda ref, arn: False, mode="adopt", adopter=adopter, name_contains=job.job_name
@@ -226,7 +231,7 @@ def test_adopting_twice_gives_the_same_rows(hook, pipeline, marker):
     (job,) = prepared.jobs
     wait_terminal(hook, pipeline.submit(job, run_id=run_id, tags=run_tags(dag_id=DAG_ID, run_id=run_id)))
     target = ops.AdoptTarget(config=pipeline.config, warehouse=pipeline.warehouse, owner={})
-    adopter = ops.JobAdopter(s3=pipeline.s3, pipeline_for=lambda dag_id: target)
+    adopter = ops.JobAdopter(s3_for=lambda of: pipeline.s3, pipeline_for=lambda dag_id: target)
 
     def adopt() -> list[tuple]:
         ops.reconcile(
