@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 DAG_ID = "summarize_calls"
-BACKFILL_TIMEOUT_S = 240.0
+BACKFILL_TIMEOUT_S = 360.0
 FINISHED = {"success", "failed"}
 
 

@@ -190,11 +190,11 @@ def test_a_run_takes_over_the_days_of_a_run_airflow_reports_finished(library_run
 # -- the triggerer restarts while the sensor is deferred -----------------------------------------
 @pytest.fixture
 def slow_stand_in(tmp_path, monkeypatch):
-    """A stand-in of its own at speed 0.25 (a 100-record job takes about 5 s, long enough to restart a
+    """A stand-in of its own at speed 0.1 (a 100-record job takes about 13 s, long enough to restart a
     trigger mid-job even on a loaded CI machine), bound to aws_default."""
     import json
 
-    server = LocalAwsServer(tmp_path, speed=0.25)
+    server = LocalAwsServer(tmp_path, speed=0.1)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
