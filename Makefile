@@ -46,16 +46,16 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 test: lint ## lint, then the whole test suite (starts its own servers; two workers)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
-demo: $(STAMP) ## one nightly run end to end on the local AWS stand-in and a SQLite warehouse
-	$(BIN)/python -m scripts.demo
+demo: $(STAMP) ## one nightly run end to end on the local AWS stand-in and a SQLite warehouse (DEMO_ARGS="--day ... --count ...")
+	$(BIN)/python -m scripts.demo $(DEMO_ARGS)
 
 up: $(STAMP) ## the full stack: local AWS + Airflow UI/REST API on 127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/python -m scripts.up
 
-bench: $(STAMP) ## benchmarks next to naive baselines at 10k/100k/1M records (~12 min; see docs/performance.md)
+bench: $(STAMP) ## benchmarks next to naive baselines at 10k/100k/1M records (10-12 min; see docs/performance.md)
 	$(BIN)/python -m bench
 
-lock: ## re-resolve requirements.in into the fully pinned requirements*.txt
+lock: $(if $(UV),,$(STAMP)) ## re-resolve requirements.in into the fully pinned requirements*.txt
 	$(if $(UV),$(UV),$(BIN)/uv) pip compile --quiet --python-version 3.11 --upgrade requirements.in -o requirements.txt
 	$(if $(UV),$(UV),$(BIN)/uv) pip compile --quiet --python-version 3.11 --upgrade requirements-dev.in -o requirements-dev.txt
 

@@ -87,16 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from include.demo_data import seed_sqlite
 
-    warehouse_path = AIRFLOW_HOME / "warehouse.db"
-    AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+    # Everything the demo writes is under .airflow/demo/, apart from `make up`'s warehouse and stand-in.
+    warehouse_path = DEMO_AIRFLOW_HOME / "warehouse.db"
+    DEMO_AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
     if not args.keep:
-        for stale in AIRFLOW_HOME.glob("warehouse.db*"):
+        for stale in DEMO_AIRFLOW_HOME.glob("warehouse.db*"):
             stale.unlink()
     # A metadata DB of its own, new each time: `airflow dags test` runs no scheduler, so nothing
     # would retire what an earlier checkout registered (an asset of the same name, say) in a kept one.
     for stale in DEMO_AIRFLOW_HOME.glob("airflow.db*"):
         stale.unlink()
-    with local_aws(AIRFLOW_HOME / "local_aws") as aws:
+    with local_aws(DEMO_AIRFLOW_HOME / "local_aws") as aws:
         print(f"demo: local AWS stand-in on {aws.endpoint_url}")
         env = airflow_env(aws.endpoint_url, warehouse_path, airflow_home=DEMO_AIRFLOW_HOME)
         prepare_airflow(env)
