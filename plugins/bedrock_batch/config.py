@@ -83,6 +83,9 @@ class ModelConfig(_Strict):
     invocation_type: Literal["InvokeModel", "Converse"] = "InvokeModel"
     params: dict[str, Any] = Field(default_factory=dict)
     on_too_long: Literal["reject", "truncate"] = "reject"
+    context_tokens: int | None = Field(default=None, ge=1_000, le=10_000_000)
+    """The model's context window in tokens, when it differs from what ``models`` knows (records
+    whose estimated input plus ``max_tokens`` exceed it are rejected or truncated)."""
 
 
 class WarehouseConfig(_Strict):
@@ -96,6 +99,20 @@ class WarehouseConfig(_Strict):
     @classmethod
     def _plain_identifier(cls, value: str) -> str:
         return _identifier(value, "table")
+
+    @model_validator(mode="after")
+    def _tables_fit_together(self) -> WarehouseConfig:
+        """The warehouse's own checks (distinct names; the window claims table named after the
+        pending table fits in 63 characters), made when the DAG is imported, not at the first run."""
+        from bedrock_batch.warehouse import WarehouseTables
+
+        try:
+            WarehouseTables(
+                output_table=self.output_table, error_table=self.error_table, pending_table=self.pending_table
+            )
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return self
 
 
 class AwsConfig(_Strict):
@@ -142,6 +159,8 @@ class StagingConfig(_Strict):
     @classmethod
     def _prefix(cls, value: str) -> str:
         value = value.strip("/")
+        if not value:  # every S3 path and lifecycle rule is built below a folder
+            raise ValueError("name a folder (e.g. bedrock-batch/input); the bucket's root is not supported")
         if not PREFIX.match(value):
             raise ValueError(f"{value!r} has characters that are unsafe in an S3 key prefix")
         return value
@@ -326,13 +345,20 @@ def _check_model_and_prompt(config: PipelineConfig, path: Path) -> None:
     from bedrock_batch.prompts import load_prompt
 
     try:
-        family = family_for(config.model.id, config.model.invocation_type)
+        family = family_for(
+            config.model.id, config.model.invocation_type, context_tokens=config.model.context_tokens
+        )
     except ConfigError as exc:
         raise ConfigError(f"{path}: model.id: {exc}") from None
     try:
         family.validate_params(config.model.params)
     except ConfigError as exc:
         raise ConfigError(f"{path}: model.params: {exc}") from None
+    if family.input_budget(config.model.params) < 1:
+        raise ConfigError(
+            f"{path}: model.params: max_tokens {family.max_tokens(config.model.params)} leaves no room "
+            f"for the prompt in {config.model.id}'s context of {family.context_tokens} tokens"
+        )
     if not config.prompt_path.is_file():
         raise ConfigError(f"{path}: prompt: no template file at {config.prompt_path}")
     try:

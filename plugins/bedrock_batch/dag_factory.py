@@ -165,7 +165,10 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
                 job=job,
                 role_arn=config.aws.role_arn,
                 model_id="{{ ti.xcom_pull(task_ids='prepare', key='plan')['model_id'] }}",
-                invocation_type=config.model.invocation_type,
+                # The API the plan's bodies were built for (a plan from before it was recorded: the config's).
+                invocation_type="{{ ti.xcom_pull(task_ids='prepare', key='plan').get('invocation_type', '"
+                + config.model.invocation_type
+                + "') }}",
                 tags=config.jobs.tags,
                 timeout_hours=config.jobs.timeout_hours,
                 kms_key_id=config.staging.kms_key_id,

@@ -353,12 +353,21 @@ class Converse(_MessagesOutput):
         "stop_sequences": "stopSequences",
     }
 
-    def __init__(self, context_tokens: int = 32_000) -> None:
+    def __init__(self, context_tokens: int = 32_000, *, system_role: bool = True) -> None:
         self.context_tokens = context_tokens
+        self.system_role = system_role
+
+    def __repr__(self) -> str:
+        return f"Converse(context_tokens={self.context_tokens}, system_role={self.system_role})"
+
+    def build_input(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        if system and not self.system_role:  # the model refuses a system prompt: it leads the user turn
+            return self._body(system=None, prompt=f"{system}\n\n{prompt}", params=params)
+        return self._body(system=system, prompt=prompt, params=params)
 
 
 class MetaLlama(ModelFamily):
-    """Meta Llama 3.x / 4 instruct models: a single prompt string in the Llama 3 chat format."""
+    """Meta Llama 3.x instruct models: a single prompt string in the Llama 3 chat format."""
 
     name = "meta-llama"
     param_names: ClassVar[Mapping[str, str]] = {
@@ -393,6 +402,22 @@ class MetaLlama(ModelFamily):
             output_tokens=_optional_int(model_output, "generation_token_count"),
             stop_reason=_optional_str(model_output, "stop_reason"),
         )
+
+
+class MetaLlama4(MetaLlama):
+    """Meta Llama 4 instruct models (Scout, Maverick): the Llama 3 body with Llama 4's chat tokens."""
+
+    name = "meta-llama4"
+
+    @staticmethod
+    def format_prompt(system: str | None, prompt: str) -> str:
+        """Llama 4 chat format: ``<|header_start|>role<|header_end|>`` turns ended by ``<|eot|>``."""
+        parts = ["<|begin_of_text|>"]
+        if system:
+            parts.append(f"<|header_start|>system<|header_end|>\n\n{system}<|eot|>")
+        parts.append(f"<|header_start|>user<|header_end|>\n\n{prompt}<|eot|>")
+        parts.append("<|header_start|>assistant<|header_end|>\n\n")
+        return "".join(parts)
 
 
 class MistralText(ModelFamily):
@@ -475,11 +500,29 @@ _FAMILIES: tuple[tuple[str, type[ModelFamily]], ...] = (
     ("amazon.titan-text", AmazonTitanText),
     ("amazon.titan-tg1", AmazonTitanText),
     ("meta.llama3", MetaLlama),
-    ("meta.llama4", MetaLlama),
+    ("meta.llama4", MetaLlama4),
     ("mistral.mistral-7b-instruct", MistralText),
     ("mistral.mixtral-8x7b-instruct", MistralText),
     ("mistral.mistral-large-2402", MistralText),
     ("mistral.mistral-small-2402", MistralText),
+)
+
+#: (model id prefix after any region prefix, context window in tokens) where a model's window is
+#: smaller than its family's default. First match wins; ``model.context_tokens`` overrides both.
+_SMALLER_WINDOWS: tuple[tuple[str, int], ...] = (
+    ("amazon.nova-micro", 128_000),
+    ("meta.llama3-8b-instruct", 8_192),
+    ("meta.llama3-70b-instruct", 8_192),
+    ("amazon.titan-text-lite", 4_096),
+)
+
+#: Models whose Converse API takes no system prompt (AWS's Converse feature table): the system text
+#: leads the user message instead.
+_CONVERSE_WITHOUT_SYSTEM: tuple[str, ...] = (
+    "amazon.titan-text",
+    "amazon.titan-tg1",
+    "mistral.mistral-7b-instruct",
+    "mistral.mixtral-8x7b-instruct",
 )
 
 INVOCATION_TYPES = ("InvokeModel", "Converse")
@@ -500,12 +543,16 @@ def base_model_id(model_id: str) -> str:
     return resource
 
 
-def family_for(model_id: str, invocation_type: str = "InvokeModel") -> ModelFamily:
+def family_for(
+    model_id: str, invocation_type: str = "InvokeModel", *, context_tokens: int | None = None
+) -> ModelFamily:
     """
     The adapter for ``model_id`` under ``invocation_type``.
 
-    Converse is used whenever ``invocation_type == "Converse"``, with the context budget of the
-    model's own family when it is known. An unknown family is a ``ConfigError`` naming the model id.
+    Converse is used whenever ``invocation_type == "Converse"``. The context budget is
+    ``context_tokens`` when given (the config's ``model.context_tokens``), else the model's own
+    window where it is smaller than its family's (``_SMALLER_WINDOWS``), else the family's default.
+    An unknown family is a ``ConfigError`` naming the model id.
     """
     if invocation_type not in INVOCATION_TYPES:
         raise ConfigError(
@@ -514,14 +561,20 @@ def family_for(model_id: str, invocation_type: str = "InvokeModel") -> ModelFami
         )
     base = base_model_id(model_id).lower()
     native = next((cls for prefix, cls in _FAMILIES if base.startswith(prefix)), None)
+    window = context_tokens or next(
+        (size for prefix, size in _SMALLER_WINDOWS if base.startswith(prefix)), None
+    )
     if invocation_type == "Converse":
-        return Converse(native().context_tokens) if native else Converse()
+        return Converse(
+            window or (native().context_tokens if native else Converse().context_tokens),
+            system_role=not base.startswith(_CONVERSE_WITHOUT_SYSTEM),
+        )
     if native is None:
         raise ConfigError(
             f"Model {model_id!r} belongs to no supported InvokeModel family (Anthropic Claude, Amazon Nova, "
             "Meta Llama 3+, Mistral text completion, Amazon Titan Text); use invocation_type 'Converse'"
         )
-    return native()
+    return native(window) if window else native()
 
 
 def family_of_job(

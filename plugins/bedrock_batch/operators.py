@@ -127,6 +127,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         "job",
         "role_arn",
         "model_id",
+        "invocation_type",
         "tags",
         "client_request_token",
         "kms_key_id",

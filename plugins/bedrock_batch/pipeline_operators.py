@@ -165,6 +165,11 @@ class _PipelineOperator(BaseOperator):
         claim_ttl = dt.timedelta(hours=self.config.jobs.timeout_hours + 24)
         return Warehouse(self.config.source.conn_id, tables, pipeline=self.config.name, claim_ttl=claim_ttl)
 
+    def _planned_invocation_type(self, plan: dict[str, Any]) -> str:
+        """The API prepare built the run's bodies for; the config's for a plan from before it was
+        recorded. A deploy that switches the API mid-run must not send Messages bodies to Converse."""
+        return str(plan.get("invocation_type") or self.config.model.invocation_type)
+
     def aws_client(self, client_type: str) -> Any:
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
@@ -401,7 +406,7 @@ class CollectResultsOperator(_PipelineOperator):
             job=job,
             job_info=job_info,
             family=family_of_job(
-                job_info, model_id=plan["model_id"], invocation_type=self.config.model.invocation_type
+                job_info, model_id=plan["model_id"], invocation_type=self._planned_invocation_type(plan)
             ),
             run_id=context["run_id"],
             prompt_version=plan["prompt_version"],
@@ -428,13 +433,14 @@ class OnDemandOperator(_PipelineOperator):
         if not small or plan.get("dry_run"):
             raise AirflowSkipException("No small batch to run on demand in this run")
         records = list(read_records(self.aws_client("s3"), small["records_s3_uri"], self.owner_kwargs))
-        family = family_for(plan["model_id"], self.config.model.invocation_type)
+        invocation_type = self._planned_invocation_type(plan)
+        family = family_for(plan["model_id"], invocation_type)
         summaries, errors = run_on_demand(
             runtime=self.aws_client("bedrock-runtime"),
             records=records,
             family=family,
             model_id=plan["model_id"],
-            invocation_type=self.config.model.invocation_type,
+            invocation_type=invocation_type,
             concurrency=self.config.small_batch.on_demand_concurrency,
         )
         counts = self.warehouse.load_job(

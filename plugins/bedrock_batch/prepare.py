@@ -332,7 +332,9 @@ class RunPreparer:
         self._ended: list[str] = []
         """Names of those that ended or are stopping: the generations of a planned job."""
         self.model_id = settings.model_id or config.model.id
-        self.family = family_for(self.model_id, config.model.invocation_type)
+        # The configured window is the configured model's; a run's model_id param gets its own.
+        window = config.model.context_tokens if self.model_id == config.model.id else None
+        self.family = family_for(self.model_id, config.model.invocation_type, context_tokens=window)
         self.prompt = load_prompt(config.prompt_path)
         self.counts = PrepareCounts()
         self.writes = not settings.dry_run
@@ -566,6 +568,8 @@ class RunPreparer:
             "run_key": self.run.key,
             "window": self.window.to_dict(),
             "model_id": self.model_id,
+            # The bodies were built for this API: submit and on demand use it, whatever is deployed later.
+            "invocation_type": self.config.model.invocation_type,
             "prompt_version": self.prompt.version,
             "dry_run": self.settings.dry_run,
             "quotas": self.quotas.to_dict(),

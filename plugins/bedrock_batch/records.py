@@ -57,9 +57,10 @@ _MAX_SLUG = 48
 _TRUNCATE_ROUNDS = 5
 
 
-_B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
-_B32_PAIRS = tuple(first + second for first in _B32_ALPHABET for second in _B32_ALPHABET)
-"""Two base32 characters per 10 bits: a record id is 6 lookups (``base64.b32encode`` is pure Python)."""
+_B62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_B62_PAIRS = tuple(first + second for first in _B62_ALPHABET for second in _B62_ALPHABET)
+"""Two base62 characters per 3,844 values: a record id is five divisions and six lookups."""
+_PAIR_BASE = len(_B62_PAIRS)
 
 
 _blake2b = hashlib.blake2b
@@ -71,18 +72,21 @@ def _b32(digest: bytes) -> str:
 
 def record_id_for(source_key: str) -> str:
     """
-    The ``recordId`` of a source key: ``"R"`` + 12 base32 characters of blake2b(key, 8 bytes).
+    The ``recordId`` of a source key: the 64 bits of blake2b(key, 8 bytes) as 11 base62 characters.
 
     Short, alphanumeric and deterministic, so a rerun writes the same ids and the output joins
-    back to the key without trusting the order of the lines.
+    back to the key without trusting the order of the lines. Eleven characters is what the AWS
+    guide's input example names ("11 character alphanumeric string"), so the ids fit the strictest
+    reading of the format; 62**11 holds every 64-bit value.
     """
-    digest = _blake2b(source_key.encode("utf-8"), digest_size=8).digest()
-    bits = int.from_bytes(digest, "big") >> 4  # the 60 bits of the first 12 base32 characters
-    pairs = _B32_PAIRS
-    return (
-        f"R{pairs[bits >> 50]}{pairs[(bits >> 40) & 1023]}{pairs[(bits >> 30) & 1023]}"
-        f"{pairs[(bits >> 20) & 1023]}{pairs[(bits >> 10) & 1023]}{pairs[bits & 1023]}"
-    )
+    value = int.from_bytes(_blake2b(source_key.encode("utf-8"), digest_size=8).digest(), "big")
+    pairs, base = _B62_PAIRS, _PAIR_BASE
+    value, e = divmod(value, base)
+    value, d = divmod(value, base)
+    value, c = divmod(value, base)
+    value, b = divmod(value, base)
+    value, a = divmod(value, base)  # what is left is under 62: 2**64 < 62 * 3844**5
+    return f"{_B62_ALPHABET[value]}{pairs[a]}{pairs[b]}{pairs[c]}{pairs[d]}{pairs[e]}"
 
 
 def run_key(dag_id: str, run_id: str) -> str:

@@ -53,6 +53,8 @@ def test_shipped_pipeline_loads():
         ("staging.kms_key_id", "not a key", "staging.kms_key_id"),
         ("staging.expected_bucket_owner", "12345", "staging.expected_bucket_owner"),
         ("staging.upload_threads", 0, "staging.upload_threads"),
+        ("staging.input_prefix", "/", "staging.input_prefix: name a folder"),
+        ("staging.output_prefix", "", "staging.output_prefix: name a folder"),
         ("staging.upload_threads", 9, "staging.upload_threads"),
         ("warehouse.error_table", "call_summaries", "warehouse"),
         ("schedule", "0 25 * * *", "schedule"),
@@ -67,6 +69,27 @@ def test_mistake_names_the_file_and_the_field(tmp_path, field, value, expected):
         load_pipeline(path)
     assert str(path) in str(raised.value)
     assert expected in str(raised.value)
+
+
+def test_a_pending_table_too_long_for_its_window_claims_table_fails_at_import(tmp_path):
+    path = write_variant(tmp_path, set_in("warehouse.pending_table", "p" * 56))
+    with pytest.raises(ConfigError, match=r"warehouse: warehouse.pending_table = 'p{56}' is too long"):
+        load_pipeline(path)
+
+
+def test_table_names_differing_only_in_case_fail_at_import(tmp_path):
+    path = write_variant(tmp_path, set_in("warehouse.error_table", "Call_Summaries"))
+    with pytest.raises(ConfigError, match=r"warehouse\.error_table = 'Call_Summaries' is already used"):
+        load_pipeline(path)
+
+
+def test_max_tokens_that_fill_the_models_context_fail_at_import(tmp_path):
+    def change(raw):
+        raw["model"]["context_tokens"] = 4_000
+        raw["model"]["params"]["max_tokens"] = 4_000
+
+    with pytest.raises(ConfigError, match=r"model.params: max_tokens 4000 leaves no room .* context of 4000"):
+        load_pipeline(write_variant(tmp_path, change))
 
 
 def test_unknown_setting_is_reported_by_its_path(tmp_path):

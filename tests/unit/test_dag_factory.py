@@ -26,3 +26,25 @@ def test_the_first_run_summarizes_the_start_date_in_the_pipelines_time_zone():
     tokyo = dt.timezone(dt.timedelta(hours=9))
     assert first.data_interval.start == dt.datetime(2026, 1, 1, tzinfo=tokyo)
     assert first.data_interval.end == dt.datetime(2026, 1, 2, tzinfo=tokyo)
+
+
+class _PlanOnly:
+    """The ``ti`` a template sees, answering xcom_pull with a prepare plan."""
+
+    def __init__(self, plan: dict) -> None:
+        self.plan = plan
+
+    def xcom_pull(self, task_ids: str, key: str) -> dict:
+        assert (task_ids, key) == ("prepare", "plan")
+        return self.plan
+
+
+def test_submit_asks_for_the_invocation_type_the_plans_bodies_were_built_for():
+    config = load_pipeline(PIPELINES_DIR / "summarize_calls.yaml")
+    assert config.model.invocation_type == "InvokeModel"
+    dag = build_pipeline_dag(config)
+    submit = dag.get_task("batch_job.submit")
+    template = dag.get_template_env().from_string(submit.invocation_type)
+
+    assert template.render(ti=_PlanOnly({"invocation_type": "Converse"})) == "Converse"  # deployed since
+    assert template.render(ti=_PlanOnly({"model_id": "x"})) == "InvokeModel"  # a plan from before

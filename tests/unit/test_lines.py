@@ -15,13 +15,23 @@ from bedrock_batch.models import (
     AnthropicClaude,
     Converse,
     MetaLlama,
+    MetaLlama4,
     MistralText,
     ModelFamily,
 )
 from bedrock_batch.prompts import PromptTemplate
 from bedrock_batch.records import BatchRecord, RecordBuilder, SourceRow
 
-FAMILIES = [AnthropicClaude(), AmazonNova(), Converse(), MetaLlama(), MistralText(), AmazonTitanText()]
+FAMILIES = [
+    AnthropicClaude(),
+    AmazonNova(),
+    Converse(),
+    Converse(system_role=False),
+    MetaLlama(),
+    MetaLlama4(),
+    MistralText(),
+    AmazonTitanText(),
+]
 PARAMS = {"max_tokens": 256, "temperature": 0.2}
 TEXTS = [
     "Agent: Hello.\nCustomer: Hi!",

@@ -16,6 +16,7 @@ from bedrock_batch.models import (
     AnthropicClaude,
     Converse,
     MetaLlama,
+    MetaLlama4,
     MistralText,
     ModelOutput,
     estimate_tokens,
@@ -40,6 +41,8 @@ PARAMS = {"max_tokens": 512, "temperature": 0.2, "top_p": 0.9}
         ("apac.amazon.nova-micro-v1:0", AmazonNova),
         ("meta.llama3-1-70b-instruct-v1:0", MetaLlama),
         ("us.meta.llama3-3-70b-instruct-v1:0", MetaLlama),
+        ("us.meta.llama4-scout-17b-instruct-v1:0", MetaLlama4),
+        ("us.meta.llama4-maverick-17b-instruct-v1:0", MetaLlama4),
         ("mistral.mistral-7b-instruct-v0:2", MistralText),
         ("mistral.mixtral-8x7b-instruct-v0:1", MistralText),
         ("mistral.mistral-large-2402-v1:0", MistralText),
@@ -87,6 +90,28 @@ def test_context_budgets_per_family():
     assert MetaLlama().context_tokens == 128_000
     assert MistralText().context_tokens == 32_000
     assert AmazonTitanText().context_tokens == 8_000
+
+
+@pytest.mark.parametrize(
+    ("model_id", "window"),
+    [
+        ("us.amazon.nova-micro-v1:0", 128_000),
+        ("amazon.nova-lite-v1:0", 300_000),
+        ("meta.llama3-8b-instruct-v1:0", 8_192),
+        ("meta.llama3-70b-instruct-v1:0", 8_192),
+        ("us.meta.llama3-1-70b-instruct-v1:0", 128_000),
+        ("amazon.titan-text-lite-v1", 4_096),
+        ("amazon.titan-text-express-v1", 8_000),
+    ],
+)
+def test_a_model_whose_window_is_smaller_than_its_familys_gets_its_own(model_id, window):
+    assert family_for(model_id).context_tokens == window
+    assert family_for(model_id, "Converse").context_tokens == window
+
+
+def test_a_configured_context_window_wins_over_the_known_ones():
+    assert family_for("meta.llama3-8b-instruct-v1:0", context_tokens=16_000).context_tokens == 16_000
+    assert family_for("cohere.command-r-v1:0", "Converse", context_tokens=128_000).context_tokens == 128_000
 
 
 # --- estimate_tokens ------------------------------------------------------------------------------
@@ -156,6 +181,43 @@ def test_llama_input_uses_llama3_prompt_format():
         "temperature": 0.2,
         "top_p": 0.9,
     }
+
+
+def test_llama4_input_uses_llama4_chat_tokens():
+    body = MetaLlama4().build_input(system="Be brief.", prompt="Hello", params=PARAMS)
+    assert body == {
+        "prompt": (
+            "<|begin_of_text|><|header_start|>system<|header_end|>\n\nBe brief.<|eot|>"
+            "<|header_start|>user<|header_end|>\n\nHello<|eot|>"
+            "<|header_start|>assistant<|header_end|>\n\n"
+        ),
+        "max_gen_len": 512,
+        "temperature": 0.2,
+        "top_p": 0.9,
+    }
+
+
+@pytest.mark.parametrize(
+    "model_id",
+    [
+        "amazon.titan-text-express-v1",
+        "mistral.mistral-7b-instruct-v0:2",
+        "mistral.mixtral-8x7b-instruct-v0:1",
+    ],
+)
+def test_converse_puts_the_system_text_first_in_the_user_turn_where_the_model_takes_no_system_prompt(
+    model_id,
+):
+    body = family_for(model_id, "Converse").build_input(system="Be brief.", prompt="Hello", params=PARAMS)
+    assert "system" not in body
+    assert body["messages"] == [{"role": "user", "content": [{"text": "Be brief.\n\nHello"}]}]
+
+
+def test_converse_sends_the_system_prompt_to_models_that_take_one():
+    body = family_for("mistral.mistral-large-2407-v1:0", "Converse").build_input(
+        system="Be brief.", prompt="Hello", params=PARAMS
+    )
+    assert body["system"] == [{"text": "Be brief."}]
 
 
 def test_llama_input_without_system_has_no_system_header():

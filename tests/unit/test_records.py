@@ -48,9 +48,9 @@ def row(key, text="Agent: Hello. Customer: " + SECRET, **fields):
 # --- identity -------------------------------------------------------------------------------------
 
 
-def test_record_id_is_r_plus_12_lowercase_base32_chars():
+def test_record_id_is_11_alphanumeric_chars_as_the_aws_input_example_names():
     record_id = record_id_for("CALL-000001")
-    assert re.fullmatch(r"R[a-z2-7]{12}", record_id)
+    assert re.fullmatch(r"[0-9A-Za-z]{11}", record_id)
 
 
 def test_record_id_is_deterministic_and_distinct_per_key():
@@ -58,12 +58,28 @@ def test_record_id_is_deterministic_and_distinct_per_key():
     assert len({record_id_for(str(i)) for i in range(10_000)}) == 10_000
 
 
-def test_record_id_matches_the_documented_recipe():
-    import base64
+@pytest.mark.parametrize("key", ["42", "CALL-000001", "ünïcode", "x" * 300])
+def test_record_id_matches_the_documented_recipe(key):
+    import string
 
-    digest = hashlib.blake2b(b"42", digest_size=8).digest()
-    expected = "R" + base64.b32encode(digest).decode().rstrip("=").lower()[:12]
-    assert record_id_for("42") == expected
+    alphabet = string.digits + string.ascii_uppercase + string.ascii_lowercase
+    value = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+    digits = []
+    for _ in range(11):
+        value, digit = divmod(value, 62)
+        digits.append(alphabet[digit])
+    assert record_id_for(key) == "".join(reversed(digits))
+
+
+def test_the_largest_digest_still_fits_in_11_characters(monkeypatch):
+    from bedrock_batch import records
+
+    class Largest:
+        def digest(self) -> bytes:
+            return b"\xff" * 8
+
+    monkeypatch.setattr(records, "_blake2b", lambda *args, **kwargs: Largest())
+    assert record_id_for("any") == "LygHa16AHYF"  # 2**64 - 1 in base62
 
 
 def test_run_key_is_s3_safe_stable_and_readable():

@@ -344,6 +344,11 @@ def test_each_planned_job_names_the_prompt_version_its_submit_tags_it_with(harne
     assert [job["prompt_version"] for job in prepared.plan["jobs"]] == [prepared.plan["prompt_version"]]
 
 
+def test_the_plan_names_the_invocation_type_its_bodies_were_built_for(harness):
+    harness.add_calls(5)
+    assert harness.prepare(tiny_quotas()).plan["invocation_type"] == harness.config.model.invocation_type
+
+
 def test_an_earlier_tries_ended_job_is_loaded_under_the_prompt_version_it_was_built_with(harness):
     from bedrock_batch.job_tags import prompt_version_tags
 
