@@ -94,6 +94,10 @@ class ModelFamily(ABC):
     context_tokens: int
     #: normalised parameter name -> this family's parameter name; absent means unsupported.
     param_names: ClassVar[Mapping[str, str]]
+    #: The model's largest ``max_tokens``, where known (``family_for`` sets it per model).
+    max_output_tokens: int | None = None
+    #: The model takes ``temperature`` or ``top_p``, not both (``family_for`` sets it per model).
+    one_sampling_param: bool = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(context_tokens={self.context_tokens})"
@@ -115,6 +119,18 @@ class ModelFamily(ABC):
             if key not in self.param_names:
                 raise ConfigError(f"Model family {self.name!r} does not support the parameter {key!r}")
             _check_value(key, value)
+        # Bedrock refuses every record of a job that breaks these: a night of final errors.
+        cap, asked = self.max_output_tokens, params.get("max_tokens")
+        if cap is not None and asked is not None and int(asked) > cap:
+            raise ConfigError(f"Model parameter 'max_tokens' is {asked}; this model generates at most {cap}")
+        if (
+            self.one_sampling_param
+            and params.get("temperature") is not None
+            and params.get("top_p") is not None
+        ):
+            raise ConfigError(
+                "Model parameters 'temperature' and 'top_p': this model takes one of them, not both"
+            )
 
     def max_tokens(self, params: Mapping[str, Any]) -> int:
         """The output budget a record built with ``params`` will ask for."""
@@ -516,6 +532,25 @@ _SMALLER_WINDOWS: tuple[tuple[str, int], ...] = (
     ("amazon.titan-text-lite", 4_096),
 )
 
+#: (model id prefix, largest max_tokens) where Bedrock caps a model's output below what a config may ask.
+_MAX_OUTPUT_TOKENS: tuple[tuple[str, int], ...] = (
+    ("meta.llama", 2_048),
+    ("amazon.titan-text-lite", 4_096),
+    ("amazon.titan-text-express", 8_192),
+    ("amazon.titan-text-premier", 3_072),
+    ("anthropic.claude-3-haiku", 4_096),
+    ("anthropic.claude-3-sonnet", 4_096),
+    ("anthropic.claude-3-opus", 4_096),
+)
+
+#: Models that refuse ``temperature`` and ``top_p`` together.
+_ONE_SAMPLING_PARAM: tuple[str, ...] = (
+    "anthropic.claude-sonnet-4-5",
+    "anthropic.claude-haiku-4-5",
+    "anthropic.claude-opus-4-1",
+    "anthropic.claude-opus-4-5",
+)
+
 #: Models whose Converse API takes no system prompt (AWS's Converse feature table): the system text
 #: leads the user message instead.
 _CONVERSE_WITHOUT_SYSTEM: tuple[str, ...] = (
@@ -552,7 +587,8 @@ def family_for(
     Converse is used whenever ``invocation_type == "Converse"``. The context budget is
     ``context_tokens`` when given (the config's ``model.context_tokens``), else the model's own
     window where it is smaller than its family's (``_SMALLER_WINDOWS``), else the family's default.
-    An unknown family is a ``ConfigError`` naming the model id.
+    The model's output cap and sampling rule (``_MAX_OUTPUT_TOKENS``, ``_ONE_SAMPLING_PARAM``) go
+    on the family for ``validate_params``. An unknown family is a ``ConfigError`` naming the model id.
     """
     if invocation_type not in INVOCATION_TYPES:
         raise ConfigError(
@@ -564,17 +600,24 @@ def family_for(
     window = context_tokens or next(
         (size for prefix, size in _SMALLER_WINDOWS if base.startswith(prefix)), None
     )
+    family: ModelFamily
     if invocation_type == "Converse":
-        return Converse(
+        family = Converse(
             window or (native().context_tokens if native else Converse().context_tokens),
             system_role=not base.startswith(_CONVERSE_WITHOUT_SYSTEM),
         )
-    if native is None:
+    elif native is None:
         raise ConfigError(
             f"Model {model_id!r} belongs to no supported InvokeModel family (Anthropic Claude, Amazon Nova, "
             "Meta Llama 3+, Mistral text completion, Amazon Titan Text); use invocation_type 'Converse'"
         )
-    return native(window) if window else native()
+    else:
+        family = native(window) if window else native()
+    family.max_output_tokens = next(
+        (cap for prefix, cap in _MAX_OUTPUT_TOKENS if base.startswith(prefix)), None
+    )
+    family.one_sampling_param = base.startswith(_ONE_SAMPLING_PARAM)
+    return family
 
 
 def family_of_job(

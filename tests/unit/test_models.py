@@ -114,6 +114,35 @@ def test_a_configured_context_window_wins_over_the_known_ones():
     assert family_for("cohere.command-r-v1:0", "Converse", context_tokens=128_000).context_tokens == 128_000
 
 
+@pytest.mark.parametrize(
+    ("model_id", "cap"),
+    [
+        ("us.meta.llama3-3-70b-instruct-v1:0", 2_048),
+        ("amazon.titan-text-lite-v1", 4_096),
+        ("anthropic.claude-3-haiku-20240307-v1:0", 4_096),
+    ],
+)
+@pytest.mark.parametrize("invocation_type", ["InvokeModel", "Converse"])
+def test_max_tokens_above_what_the_model_generates_is_refused_naming_both(model_id, cap, invocation_type):
+    family = family_for(model_id, invocation_type)
+    family.validate_params({"max_tokens": cap})
+    with pytest.raises(ConfigError, match=f"'max_tokens' is {cap + 1}; this model generates at most {cap}"):
+        family.validate_params({"max_tokens": cap + 1})
+
+
+def test_models_without_a_known_cap_take_any_max_tokens():
+    family_for("anthropic.claude-3-5-haiku-20241022-v1:0").validate_params({"max_tokens": 8_000})
+
+
+def test_temperature_and_top_p_together_are_refused_where_the_model_takes_one():
+    family = family_for("global.anthropic.claude-sonnet-4-5-20250929-v1:0")
+    family.validate_params({"temperature": 0.2})
+    family.validate_params({"top_p": 0.9})
+    with pytest.raises(ConfigError, match="'temperature' and 'top_p': this model takes one of them"):
+        family.validate_params({"temperature": 0.2, "top_p": 0.9})
+    family_for("anthropic.claude-3-5-haiku-20241022-v1:0").validate_params({"temperature": 0.2, "top_p": 0.9})
+
+
 # --- estimate_tokens ------------------------------------------------------------------------------
 
 
