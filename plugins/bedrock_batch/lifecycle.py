@@ -17,6 +17,7 @@ Airflow role free of lifecycle permissions: whoever deploys a pipeline applies t
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -31,10 +32,13 @@ DEFAULT_OUTPUT_DAYS = 14
 ABORT_MULTIPART_DAYS = 1
 
 
-def _rule(rule_id: str, prefix: str, days: int) -> dict[str, Any]:
+def _rule(name: str, prefix: str, days: int) -> dict[str, Any]:
+    """A rule for the folder ``prefix``; its ID ends in 8 hex characters of the folder, so deployments
+    sharing a bucket with the same pipeline under other prefixes keep rules of their own."""
+    folder = f"{prefix.strip('/')}/"
     return {
-        "ID": rule_id,
-        "Filter": {"Prefix": f"{prefix.strip('/')}/"},
+        "ID": f"{RULE_ID_PREFIX}{name}-{hashlib.blake2b(folder.encode(), digest_size=4).hexdigest()}",
+        "Filter": {"Prefix": folder},
         "Status": "Enabled",
         "Expiration": {"Days": days},
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_DAYS},
@@ -79,8 +83,8 @@ def lifecycle_rules(
     # Scoped to the pipeline's own folder ({prefix}/{pipeline}/{run_key}/...): pipelines sharing
     # a bucket keep their own ages.
     return {
-        "input": [_rule(f"{RULE_ID_PREFIX}{name}-input", f"{staging.input_prefix}/{name}", input_days)],
-        "output": [_rule(f"{RULE_ID_PREFIX}{name}-output", f"{staging.output_prefix}/{name}", output_days)],
+        "input": [_rule(f"{name}-input", f"{staging.input_prefix}/{name}", input_days)],
+        "output": [_rule(f"{name}-output", f"{staging.output_prefix}/{name}", output_days)],
     }
 
 
@@ -88,8 +92,10 @@ def apply_lifecycle_rules(s3: Any, bucket: str, rules: list[dict[str, Any]]) -> 
     """
     Put ``rules`` on ``bucket``, replacing rules with the same IDs and keeping every other rule.
 
-    PutBucketLifecycleConfiguration replaces the whole configuration, so the existing rules are read
-    first. Returns the configuration now in force.
+    A rule of this project for the same folder under an older ID (before IDs named the folder) is
+    replaced too, so its age does not linger next to the new one. PutBucketLifecycleConfiguration
+    replaces the whole configuration, so the existing rules are read first. Returns the
+    configuration now in force.
     """
     from botocore.exceptions import ClientError
 
@@ -99,7 +105,15 @@ def apply_lifecycle_rules(s3: Any, bucket: str, rules: list[dict[str, Any]]) -> 
         if error.response.get("Error", {}).get("Code") != "NoSuchLifecycleConfiguration":
             raise
         existing = []
-    ours = {rule["ID"] for rule in rules}
-    merged = [rule for rule in existing if rule.get("ID") not in ours] + list(rules)
+    ids = {rule["ID"] for rule in rules}
+    folders = {rule["Filter"]["Prefix"] for rule in rules}
+
+    def replaced(rule: dict[str, Any]) -> bool:
+        if rule.get("ID") in ids:
+            return True
+        ours = str(rule.get("ID", "")).startswith(RULE_ID_PREFIX)
+        return ours and (rule.get("Filter") or {}).get("Prefix") in folders
+
+    merged = [rule for rule in existing if not replaced(rule)] + list(rules)
     s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": merged})
     return merged

@@ -48,10 +48,35 @@ def test_applying_the_rules_on_the_stand_in_keeps_other_rules(local_aws, bucket)
     apply_lifecycle_rules(s3, bucket, rules)
     apply_lifecycle_rules(s3, bucket, rules)  # idempotent: replaced, not added twice
     stored = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert sorted(rule["ID"] for rule in stored) == ["bedrock-batch-summarize_calls-input", "keep-me"]
+    assert sorted(rule["ID"] for rule in stored) == [rules[0]["ID"], "keep-me"]
     ours = next(rule for rule in stored if rule["ID"] != "keep-me")
     assert ours["Expiration"] == {"Days": 14}
     assert ours["Filter"] == {"Prefix": "bedrock-batch/input/summarize_calls/"}
+
+
+def test_another_deployments_rules_for_the_same_pipeline_under_another_prefix_are_kept(local_aws, bucket):
+    s3 = local_aws.client("s3")
+    config = load_pipeline(SHIPPED_CONFIG)
+    other = config.model_copy(
+        update={"staging": config.staging.model_copy(update={"input_prefix": "staging/bedrock-batch/input"})}
+    )
+    theirs = lifecycle_rules(other)["input"]
+    apply_lifecycle_rules(s3, bucket, theirs)
+    ours = lifecycle_rules(config)["input"]
+    stored = apply_lifecycle_rules(s3, bucket, ours)
+    assert theirs[0]["ID"] != ours[0]["ID"]
+    assert sorted(rule["Filter"]["Prefix"] for rule in stored) == [
+        "bedrock-batch/input/summarize_calls/",
+        "staging/bedrock-batch/input/summarize_calls/",
+    ]
+
+
+def test_a_rule_of_ours_for_the_same_folder_under_an_older_id_is_replaced(local_aws, bucket):
+    s3 = local_aws.client("s3")
+    rules = lifecycle_rules(load_pipeline(SHIPPED_CONFIG))["input"]
+    older = {**rules[0], "ID": "bedrock-batch-summarize_calls-input", "Expiration": {"Days": 9}}
+    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={"Rules": [older]})
+    assert apply_lifecycle_rules(s3, bucket, rules) == rules
 
 
 def test_a_bucket_without_rules_gets_just_ours(local_aws, bucket):
