@@ -1,8 +1,14 @@
 """Run a small batch through bedrock-runtime when it is under a batch job's minimum.
 
 Records are read back from the JSONL that ``prepare`` staged, invoked with bounded concurrency, and
-loaded exactly like a batch job's output. Throttling is retried with jittered backoff (botocore's
-adaptive mode first, then a bounded loop here); a record that still fails is queued for a retry.
+loaded exactly like a batch job's output. Throttling is retried with jittered backoff in a bounded
+loop here (the client itself does not retry: ``RUNTIME_CLIENT_CONFIG``); a record that still fails
+is queued for a retry. A read timeout is not retried in the loop: the model may have generated (and
+billed) the answer, so the record waits for the next run instead of being called again at once.
+
+A refusal that is about the request, not the record (access denied, no such model, a model id that
+on-demand throughput does not serve, no endpoint or credentials) stops the batch: the records not
+answered are returned as not invoked, to be carried over without spending an attempt.
 """
 
 from __future__ import annotations
@@ -10,23 +16,46 @@ from __future__ import annotations
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from bedrock_batch.collect import MODEL_STAGE, is_retryable
+from bedrock_batch.collect import MODEL_STAGE, OUTPUT_STAGE, OUTPUT_UNREADABLE, is_retryable
 from bedrock_batch.errors import OutputParseError
-from bedrock_batch.models import ModelFamily, ModelOutput, no_text_reason
+from bedrock_batch.models import ModelFamily, no_text_reason
 from bedrock_batch.s3paths import iter_lines, split_s3_uri
-from bedrock_batch.warehouse import ErrorRow, SummaryRow
+from bedrock_batch.warehouse import ErrorRow, SummaryRow, Warehouse
 
 log = logging.getLogger(__name__)
 
 MAX_TRIES = 6
 BASE_DELAY = 0.5
 MAX_DELAY = 20.0
+
+RUNTIME_CLIENT_CONFIG: dict[str, Any] = {
+    "read_timeout": 3600,  # a long generation is not cut off (and billed again) after botocore's 60 s
+    "connect_timeout": 10,
+    "retries": {"mode": "standard", "total_max_attempts": 1},  # invoke_one's loop is the only retry
+}
+"""botocore ``Config`` arguments of the bedrock-runtime client the on-demand task uses."""
+
+REFUSED_REQUEST_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "ExpiredTokenException",
+        "InvalidSignatureException",
+        "ResourceNotFoundException",
+    }
+)
+REFUSED_MODEL_WORDS = ("model identifier", "on-demand throughput", "inference profile")
+"""Words of a ValidationException about the model id rather than the record."""
+UNREACHABLE_ERRORS = frozenset(
+    {"EndpointConnectionError", "ConnectTimeoutError", "NoCredentialsError", "PartialCredentialsError"}
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +85,21 @@ def _error_code(exc: Exception) -> tuple[str, str]:
     return (str(status) if status else code), f"{code}: {exc}"[:2000]
 
 
+def refused_request(exc: Exception) -> str | None:
+    """Why ``exc`` refuses the request whatever the record (see the module docstring), else None."""
+    code, message = _error_code(exc)
+    name = (getattr(exc, "response", None) or {}).get("Error", {}).get("Code") or type(exc).__name__
+    if (
+        name in REFUSED_REQUEST_CODES
+        or code in ("401", "403", "404")
+        or type(exc).__name__ in UNREACHABLE_ERRORS
+    ):
+        return message
+    if name == "ValidationException" and any(word in message.lower() for word in REFUSED_MODEL_WORDS):
+        return message
+    return None
+
+
 def invoke_one(
     runtime: Any, record: OnDemandRecord, *, model_id: str, invocation_type: str, sleep: Any = time.sleep
 ) -> dict[str, Any]:
@@ -76,11 +120,29 @@ def invoke_one(
             return json.loads(response["body"].read())
         except Exception as exc:
             code, _ = _error_code(exc)
-            if attempt == MAX_TRIES or not is_retryable(code, str(exc)):
+            if (
+                attempt == MAX_TRIES
+                or not is_retryable(code, str(exc))
+                or "ReadTimeout" in type(exc).__name__
+            ):
                 raise
             sleep(min(MAX_DELAY, delay) * random.uniform(0.5, 1.0))
             delay *= 2
     raise AssertionError("unreachable")
+
+
+@dataclass
+class OnDemandResult:
+    """What a small batch came to: rows to load, and the records never answered."""
+
+    summaries: list[SummaryRow] = field(default_factory=list)
+    errors: list[ErrorRow] = field(default_factory=list)
+    not_invoked: list[OnDemandRecord] = field(default_factory=list)
+    """Records the model never answered because a request was refused (``refusal`` says why)."""
+    refusal: str | None = None
+    billed_input_tokens: int = 0
+    billed_output_tokens: int = 0
+    """Tokens of every answer, readable or not: all of them are billed."""
 
 
 def run_on_demand(
@@ -91,27 +153,42 @@ def run_on_demand(
     model_id: str,
     invocation_type: str,
     concurrency: int,
-) -> tuple[list[SummaryRow], list[ErrorRow]]:
-    """Invoke every record; return the rows to load (a summary or an error for each)."""
-    summaries: list[SummaryRow] = []
-    errors: list[ErrorRow] = []
+) -> OnDemandResult:
+    """Invoke every record: each becomes a summary, an error row, or (after a refusal) not invoked."""
+    result = OnDemandResult()
+    refused = threading.Event()
+    lock = threading.Lock()  # the calls run on a pool: the result's counters and refusal are shared
 
-    def call(record: OnDemandRecord) -> tuple[OnDemandRecord, ModelOutput | None, Exception | None]:
+    def call(record: OnDemandRecord) -> tuple[OnDemandRecord, Any, Exception | None]:
+        if refused.is_set():
+            return record, None, None  # not invoked: the request is refused whatever the record
         try:
             body = invoke_one(runtime, record, model_id=model_id, invocation_type=invocation_type)
-            # Parsed here: a body that does not parse is this record's error, not the whole batch's.
-            output = family.parse_output(body)
-            empty = no_text_reason(output)
-            if empty is not None:
-                raise OutputParseError(empty)
-            return record, output, None
         except Exception as exc:
+            why = refused_request(exc)
+            if why is None:
+                return record, None, exc
+            with lock:
+                if not refused.is_set():
+                    refused.set()
+                    result.refusal = why
+            return record, None, None
+        try:
+            output = family.parse_output(body)
+        except Exception as exc:  # a body that does not parse is this record's error, not the batch's
             return record, None, exc
+        with lock:
+            result.billed_input_tokens += output.input_tokens or 0
+            result.billed_output_tokens += output.output_tokens or 0
+        empty = no_text_reason(output)
+        return record, output, None if empty is None else OutputParseError(empty)
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for done, (record, output, exc) in enumerate(pool.map(call, records), start=1):
-            if output is not None:
-                summaries.append(
+            if exc is None and output is None:
+                result.not_invoked.append(record)
+            elif exc is None:
+                result.summaries.append(
                     SummaryRow(
                         record.source_key,
                         output.text,
@@ -120,10 +197,15 @@ def run_on_demand(
                         output.stop_reason,
                     )
                 )
+            elif isinstance(exc, OutputParseError):  # answered, but with nothing to keep: as in a batch
+                result.errors.append(
+                    ErrorRow(
+                        record.source_key, OUTPUT_STAGE, OUTPUT_UNREADABLE, str(exc), False, record.attempt
+                    )
+                )
             else:
-                assert exc is not None
                 code, message = _error_code(exc)
-                errors.append(
+                result.errors.append(
                     ErrorRow(
                         record.source_key,
                         MODEL_STAGE,
@@ -134,5 +216,53 @@ def run_on_demand(
                     )
                 )
             if done % 50 == 0 or done == len(records):
-                log.info("On demand: %d/%d records done (%d errors)", done, len(records), len(errors))
-    return summaries, errors
+                log.info(
+                    "On demand: %d/%d records done (%d errors, %d not invoked)",
+                    done,
+                    len(records),
+                    len(result.errors),
+                    len(result.not_invoked),
+                )
+    return result
+
+
+class OnDemandRefused(Exception):
+    """Bedrock refused the small batch's requests; its unanswered records were carried over."""
+
+
+def load_small_batch(
+    warehouse: Warehouse,
+    result: OnDemandResult,
+    *,
+    run_id: str,
+    prompt_version: str,
+    model_id: str,
+    max_attempts: int,
+) -> dict[str, int]:
+    """
+    Load a small batch's rows like a job's output; carry its unanswered records over.
+
+    Records Bedrock never answered (a refused request) are queued with no error row, so no attempt is
+    spent, as for a job never submitted; then ``OnDemandRefused`` says why, after the rest is loaded.
+    """
+    counts = warehouse.load_job(
+        result.summaries,
+        result.errors,
+        run_id=run_id,
+        job_arn=None,
+        prompt_version=prompt_version,
+        model_id=model_id,
+        max_attempts=max_attempts,
+    )
+    if result.not_invoked:
+        carried = warehouse.carry_over(
+            [record.source_key for record in result.not_invoked], run_id=run_id, prompt_version=prompt_version
+        )
+        total = len(result.summaries) + len(result.errors) + len(result.not_invoked)
+        raise OnDemandRefused(
+            f"Bedrock refused the on-demand requests ({result.refusal}); {carried} of {total} records were "
+            "not invoked and are carried over to the next run without spending an attempt "
+            f"({len(result.summaries)} summarized, {len(result.errors)} errors loaded). Fix the access or "
+            "the model id, then clear this task or wait for the next run."
+        )
+    return counts

@@ -170,12 +170,16 @@ class _PipelineOperator(BaseOperator):
         recorded. A deploy that switches the API mid-run must not send Messages bodies to Converse."""
         return str(plan.get("invocation_type") or self.config.model.invocation_type)
 
-    def aws_client(self, client_type: str) -> Any:
+    def aws_client(self, client_type: str, config: dict[str, Any] | None = None) -> Any:
+        """A client on the task's connection; ``config``: botocore ``Config`` arguments laid over the
+        connection's own (its extra's ``config_kwargs``: proxies, addressing style, ...)."""
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+        from botocore.config import Config
 
-        hook = AwsBaseHook(
-            aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type=client_type
-        )
+        aws = {"aws_conn_id": self.aws_conn_id, "region_name": self.region_name, "client_type": client_type}
+        hook = AwsBaseHook(**aws)
+        if config:
+            hook = AwsBaseHook(**aws, config=hook.config.merge(Config(**config)))
         return hook.conn
 
     @property
@@ -423,10 +427,16 @@ class OnDemandOperator(_PipelineOperator):
     template_fields: Sequence[str] = ("expected_bucket_owner", "region_name")
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from bedrock_batch.models import family_for
-        from bedrock_batch.on_demand import read_records, run_on_demand
+        from bedrock_batch.on_demand import (
+            RUNTIME_CLIENT_CONFIG,
+            OnDemandRefused,
+            load_small_batch,
+            read_records,
+            run_on_demand,
+        )
 
         plan = context["ti"].xcom_pull(task_ids=PREPARE_TASK, key=PLAN_KEY)
         small = plan.get("on_demand") if plan else None
@@ -435,31 +445,33 @@ class OnDemandOperator(_PipelineOperator):
         records = list(read_records(self.aws_client("s3"), small["records_s3_uri"], self.owner_kwargs))
         invocation_type = self._planned_invocation_type(plan)
         family = family_for(plan["model_id"], invocation_type)
-        summaries, errors = run_on_demand(
-            runtime=self.aws_client("bedrock-runtime"),
+        result = run_on_demand(
+            runtime=self.aws_client("bedrock-runtime", RUNTIME_CLIENT_CONFIG),
             records=records,
             family=family,
             model_id=plan["model_id"],
             invocation_type=invocation_type,
             concurrency=self.config.small_batch.on_demand_concurrency,
         )
-        counts = self.warehouse.load_job(
-            summaries,
-            errors,
-            run_id=context["run_id"],
-            job_arn=None,
-            prompt_version=plan["prompt_version"],
-            model_id=plan["model_id"],
-            max_attempts=self.config.max_attempts,
-        )
+        try:
+            counts = load_small_batch(
+                self.warehouse,
+                result,
+                run_id=context["run_id"],
+                prompt_version=plan["prompt_version"],
+                model_id=plan["model_id"],
+                max_attempts=self.config.max_attempts,
+            )
+        except OnDemandRefused as refused:
+            raise AirflowFailException(str(refused)) from None  # a retry is refused alike
         return {
             "job_name": "on-demand",
             "status": "OnDemand",
             "records": len(records),
-            "summarized": len(summaries),
-            "model_errors": len(errors),
-            "input_tokens": sum(row.input_tokens or 0 for row in summaries),
-            "output_tokens": sum(row.output_tokens or 0 for row in summaries),
+            "summarized": len(result.summaries),
+            "model_errors": len(result.errors),
+            "input_tokens": result.billed_input_tokens,
+            "output_tokens": result.billed_output_tokens,
             "retry": counts["retry"],
             "dead_lettered": counts["dead_lettered"],
         }

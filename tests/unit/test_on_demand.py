@@ -16,7 +16,16 @@ import pytest
 from botocore.exceptions import ClientError
 
 from bedrock_batch.models import AnthropicClaude, Converse
-from bedrock_batch.on_demand import MAX_DELAY, MAX_TRIES, OnDemandRecord, invoke_one, run_on_demand
+from bedrock_batch.on_demand import (
+    MAX_DELAY,
+    MAX_TRIES,
+    RUNTIME_CLIENT_CONFIG,
+    OnDemandRecord,
+    OnDemandResult,
+    invoke_one,
+    refused_request,
+    run_on_demand,
+)
 
 MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
 
@@ -73,6 +82,17 @@ def record(name: str, attempt: int = 1) -> OnDemandRecord:
     return OnDemandRecord(record_id=f"R{name}", source_key=f"key-{name}", attempt=attempt, model_input=body)
 
 
+def run(runtime: Any, records: list[OnDemandRecord], concurrency: int = 1) -> OnDemandResult:
+    return run_on_demand(
+        runtime=runtime,
+        records=records,
+        family=AnthropicClaude(),
+        model_id=MODEL,
+        invocation_type="InvokeModel",
+        concurrency=concurrency,
+    )
+
+
 def sleeps() -> tuple[list[float], Callable[[float], None]]:
     slept: list[float] = []
     return slept, slept.append
@@ -123,18 +143,12 @@ def test_every_record_becomes_a_summary_or_an_error_row():
             "garbled": [{"content": "not a list"}],
         }
     )
-    summaries, errors = run_on_demand(
-        runtime=runtime,
-        records=[record("ok"), record("bad", attempt=2), record("garbled")],
-        family=AnthropicClaude(),
-        model_id=MODEL,
-        invocation_type="InvokeModel",
-        concurrency=2,
-    )
-    assert [(row.source_key, row.summary, row.input_tokens, row.output_tokens) for row in summaries] == [
-        ("key-ok", "Summary: ok.", 12, 3)
-    ]
-    by_key = {row.source_key: row for row in errors}
+    result = run(runtime, [record("ok"), record("bad", attempt=2), record("garbled")], concurrency=2)
+    assert [
+        (row.source_key, row.summary, row.input_tokens, row.output_tokens) for row in result.summaries
+    ] == [("key-ok", "Summary: ok.", 12, 3)]
+    assert result.not_invoked == [] and result.refusal is None
+    by_key = {row.source_key: row for row in result.errors}
     assert set(by_key) == {"key-bad", "key-garbled"}
     bad = by_key["key-bad"]
     assert (bad.stage, bad.code, bad.retryable, bad.attempt) == ("model", "400", False, 2)
@@ -144,14 +158,67 @@ def test_every_record_becomes_a_summary_or_an_error_row():
 
 def test_a_response_with_no_text_is_an_error_row_naming_the_stop_reason_not_a_summary():
     empty = {**claude_body(""), "stop_reason": "max_tokens"}
-    summaries, errors = run_on_demand(
-        runtime=ScriptedRuntime({"empty": [empty]}),
-        records=[record("empty")],
-        family=AnthropicClaude(),
-        model_id=MODEL,
-        invocation_type="InvokeModel",
-        concurrency=1,
-    )
-    assert summaries == []
-    (error,) = errors
+    result = run(ScriptedRuntime({"empty": [empty]}), [record("empty")])
+    assert result.summaries == []
+    (error,) = result.errors
     assert "the model returned no text (stop reason max_tokens)" in error.message
+    assert (error.stage, error.code, error.retryable) == (
+        "output",
+        "output_unreadable",
+        False,
+    )  # as in a batch
+    assert (result.billed_input_tokens, result.billed_output_tokens) == (12, 3)  # billed all the same
+
+
+def test_a_refused_request_stops_the_batch_and_leaves_its_records_not_invoked():
+    denied = client_error("AccessDeniedException", 403)
+    names = [f"r{i}" for i in range(20)]
+    runtime = ScriptedRuntime({name: [denied] for name in names})
+    result = run(runtime, [record(name) for name in names])
+    assert result.summaries == [] and result.errors == []  # no attempt is spent on any of them
+    assert sorted(item.source_key for item in result.not_invoked) == sorted(f"key-{name}" for name in names)
+    assert "AccessDeniedException" in result.refusal
+    assert len(runtime.calls) < len(names)  # the rest were never sent
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "message"),
+    [
+        ("ResourceNotFoundException", 404, "Model not found"),
+        ("ValidationException", 400, "Invocation of model ID x with on-demand throughput isn't supported"),
+        ("ValidationException", 400, "The provided model identifier is invalid."),
+        ("UnrecognizedClientException", 403, "The security token included in the request is invalid"),
+    ],
+)
+def test_refusals_about_the_request_rather_than_the_record(code, status, message):
+    error = ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "InvokeModel",
+    )
+    assert refused_request(error) is not None
+
+
+def test_an_unreachable_endpoint_is_a_refusal_and_an_input_error_is_not():
+    from botocore.exceptions import EndpointConnectionError
+
+    assert (
+        refused_request(EndpointConnectionError(endpoint_url="https://bedrock-runtime.example")) is not None
+    )
+    assert refused_request(INVALID) is None
+    assert refused_request(THROTTLED) is None
+
+
+def test_a_read_timeout_is_not_called_again_at_once_but_queued_for_a_retry():
+    from botocore.exceptions import ReadTimeoutError
+
+    timeout = ReadTimeoutError(endpoint_url="https://bedrock-runtime.example")
+    runtime = ScriptedRuntime({"slow": [timeout]})
+    result = run(runtime, [record("slow")])
+    assert len(runtime.calls) == 1  # the model may have generated (and billed) the answer
+    (error,) = result.errors
+    assert error.retryable
+
+
+def test_the_runtime_client_waits_for_long_generations_and_leaves_retries_to_the_loop():
+    assert RUNTIME_CLIENT_CONFIG["read_timeout"] >= 900
+    assert RUNTIME_CLIENT_CONFIG["retries"]["total_max_attempts"] == 1

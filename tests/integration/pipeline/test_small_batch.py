@@ -67,6 +67,28 @@ def test_policy_on_demand_summarizes_through_bedrock_runtime(harness, local_aws_
     assert "bedrock:CreateModelInvocationJob" not in local_aws_clean.calls()
 
 
+def test_refused_on_demand_requests_carry_the_records_over_without_spending_an_attempt(
+    harness, local_aws_clean
+):
+    from bedrock_batch.on_demand import OnDemandRefused
+
+    harness.configure(small_batch__policy="on_demand")
+    keys = harness.add_calls(3)
+    prepared = harness.prepare(QUOTAS)
+    local_aws_clean.admin.set_faults(
+        access_denied={"InvokeModel": 100}
+    )  # e.g. the role lost bedrock:InvokeModel
+
+    with pytest.raises(OnDemandRefused, match=r"AccessDeniedException.*3 of 3 records were not invoked"):
+        harness.run_on_demand(prepared)
+
+    assert harness.query("SELECT COUNT(*) FROM call_summary_errors") == [(0,)]
+    queued = harness.query(
+        "SELECT source_key, reason, attempts FROM call_summary_pending ORDER BY source_key"
+    )
+    assert queued == [(key, "carried_over", 0) for key in sorted(keys)]
+
+
 def test_policy_fail_raises_naming_the_count_and_the_minimum(harness):
     harness.configure(small_batch__policy="fail")
     harness.add_calls(4)
