@@ -60,6 +60,7 @@ def run_backfill(stack: Any, days: tuple[dt.date, ...], *, reprocess_behavior: s
         for run in api.get(f"/dags/{DAG_ID}/dagRuns", limit=100, order_by="logical_date")["dag_runs"]
         if run["run_type"] == "backfill" and dt.date.fromisoformat(run["logical_date"][:10]) in days
     ]
+    assert len(runs) == len(days), runs  # every test below checks each run: none may be missing
     return Backfill(backfill["id"], days, runs, jobs_before)
 
 

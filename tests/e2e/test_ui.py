@@ -15,11 +15,11 @@ from urllib.parse import unquote
 import pytest
 
 from tests.e2e.conftest import DAG_ID
+from tests.fixtures.ci import chromium_path, missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.airflow_stack, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -31,20 +31,18 @@ CHROMIUM_ARGS = [
 ]
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 README_IMAGE = REPO / "docs" / "images" / "ui-dag-grid.png"
-PLUGIN = REPO / "plugins" / "bedrock_batch" / "plugin.py"
 TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium); CI must run the browser tests")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    chromium = chromium_path()
+    if chromium is None:
+        missing("chromium is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
@@ -100,9 +98,6 @@ def test_runs_tab_lists_the_backfill_runs_as_succeeded(page, airflow_stack, back
     page.screenshot(path=SCREENSHOTS / "dag-runs.png")
 
 
-@pytest.mark.skipif(
-    not PLUGIN.exists(), reason="the batch-jobs page (plugins/bedrock_batch/plugin.py) is not built"
-)
 def test_batch_jobs_page_lists_each_backfill_job_with_its_run(page, airflow_stack, backfill):
     page.goto(f"{airflow_stack.base_url}/bedrock-batch/", wait_until="networkidle")
     page.get_by_role("heading", name="Bedrock batch jobs").wait_for()
@@ -119,9 +114,6 @@ def test_batch_jobs_page_lists_each_backfill_job_with_its_run(page, airflow_stac
     assert linked_runs == backfill_runs
 
 
-@pytest.mark.skipif(
-    not PLUGIN.exists(), reason="the batch-jobs page (plugins/bedrock_batch/plugin.py) is not built"
-)
 def test_a_job_is_stopped_from_the_batch_jobs_view_inside_the_airflow_ui(page, airflow_stack, backfill):
     """The view runs in the UI's sandboxed frame, where window.confirm is ignored: asked in the page."""
     import time

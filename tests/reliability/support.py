@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -216,17 +216,23 @@ def assert_conserved(counts: Mapping[str, int], source_rows: int) -> None:
     assert counts["summarized"] + counts["pending"] + counts["errored"] == source_rows, counts
 
 
-def duplicate_rows(run: PipelineRun) -> int:
-    """Rows sharing a primary key in the output and pending tables (must be 0)."""
-    dup_summaries = run.query(
-        "SELECT COUNT(*) FROM (SELECT source_key, prompt_version FROM call_summaries "
-        "GROUP BY source_key, prompt_version HAVING COUNT(*) > 1) d"
-    )[0][0]
-    dup_pending = run.query(
-        "SELECT COUNT(*) FROM (SELECT source_key, prompt_version FROM call_summary_pending "
-        "GROUP BY source_key, prompt_version HAVING COUNT(*) > 1) d"
-    )[0][0]
-    return dup_summaries + dup_pending
+def records_submitted_twice(local_aws: Any, jobs: Iterable[Mapping[str, Any]]) -> int:
+    """Record ids in the input of more than one of ``jobs`` (stand-in jobs), or twice in one: each
+    such record is billed twice. (The warehouse's primary keys hide a second load of the same key, so
+    double work is looked for in what was sent to Bedrock.)"""
+    from collections import Counter
+
+    s3 = local_aws.client("s3")
+    sent: Counter[str] = Counter()
+    for job in jobs:
+        uri = job["input_data_config"]["s3InputDataConfig"]["s3Uri"]
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+                sent.update(json.loads(line)["recordId"] for line in body.splitlines() if line.strip())
+    assert sent or not jobs, "the jobs' input is gone: nothing to compare"
+    return sum(1 for count in sent.values() if count > 1)
 
 
 def errors_without_reason(run: PipelineRun) -> int:
@@ -394,8 +400,10 @@ class LibraryRun:
         """The single value ``sql`` selects from the warehouse."""
         return self.as_pipeline_run.query(sql, params)[0][0]
 
-    def duplicate_rows(self) -> int:
-        return duplicate_rows(self.as_pipeline_run)
+    def submitted_jobs(self) -> list[dict[str, Any]]:
+        """The stand-in's jobs of this run's planned jobs (none before prepare)."""
+        planned = self.plan["jobs"] if getattr(self, "plan", None) else []
+        return [found for job in planned for found in self.jobs_named(job["job_name"])]
 
     def jobs_named(self, job_name: str) -> list[dict[str, Any]]:
         """The stand-in's jobs of one planned job (Bedrock names carry a suffix of the input's token)."""

@@ -21,7 +21,7 @@ from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
 from bedrock_batch.triggers import BedrockBatchJobTrigger
 from tests.fixtures.local_aws import LocalAwsServer
 from tests.integration.bedrock.support import claude_line
-from tests.reliability.support import LibraryRun, assert_conserved
+from tests.reliability.support import LibraryRun, assert_conserved, records_submitted_twice
 
 DAY = dt.date(2026, 10, 20)
 
@@ -170,7 +170,7 @@ def test_a_backfill_of_a_day_the_nightly_run_has_in_flight_is_refused_and_bills_
     assert backfill.prepare(seed_count=0)["jobs"] == []  # every row of the day is summarized or queued
     assert len(local_aws.admin.jobs()) == jobs_before + len(nightly_plan["jobs"])
     assert_conserved(backfill.account(), nightly.seeded)
-    assert backfill.duplicate_rows() == 0
+    assert records_submitted_twice(local_aws, nightly.submitted_jobs() + backfill.submitted_jobs()) == 0
 
 
 def test_a_run_takes_over_the_days_of_a_run_airflow_reports_finished(library_run, local_aws):
@@ -184,7 +184,8 @@ def test_a_run_takes_over_the_days_of_a_run_airflow_reports_finished(library_run
 
     assert plan["counts"]["source_rows"] == died.seeded  # the whole day, staged again
     assert_conserved(manual.account(), died.seeded)
-    assert manual.duplicate_rows() == 0
+    assert died.submitted_jobs() == []  # staged only: the takeover may stage the day again
+    assert records_submitted_twice(local_aws, manual.submitted_jobs()) == 0
 
 
 # -- the triggerer restarts while the sensor is deferred -----------------------------------------

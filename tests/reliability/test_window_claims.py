@@ -19,7 +19,13 @@ from bedrock_batch.operators import bedrock_job_name
 from bedrock_batch.prepare import RunContext, job_name_prefix
 from bedrock_batch.windows import local_day
 from tests.integration.bedrock.support import MODEL_ID, RECORDS, claude_line
-from tests.reliability.support import BUCKET, ROLE_ARN, assert_conserved, duplicate_rows, sqlite_warehouse_at
+from tests.reliability.support import (
+    BUCKET,
+    ROLE_ARN,
+    assert_conserved,
+    records_submitted_twice,
+    sqlite_warehouse_at,
+)
 
 FIRST_DAY = dt.date(2026, 11, 14)
 HELD_DAY = dt.date(2026, 11, 15)
@@ -124,11 +130,11 @@ def test_a_day_held_by_a_run_whose_bedrock_job_still_runs_stops_the_run_before_s
     assert [run_id for run_id, _ in refused.extra["summaries_by_run"]] == [FIRST_RUN_ID]
 
 
-def test_the_days_of_a_run_airflow_has_as_finished_are_taken_over(claimed_runs):
-    _, _, taken_over = claimed_runs
+def test_the_days_of_a_run_airflow_has_as_finished_are_taken_over(claimed_runs, local_aws):
+    first, _, taken_over = claimed_runs
     assert taken_over.returncode == 0, taken_over.output[-3000:]
     assert f"Took over the window claim of run {FIRST_RUN_ID}, which is over" in taken_over.output
     assert len(taken_over.extra["jobs"]) >= 1
     assert_conserved(taken_over.account(), taken_over.seeded)
-    assert duplicate_rows(taken_over) == 0
+    assert records_submitted_twice(local_aws, [*first.extra["jobs"], *taken_over.extra["jobs"]]) == 0
     assert taken_over.query("SELECT COUNT(*) FROM call_summary_pending_windows") == [(0,)]

@@ -35,8 +35,16 @@ def test_default_quotas_are_the_documented_defaults():
     assert default_quotas("anthropic.claude-3-5-haiku-20241022-v1:0") == DOCUMENTED
 
 
-def test_default_quotas_ignore_the_cross_region_prefix():
-    assert default_quotas("us.amazon.nova-lite-v1:0") == default_quotas("amazon.nova-lite-v1:0")
+def test_default_quotas_ignore_the_cross_region_prefix(monkeypatch):
+    import dataclasses
+
+    from bedrock_batch import quotas
+
+    nova = dataclasses.replace(DOCUMENTED, min_records_per_job=50)
+    monkeypatch.setattr(quotas, "DEFAULT_QUOTAS", (*quotas.DEFAULT_QUOTAS, ("amazon.nova-lite", nova)))
+    assert default_quotas("us.amazon.nova-lite-v1:0") == nova
+    assert default_quotas("amazon.nova-lite-v1:0") == nova
+    assert default_quotas("us.amazon.nova-pro-v1:0") == DOCUMENTED
 
 
 def test_with_overrides_replaces_only_the_named_quota():
@@ -222,6 +230,7 @@ def test_quotas_from_service_with_an_unusable_value_warns_and_returns_base(quota
     with caplog.at_level(logging.WARNING, logger="bedrock_batch.quotas"):
         result = quotas_from_service(client, "anthropic.claude-3-5-haiku-20241022-v1:0", DOCUMENTED)
     assert result is DOCUMENTED
+    assert "Could not read Bedrock batch quotas" in caplog.text and "using defaults" in caplog.text
 
 
 # -- planning ------------------------------------------------------------------------------------

@@ -201,6 +201,7 @@ def test_throttled_calls_are_retried_by_the_client(new_job, bedrock_hook, local_
     job_arn = new_job()
     local_aws.admin.set_faults(throttle={"GetModelInvocationJob": 2})
     assert bedrock_hook.get_job(job_arn)["jobArn"] == job_arn
+    assert local_aws.admin.faults()["throttle"]["GetModelInvocationJob"] == 0  # both 429s were met
 
 
 @pytest.mark.parametrize(

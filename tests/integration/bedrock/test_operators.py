@@ -258,7 +258,7 @@ def test_a_job_missing_plan_keys_fails_without_retry_naming_them(plan_job):
 def test_stop_operator_stops_a_running_job_and_tolerates_a_finished_one(new_job, bedrock_hook):
     running = new_job(fault="stick")
     result = BedrockBatchStopJobOperator(task_id="stop", job_arn=running).execute({})
-    assert result == {"job_arn": running, "status": result["status"]}
+    assert result["job_arn"] == running and result["status"] in ("Stopping", "Stopped")
     assert wait_terminal(bedrock_hook, running)["status"] == "Stopped"
     again = BedrockBatchStopJobOperator(task_id="stop", job_arn=running).execute({})
     assert again["status"] == "Stopped"

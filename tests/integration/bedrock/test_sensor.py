@@ -69,8 +69,13 @@ def test_execute_complete_returns_a_small_summary_on_success():
 
 
 def test_execute_complete_warns_and_succeeds_on_partial():
+    from structlog.testing import capture_logs
+
     event = {"status": "partial", "job_arn": ARN, "job_status": "PartiallyCompleted"}
-    assert sensor().execute_complete({}, event)["job_status"] == "PartiallyCompleted"
+    with capture_logs() as logs:
+        assert sensor().execute_complete({}, event)["job_status"] == "PartiallyCompleted"
+    warned = [entry for entry in logs if entry.get("log_level") == "warning"]
+    assert any("ended PartiallyCompleted" in str(entry["event"]) for entry in warned), logs
 
 
 def test_execute_complete_fails_on_partial_when_asked():

@@ -6,8 +6,6 @@ import pytest
 
 from tests.integration.local_aws.helpers import ROLE, create_job, jsonl, records, stage, unique
 
-pytest.importorskip("airflow.providers.amazon.aws.operators.bedrock")
-
 
 @pytest.fixture
 def staged(local_aws_clean, aws_env):

@@ -9,12 +9,11 @@ Days differ from the other DAG tests': the stand-in remembers job names for the 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import sqlite3
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
+
+from tests.fixtures.airflow_env import airflow_metadata
 
 FAILED_DAY = dt.date(2026, 12, 1)
 SMALL_DAY = dt.date(2026, 12, 5)
@@ -120,12 +119,6 @@ def test_re_summarize_runs_a_summarized_day_again_and_replaces_its_summaries(
     assert len(jobs_of(local_aws_clean, RESUMMARIZED_DAY)) == 2
     run_ids = {row[0] for row in again.query("SELECT run_id FROM call_summaries")}
     assert len(run_ids) == 1 and run_ids != {first_run}
-
-
-def airflow_metadata(sql: str, params: tuple = ()) -> list[tuple]:
-    """Rows of the session's Airflow metadata DB (SQLite, in AIRFLOW_HOME)."""
-    with sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db") as db:
-        return db.execute(sql, params).fetchall()
 
 
 def asset_events_of(dag_id: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections import Counter
 
@@ -345,8 +346,15 @@ def test_each_planned_job_names_the_prompt_version_its_submit_tags_it_with(harne
 
 
 def test_the_plan_names_the_invocation_type_its_bodies_were_built_for(harness):
+    harness.configure(model__invocation_type="Converse")
     harness.add_calls(5)
-    assert harness.prepare(tiny_quotas()).plan["invocation_type"] == harness.config.model.invocation_type
+    prepared = harness.prepare(tiny_quotas())
+    assert prepared.plan["invocation_type"] == "Converse"
+    (job,) = prepared.plan["jobs"]
+    bucket, _, prefix = job["input_s3_uri"].removeprefix("s3://").partition("/")
+    key = harness.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"][0]["Key"]
+    first = json.loads(harness.s3.get_object(Bucket=bucket, Key=key)["Body"].read().splitlines()[0])
+    assert "inferenceConfig" in first["modelInput"]  # a Converse request, not Claude's own body
 
 
 def test_an_earlier_tries_ended_job_is_loaded_under_the_prompt_version_it_was_built_with(harness):
