@@ -184,7 +184,6 @@ def test_a_run_takes_over_the_days_of_a_run_airflow_reports_finished(library_run
 
     assert plan["counts"]["source_rows"] == died.seeded  # the whole day, staged again
     assert_conserved(manual.account(), died.seeded)
-    assert died.submitted_jobs() == []  # staged only: the takeover may stage the day again
     assert records_submitted_twice(local_aws, manual.submitted_jobs()) == 0
 
 
