@@ -7,8 +7,11 @@ is queued for a retry. A read timeout is not retried in the loop: the model may 
 billed) the answer, so the record waits for the next run instead of being called again at once.
 
 A refusal that is about the request, not the record (access denied, no such model, a model id that
-on-demand throughput does not serve, no endpoint or credentials) stops the batch: the records not
-answered are returned as not invoked, to be carried over without spending an attempt.
+on-demand throughput does not serve, no credentials) stops the batch: the records not answered are
+returned as not invoked, to be carried over without spending an attempt. A connection that could not
+be made is retried in the loop like throttling (the request never reached Bedrock); one that broke
+after the request went out is not called again at once, like a read timeout. Either way a record
+that still fails is queued for the next run.
 """
 
 from __future__ import annotations
@@ -51,11 +54,14 @@ REFUSED_REQUEST_CODES = frozenset(
         "ResourceNotFoundException",
     }
 )
-REFUSED_MODEL_WORDS = ("model identifier", "on-demand throughput", "inference profile")
-"""Words of a ValidationException about the model id rather than the record."""
-UNREACHABLE_ERRORS = frozenset(
-    {"EndpointConnectionError", "ConnectTimeoutError", "NoCredentialsError", "PartialCredentialsError"}
+REFUSED_MODEL_WORDS = (
+    "model identifier",
+    "on-demand throughput",
+    "inference profile",
+    "model that you provided",
 )
+"""Words of a ValidationException about the model id rather than the record."""
+NO_CREDENTIALS_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ def refused_request(exc: Exception) -> str | None:
     if (
         name in REFUSED_REQUEST_CODES
         or code in ("401", "403", "404")
-        or type(exc).__name__ in UNREACHABLE_ERRORS
+        or type(exc).__name__ in NO_CREDENTIALS_ERRORS
     ):
         return message
     if name == "ValidationException" and any(word in message.lower() for word in REFUSED_MODEL_WORDS):
@@ -100,10 +106,25 @@ def refused_request(exc: Exception) -> str | None:
     return None
 
 
+def transient(exc: Exception) -> bool:
+    """A network failure rather than an answer: worth another try (now or in the next run)."""
+    from botocore.exceptions import ConnectionError, HTTPClientError
+
+    return isinstance(exc, ConnectionError | HTTPClientError)
+
+
+def _not_sent(exc: Exception) -> bool:
+    """No connection was made, so the request never reached Bedrock: calling again cannot bill twice."""
+    from botocore.exceptions import ConnectionError
+
+    return isinstance(exc, ConnectionError)
+
+
 def invoke_one(
     runtime: Any, record: OnDemandRecord, *, model_id: str, invocation_type: str, sleep: Any = time.sleep
 ) -> dict[str, Any]:
-    """One InvokeModel (or Converse) call with bounded, jittered retries on throttling."""
+    """One InvokeModel (or Converse) call with bounded, jittered retries on throttling and on
+    connections that could not be made; an answer that is not JSON is an ``OutputParseError``."""
     delay = BASE_DELAY
     for attempt in range(1, MAX_TRIES + 1):
         try:
@@ -111,23 +132,25 @@ def invoke_one(
                 response = runtime.converse(modelId=model_id, **record.model_input)
                 response.pop("ResponseMetadata", None)
                 return response
-            response = runtime.invoke_model(
+            raw = runtime.invoke_model(
                 modelId=model_id,
                 body=json.dumps(record.model_input).encode(),
                 contentType="application/json",
                 accept="application/json",
-            )
-            return json.loads(response["body"].read())
+            )["body"].read()
         except Exception as exc:
             code, _ = _error_code(exc)
-            if (
-                attempt == MAX_TRIES
-                or not is_retryable(code, str(exc))
-                or "ReadTimeout" in type(exc).__name__
-            ):
+            # A broken connection or a read timeout may come after the model answered (and billed).
+            again = _not_sent(exc) or (is_retryable(code, str(exc)) and not transient(exc))
+            if attempt == MAX_TRIES or not again:
                 raise
             sleep(min(MAX_DELAY, delay) * random.uniform(0.5, 1.0))
             delay *= 2
+            continue
+        try:
+            return json.loads(raw)
+        except ValueError as exc:  # answered, and billed: not called again
+            raise OutputParseError(f"the model's answer is not JSON: {exc}") from exc
     raise AssertionError("unreachable")
 
 
@@ -211,7 +234,7 @@ def run_on_demand(
                         MODEL_STAGE,
                         code,
                         message,
-                        is_retryable(code, message),
+                        is_retryable(code, message) or transient(exc),
                         record.attempt,
                     )
                 )
@@ -224,10 +247,6 @@ def run_on_demand(
                     len(result.not_invoked),
                 )
     return result
-
-
-class OnDemandRefused(Exception):
-    """Bedrock refused the small batch's requests; its unanswered records were carried over."""
 
 
 def load_small_batch(
@@ -243,7 +262,8 @@ def load_small_batch(
     Load a small batch's rows like a job's output; carry its unanswered records over.
 
     Records Bedrock never answered (a refused request) are queued with no error row, so no attempt is
-    spent, as for a job never submitted; then ``OnDemandRefused`` says why, after the rest is loaded.
+    spent, as for a job never submitted; the counts say how many (``carried_over``). The report fails
+    the run over them, after accounting, naming the refusal.
     """
     counts = warehouse.load_job(
         result.summaries,
@@ -254,15 +274,15 @@ def load_small_batch(
         model_id=model_id,
         max_attempts=max_attempts,
     )
-    if result.not_invoked:
-        carried = warehouse.carry_over(
-            [record.source_key for record in result.not_invoked], run_id=run_id, prompt_version=prompt_version
-        )
-        total = len(result.summaries) + len(result.errors) + len(result.not_invoked)
-        raise OnDemandRefused(
-            f"Bedrock refused the on-demand requests ({result.refusal}); {carried} of {total} records were "
-            "not invoked and are carried over to the next run without spending an attempt "
-            f"({len(result.summaries)} summarized, {len(result.errors)} errors loaded). Fix the access or "
-            "the model id, then clear this task or wait for the next run."
+    keys = [record.source_key for record in result.not_invoked]
+    counts["carried_over"] = (
+        warehouse.carry_over(keys, run_id=run_id, prompt_version=prompt_version) if keys else 0
+    )
+    if keys:
+        log.error(
+            "Bedrock refused the on-demand requests (%s): %d records not invoked are carried over to "
+            "the next run without spending an attempt",
+            result.refusal,
+            len(keys),
         )
     return counts

@@ -427,12 +427,11 @@ class OnDemandOperator(_PipelineOperator):
     template_fields: Sequence[str] = ("expected_bucket_owner", "region_name")
 
     def execute(self, context: Context) -> dict[str, Any] | None:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from bedrock_batch.models import family_for
         from bedrock_batch.on_demand import (
             RUNTIME_CLIENT_CONFIG,
-            OnDemandRefused,
             load_small_batch,
             read_records,
             run_on_demand,
@@ -453,17 +452,16 @@ class OnDemandOperator(_PipelineOperator):
             invocation_type=invocation_type,
             concurrency=self.config.small_batch.on_demand_concurrency,
         )
-        try:
-            counts = load_small_batch(
-                self.warehouse,
-                result,
-                run_id=context["run_id"],
-                prompt_version=plan["prompt_version"],
-                model_id=plan["model_id"],
-                max_attempts=self.config.max_attempts,
-            )
-        except OnDemandRefused as refused:
-            raise AirflowFailException(str(refused)) from None  # a retry is refused alike
+        counts = load_small_batch(
+            self.warehouse,
+            result,
+            run_id=context["run_id"],
+            prompt_version=plan["prompt_version"],
+            model_id=plan["model_id"],
+            max_attempts=self.config.max_attempts,
+        )
+        # A refusal still ends this task well: every record is loaded or queued, and the report then
+        # fails the run naming it (a retry here would only call the answered records again).
         return {
             "job_name": "on-demand",
             "status": "OnDemand",
@@ -474,6 +472,8 @@ class OnDemandOperator(_PipelineOperator):
             "output_tokens": result.billed_output_tokens,
             "retry": counts["retry"],
             "dead_lettered": counts["dead_lettered"],
+            "refused": counts["carried_over"],
+            "refusal": result.refusal,
         }
 
 
@@ -515,6 +515,12 @@ class ReportOperator(_PipelineOperator):
             raise AirflowFailException(
                 f"{ON_DEMAND_TASK} did not succeed in this try: its {small.get('records')} records were not "
                 f"summarized. Clear {ON_DEMAND_TASK} to run them again."
+            )
+        if summary["on_demand_refused"]:
+            raise AirflowFailException(
+                f"Bedrock refused the on-demand requests ({summary['on_demand_refusal']}): "
+                f"{summary['on_demand_refused']} records were not invoked and are carried over to the next "
+                "run without spending an attempt. Fix the access or the model id; the next run takes them."
             )
         if any(status in {"Failed", "Stopped", "Expired", "NotSubmitted"} for status in failed.values()):
             # Final: a retry of the report cannot change how the jobs ended.

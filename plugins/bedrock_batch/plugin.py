@@ -253,6 +253,7 @@ def create_app(*, authorizer: Authorizer = airflow_authorizer) -> FastAPI:
         from bedrock_batch.errors import ConfigError
 
         error, rows, access = None, [], None
+        pipeline = pipeline.strip()  # as aws_access reads it, so the form shows what was listed
         try:
             access = ops.aws_access(pipeline, region)
             rows = jobs(request, status, name, limit, access)

@@ -99,6 +99,8 @@ def summarize_run(
         },
         "retry": total("retry"),
         "dead_lettered": total("dead_lettered"),
+        "on_demand_refused": int((on_demand or {}).get("refused") or 0),
+        "on_demand_refusal": (on_demand or {}).get("refusal"),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "estimated_cost_usd": run_cost(str(plan.get("model_id")), outcomes, on_demand, prices),
@@ -133,6 +135,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     ]
     # Billed output the run could not join to a record, and outputs at odds with their manifest: rare,
     # so shown only when they happened.
+    if summary.get("on_demand_refused"):
+        rows.append(
+            (
+                "on demand refused",
+                f"{summary['on_demand_refused']} carried over ({summary.get('on_demand_refusal')})",
+            )
+        )
     if summary.get("unexpected_lines"):
         rows.append(
             ("output lines not joined", f"{summary['unexpected_lines']} (not in the record map, or repeated)")

@@ -100,6 +100,7 @@ def test_a_job_stopped_by_an_operator_mid_run_leaves_every_row_accounted_for(
         "ON p.source_key = e.source_key WHERE e.code = 'job_stopped' AND p.reason = 'retry'"
     )[0][0]
     assert stopped == run.extra["jobs"][0]["total_records"] > 0
+    assert records_submitted_twice(local_aws, run.extra["jobs"]) == 0
 
 
 def _wait_for_new_job(local_aws, known: set[str], status: str) -> dict:

@@ -198,14 +198,49 @@ def test_refusals_about_the_request_rather_than_the_record(code, status, message
     assert refused_request(error) is not None
 
 
-def test_an_unreachable_endpoint_is_a_refusal_and_an_input_error_is_not():
-    from botocore.exceptions import EndpointConnectionError
+def test_missing_credentials_are_a_refusal_and_input_or_network_errors_are_not():
+    from botocore.exceptions import EndpointConnectionError, NoCredentialsError
 
-    assert (
-        refused_request(EndpointConnectionError(endpoint_url="https://bedrock-runtime.example")) is not None
-    )
+    assert refused_request(NoCredentialsError()) is not None
+    assert refused_request(EndpointConnectionError(endpoint_url="https://bedrock-runtime.example")) is None
     assert refused_request(INVALID) is None
     assert refused_request(THROTTLED) is None
+
+
+def test_a_connection_that_could_not_be_made_is_tried_again_in_the_loop():
+    from botocore.exceptions import EndpointConnectionError
+
+    unreachable = EndpointConnectionError(endpoint_url="https://bedrock-runtime.example")
+    runtime = ScriptedRuntime({"a": [unreachable, unreachable, claude_body()]})
+    slept, sleep = sleeps()
+    body = invoke_one(runtime, record("a"), model_id=MODEL, invocation_type="InvokeModel", sleep=sleep)
+    assert body["content"][0]["text"] == "Summary: fine."
+    assert (len(runtime.calls), len(slept)) == (3, 2)
+
+
+def test_a_connection_that_broke_after_the_request_is_queued_not_called_again():
+    from botocore.exceptions import ConnectionClosedError
+
+    runtime = ScriptedRuntime({"a": [ConnectionClosedError(endpoint_url="https://bedrock-runtime.example")]})
+    result = run(runtime, [record("a")])
+    assert len(runtime.calls) == 1
+    (error,) = result.errors
+    assert error.retryable  # the next run tries it again
+    assert result.not_invoked == []
+
+
+def test_an_answer_that_is_not_json_is_output_unreadable_and_not_called_again():
+    class Garbled(ScriptedRuntime):
+        def invoke_model(self, **kwargs: Any) -> dict[str, Any]:
+            self.calls.append(kwargs)
+            return {"body": io.BytesIO(b"<html>not json")}
+
+    runtime = Garbled({})
+    result = run(runtime, [record("a")])
+    assert len(runtime.calls) == 1
+    (error,) = result.errors
+    assert (error.stage, error.code, error.retryable) == ("output", "output_unreadable", False)
+    assert "not JSON" in error.message
 
 
 def test_a_read_timeout_is_not_called_again_at_once_but_queued_for_a_retry():

@@ -164,3 +164,12 @@ def test_a_clean_run_shows_no_manifest_or_stray_line_rows(prices):
     )
     text = format_summary(summary)
     assert "manifest problem" not in text and "output lines not joined" not in text
+
+
+def test_refused_on_demand_records_are_named_in_the_summary(prices):
+    on_demand = {"summarized": 2, "refused": 10, "refusal": "AccessDeniedException: no"}
+    summary = summarize_run(plan=plan(), outcomes=[], on_demand=on_demand, prices=prices)
+    assert (summary["on_demand_refused"], summary["on_demand_refusal"]) == (10, "AccessDeniedException: no")
+    assert "10 carried over (AccessDeniedException: no)" in format_summary(summary)
+    clean = summarize_run(plan=plan(), outcomes=[], on_demand={"summarized": 2}, prices=prices)
+    assert "on demand refused" not in format_summary(clean)

@@ -216,3 +216,20 @@ def test_a_planned_on_demand_batch_that_did_not_succeed_fails_the_report_and_kee
     ):
         task.execute({"ti": ti, "run_id": RUN_ID})
     assert warehouse.released == []
+
+
+def test_refused_on_demand_requests_fail_the_report_naming_them_after_freeing_the_days():
+    plan = {**PLAN, "jobs": [], "on_demand": {"records_s3_uri": "s3://in/on_demand.jsonl", "records": 12}}
+    refused = {"records": 12, "summarized": 2, "refused": 10, "refusal": "AccessDeniedException: no"}
+    ti = FakeTaskInstance(
+        {PREPARE_TASK: "success", ON_DEMAND_TASK: "success"},
+        {(PREPARE_TASK, None): plan, (ON_DEMAND_TASK, None): refused},
+    )
+    task, warehouse = report_task()
+
+    with pytest.raises(
+        AirflowFailException,
+        match=r"refused the on-demand requests \(AccessDeniedException: no\): 10 records",
+    ):
+        task.execute({"ti": ti, "run_id": RUN_ID})
+    assert warehouse.released == [RUN_ID]  # every record is loaded or queued for the next run

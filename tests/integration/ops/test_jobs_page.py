@@ -134,6 +134,12 @@ def test_page_lists_a_pipelines_jobs_through_its_own_connection_and_region(
     assert ("bedrock:ListModelInvocationJobs", "eu-central-1") in eu_account.signed()
 
 
+def test_a_pipeline_given_with_stray_spaces_stays_chosen_in_the_form(client, eu_account):
+    page = client.get(f"{URL_PREFIX}/", params={"pipeline": f" {OWN_CONNECTION_PIPELINE} "}).text
+    assert f'<option value="{OWN_CONNECTION_PIPELINE}" selected>' in page
+    assert f'data-pipeline="{OWN_CONNECTION_PIPELINE}"' in page
+
+
 def test_stop_goes_through_the_pipelines_connection_in_the_region_of_the_jobs_arn(
     client, eu_account, make_job, marker
 ):
