@@ -392,17 +392,22 @@ class MetaLlama(ModelFamily):
         "top_p": "top_p",
     }
 
+    #: The chat tokens around a role's name and at the end of its turn (Llama 3's).
+    header_start: ClassVar[str] = "<|start_header_id|>"
+    header_end: ClassVar[str] = "<|end_header_id|>"
+    end_of_turn: ClassVar[str] = "<|eot_id|>"
+
     def __init__(self, context_tokens: int = 128_000) -> None:
         self.context_tokens = context_tokens
 
-    @staticmethod
-    def format_prompt(system: str | None, prompt: str) -> str:
-        """Llama 3 chat format: header-delimited turns, ending on an open assistant turn."""
+    @classmethod
+    def format_prompt(cls, system: str | None, prompt: str) -> str:
+        """The chat format: header-delimited turns, ending on an open assistant turn."""
+        turns = [("system", system)] if system else []
         parts = ["<|begin_of_text|>"]
-        if system:
-            parts.append(f"<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>")
-        parts.append(f"<|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>")
-        parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+        for role, text in [*turns, ("user", prompt)]:
+            parts.append(f"{cls.header_start}{role}{cls.header_end}\n\n{text}{cls.end_of_turn}")
+        parts.append(f"{cls.header_start}assistant{cls.header_end}\n\n")
         return "".join(parts)
 
     def build_input(self, *, system: str | None, prompt: str, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -424,16 +429,9 @@ class MetaLlama4(MetaLlama):
     """Meta Llama 4 instruct models (Scout, Maverick): the Llama 3 body with Llama 4's chat tokens."""
 
     name = "meta-llama4"
-
-    @staticmethod
-    def format_prompt(system: str | None, prompt: str) -> str:
-        """Llama 4 chat format: ``<|header_start|>role<|header_end|>`` turns ended by ``<|eot|>``."""
-        parts = ["<|begin_of_text|>"]
-        if system:
-            parts.append(f"<|header_start|>system<|header_end|>\n\n{system}<|eot|>")
-        parts.append(f"<|header_start|>user<|header_end|>\n\n{prompt}<|eot|>")
-        parts.append("<|header_start|>assistant<|header_end|>\n\n")
-        return "".join(parts)
+    header_start: ClassVar[str] = "<|header_start|>"
+    header_end: ClassVar[str] = "<|header_end|>"
+    end_of_turn: ClassVar[str] = "<|eot|>"
 
 
 class MistralText(ModelFamily):
