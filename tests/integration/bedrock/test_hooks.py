@@ -131,7 +131,7 @@ def test_iter_jobs_filters_by_status(new_job, bedrock_hook):
     assert listed == [failed]
 
 
-def test_find_job_matches_the_exact_name_newest_first(new_job, bedrock_hook):
+def test_find_job_matches_the_exact_name_not_a_longer_one(new_job, bedrock_hook):
     marker = uuid.uuid4().hex[:8]
     new_job(name=f"find-{marker}-longer")
     wanted = new_job(name=f"find-{marker}")

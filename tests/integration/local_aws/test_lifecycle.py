@@ -20,7 +20,7 @@ from tests.integration.local_aws.helpers import (
 )
 
 
-def test_a_job_passes_through_every_status_to_completed(slow_local_aws):
+def test_a_job_moves_forward_through_the_statuses_to_completed_with_growing_counts(slow_local_aws):
     s3, bedrock = slow_local_aws.client("s3"), slow_local_aws.client("bedrock")
     uri = stage(s3, "life-bucket", unique("in"), {"a.jsonl": jsonl(records(2000))})
     arn = create_job(bedrock, uri, "s3://life-bucket/out/")  # InProgress for about 5 s
