@@ -104,7 +104,7 @@ class WarehouseConfig(_Strict):
     def _tables_fit_together(self) -> WarehouseConfig:
         """The warehouse's own checks (distinct names; the window claims table named after the
         pending table fits in 63 characters), made when the DAG is imported, not at the first run."""
-        from bedrock_batch.warehouse import WarehouseTables
+        from bedrock_batch.table_names import WarehouseTables
 
         try:
             WarehouseTables(

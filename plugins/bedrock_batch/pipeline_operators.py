@@ -176,11 +176,12 @@ class _PipelineOperator(BaseOperator):
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
         from botocore.config import Config
 
-        aws = {"aws_conn_id": self.aws_conn_id, "region_name": self.region_name, "client_type": client_type}
-        hook = AwsBaseHook(**aws)
-        if config:
-            hook = AwsBaseHook(**aws, config=hook.config.merge(Config(**config)))
-        return hook.conn
+        hook = AwsBaseHook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region_name, client_type=client_type
+        )
+        if not config:
+            return hook.conn
+        return hook.get_client_type(region_name=self.region_name, config=hook.config.merge(Config(**config)))
 
     @property
     def owner_kwargs(self) -> dict[str, str]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bedrock_batch.errors import ConfigError, WindowBusyError
+from bedrock_batch.table_names import WarehouseTables, validate_identifier
 
 if TYPE_CHECKING:
     from airflow.providers.common.sql.hooks.sql import DbApiHook
@@ -47,7 +48,6 @@ MIGRATIONS_TABLE = "bedrock_batch_schema_migrations"
 _WINDOW_CLAIMS_VERSION = 3
 """The migration that adds the window claims table (0003_window_claims.sql)."""
 SQL_DIR_ENV = "BEDROCK_BATCH_SQL_DIR"
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MIGRATION_FILE = re.compile(r"(\d{4})_[A-Za-z0-9_]+\.sql")
 _WRITE_BATCH = 20000
 #: A load's rows are handed to its writer thread in multiples of this many, as soon as it is free.
@@ -56,64 +56,10 @@ NUL_REPLACEMENT = "\ufffd"
 """What a NUL in a text value becomes on PostgreSQL, whose text type cannot hold it."""
 
 
-def validate_identifier(value: object, *, setting: str, dotted: bool = False) -> str:
-    """Return ``value`` if it is a plain SQL identifier (or ``schema.name`` when ``dotted``).
-
-    Identifiers are interpolated into SQL, so anything else is refused with the setting's name.
-    """
-    parts = value.split(".") if isinstance(value, str) and dotted else [value]
-    if not (0 < len(parts) <= 2 and all(isinstance(p, str) and _IDENTIFIER.fullmatch(p) for p in parts)):
-        shape = "an SQL identifier or schema.identifier" if dotted else "a plain SQL identifier"
-        raise ConfigError(f"{setting} = {value!r} is not {shape} (letters, digits, _; max 63 chars)")
-    return value  # type: ignore[return-value]
-
-
 def default_sql_dir() -> Path:
     """``$BEDROCK_BATCH_SQL_DIR`` or ``include/sql`` of the repository holding this plugin."""
     env = os.environ.get(SQL_DIR_ENV)
     return Path(env) if env else Path(__file__).resolve().parents[2] / "include" / "sql"
-
-
-@dataclass(frozen=True)
-class WarehouseTables:
-    """Names of a pipeline's three warehouse tables (validated identifiers); a fourth is derived."""
-
-    output_table: str
-    error_table: str
-    pending_table: str
-
-    def __post_init__(self) -> None:
-        names = {}
-        for field in ("output_table", "error_table", "pending_table"):
-            name = validate_identifier(getattr(self, field), setting=f"warehouse.{field}")
-            if name.lower() in names:
-                raise ConfigError(
-                    f"warehouse.{field} = {name!r} is already used by warehouse.{names[name.lower()]}"
-                )
-            names[name.lower()] = field
-        if self.window_claims_table.lower() in names:
-            raise ConfigError(
-                f"warehouse.{names[self.window_claims_table.lower()]} = {self.window_claims_table!r} is the "
-                "name of the window claims table, named after warehouse.pending_table"
-            )
-        if len(self.window_claims_table) > 63:
-            raise ConfigError(
-                f"warehouse.pending_table = {self.pending_table!r} is too long: the window claims "
-                f"table {self.window_claims_table!r} named after it must fit in 63 characters"
-            )
-
-    @property
-    def window_claims_table(self) -> str:
-        """Which runs hold which time windows (migration 0003); named after the pending table."""
-        return f"{self.pending_table}_windows"
-
-    def placeholders(self) -> dict[str, str]:
-        return {
-            "output_table": self.output_table,
-            "error_table": self.error_table,
-            "pending_table": self.pending_table,
-            "window_claims_table": self.window_claims_table,
-        }
 
 
 @dataclass(frozen=True)
