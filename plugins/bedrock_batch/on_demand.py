@@ -1,10 +1,12 @@
 """Run a small batch through bedrock-runtime when it is under a batch job's minimum.
 
 Records are read back from the JSONL that ``prepare`` staged, invoked with bounded concurrency, and
-loaded exactly like a batch job's output. Throttling is retried with jittered backoff in a bounded
-loop here (the client itself does not retry: ``RUNTIME_CLIENT_CONFIG``); a record that still fails
-is queued for a retry. A read timeout is not retried in the loop: the model may have generated (and
-billed) the answer, so the record waits for the next run instead of being called again at once.
+loaded exactly like a batch job's output, a few answers at a time as they come; a retry or a clear
+of the task calls only the records this run has no row for (``SmallBatchLoader``). Throttling is
+retried with jittered backoff in a bounded loop here (the client itself does not retry:
+``RUNTIME_CLIENT_CONFIG``); a record that still fails is queued for a retry. A read timeout is not
+retried in the loop: the model may have generated (and billed) the answer, so the record waits for
+the next run instead of being called again at once.
 
 A refusal that is about the request, not the record (access denied, no such model, a model id that
 on-demand throughput does not serve, no credentials) stops the batch: the records not answered are
@@ -21,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +32,7 @@ from bedrock_batch.collect import MODEL_STAGE, OUTPUT_STAGE, OUTPUT_UNREADABLE, 
 from bedrock_batch.errors import OutputParseError
 from bedrock_batch.models import ModelFamily, no_text_reason
 from bedrock_batch.s3paths import iter_lines, split_s3_uri
-from bedrock_batch.warehouse import ErrorRow, SummaryRow, Warehouse
+from bedrock_batch.warehouse import ErrorRow, LoadedResults, SummaryRow, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ REFUSED_MODEL_WORDS = (
 )
 """Words of a ValidationException about the model id rather than the record."""
 NO_CREDENTIALS_ERRORS = frozenset({"NoCredentialsError", "PartialCredentialsError"})
+ANSWERS_PER_LOAD = 20
+"""Answered records loaded at a time while a small batch runs: what is loaded is not called again."""
 
 
 @dataclass(frozen=True)
@@ -176,14 +180,23 @@ def run_on_demand(
     model_id: str,
     invocation_type: str,
     concurrency: int,
+    on_answers: Callable[[list[SummaryRow], list[ErrorRow]], None] | None = None,
+    answers_per_load: int | None = None,
 ) -> OnDemandResult:
-    """Invoke every record: each becomes a summary, an error row, or (after a refusal) not invoked."""
+    """
+    Invoke every record: each becomes a summary, an error row, or (after a refusal) not invoked.
+
+    ``on_answers`` receives the new rows every ``answers_per_load`` (``ANSWERS_PER_LOAD``) answered
+    records and once at the end, on this thread, so they are loaded while the calls go on. If it
+    raises, no further call is made (the error propagates once the calls under way end).
+    """
     result = OnDemandResult()
     refused = threading.Event()
+    stopped = threading.Event()
     lock = threading.Lock()  # the calls run on a pool: the result's counters and refusal are shared
 
     def call(record: OnDemandRecord) -> tuple[OnDemandRecord, Any, Exception | None]:
-        if refused.is_set():
+        if refused.is_set() or stopped.is_set():
             return record, None, None  # not invoked: the request is refused whatever the record
         try:
             body = invoke_one(runtime, record, model_id=model_id, invocation_type=invocation_type)
@@ -206,6 +219,8 @@ def run_on_demand(
         empty = no_text_reason(output)
         return record, output, None if empty is None else OutputParseError(empty)
 
+    handed = (0, 0)  # summaries and errors already given to on_answers
+    per_load = answers_per_load or ANSWERS_PER_LOAD
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for done, (record, output, exc) in enumerate(pool.map(call, records), start=1):
             if exc is None and output is None:
@@ -246,43 +261,141 @@ def run_on_demand(
                     len(result.errors),
                     len(result.not_invoked),
                 )
+            if on_answers is not None:
+                answered = len(result.summaries) - handed[0] + len(result.errors) - handed[1]
+                if answered and (answered >= per_load or done == len(records)):
+                    try:
+                        on_answers(result.summaries[handed[0] :], result.errors[handed[1] :])
+                    except BaseException:
+                        stopped.set()  # the calls queued behind this one return not invoked
+                        raise
+                    handed = (len(result.summaries), len(result.errors))
     return result
 
 
-def load_small_batch(
+class SmallBatchLoader:
+    """
+    Loads a small batch's answers as they come (``run_on_demand``'s ``on_answers``), and what an
+    earlier try of the run loaded is not called again.
+
+    A try that dies between its calls and its load (the worker killed, the warehouse gone) would
+    otherwise bill its answered records twice when retried; now at most the answers not yet loaded
+    (``ANSWERS_PER_LOAD`` and the calls under way) are called again. Records Bedrock never answered
+    (a refused request) are queued with no error row, so no attempt is spent, as for a job never
+    submitted; the counts say how many (``carried_over``) and the report fails the run over them.
+    """
+
+    def __init__(
+        self, warehouse: Warehouse, *, run_id: str, prompt_version: str, model_id: str, max_attempts: int
+    ) -> None:
+        self.warehouse = warehouse
+        self.run_id = run_id
+        self.prompt_version = prompt_version
+        self.model_id = model_id
+        self.max_attempts = max_attempts
+        self.counts = {"summarized": 0, "errored": 0, "retry": 0, "dead_lettered": 0}
+        self.earlier = LoadedResults()
+
+    def still_to_call(self, records: list[OnDemandRecord]) -> list[OnDemandRecord]:
+        """``records`` without those an earlier try of this run loaded (their rows count as loaded)."""
+        earlier = self.warehouse.results_of_run(
+            [record.source_key for record in records], run_id=self.run_id, prompt_version=self.prompt_version
+        )
+        self.earlier = earlier
+        if not earlier:
+            return records
+        log.info(
+            "On demand: %d of %d records were loaded by an earlier try of run %s; they are not called again",
+            len(earlier),
+            len(records),
+            self.run_id,
+        )
+        return [record for record in records if record.source_key not in earlier]
+
+    def load(self, summaries: list[SummaryRow], errors: list[ErrorRow]) -> None:
+        counts = self.warehouse.load_job(
+            summaries,
+            errors,
+            run_id=self.run_id,
+            job_arn=None,
+            prompt_version=self.prompt_version,
+            model_id=self.model_id,
+            max_attempts=self.max_attempts,
+        )
+        for name in self.counts:
+            self.counts[name] += counts[name]
+
+    def finish(self, result: OnDemandResult) -> dict[str, int]:
+        """Queue the records never answered; the counts of this try, and ``earlier_*`` of earlier ones."""
+        keys = [record.source_key for record in result.not_invoked]
+        carried = (
+            self.warehouse.carry_over(keys, run_id=self.run_id, prompt_version=self.prompt_version)
+            if keys
+            else 0
+        )
+        if keys:
+            log.error(
+                "Bedrock refused the on-demand requests (%s): %d records not invoked are carried over to "
+                "the next run without spending an attempt",
+                result.refusal,
+                len(keys),
+            )
+        earlier = self.earlier
+        return {
+            **self.counts,
+            "carried_over": carried,
+            "earlier_loaded": len(earlier),
+            "earlier_summarized": len(earlier.summaries),
+            "earlier_errored": len(earlier.errors),
+            "earlier_retry": sum(retryable and not dead for retryable, dead in earlier.errors.values()),
+            "earlier_dead_lettered": sum(dead for _, dead in earlier.errors.values()),
+            "earlier_input_tokens": sum(tokens for tokens, _ in earlier.summaries.values()),
+            "earlier_output_tokens": sum(tokens for _, tokens in earlier.summaries.values()),
+        }
+
+
+def summarize_small_batch(
     warehouse: Warehouse,
-    result: OnDemandResult,
+    records: list[OnDemandRecord],
     *,
+    runtime: Any,
+    family: ModelFamily,
+    model_id: str,
+    invocation_type: str,
+    concurrency: int,
     run_id: str,
     prompt_version: str,
-    model_id: str,
     max_attempts: int,
-) -> dict[str, int]:
-    """
-    Load a small batch's rows like a job's output; carry its unanswered records over.
-
-    Records Bedrock never answered (a refused request) are queued with no error row, so no attempt is
-    spent, as for a job never submitted; the counts say how many (``carried_over``). The report fails
-    the run over them, after accounting, naming the refusal.
-    """
-    counts = warehouse.load_job(
-        result.summaries,
-        result.errors,
-        run_id=run_id,
-        job_arn=None,
-        prompt_version=prompt_version,
+) -> tuple[OnDemandResult, dict[str, int]]:
+    """What the on-demand task does: call the records an earlier try did not load, loading as they come."""
+    loader = SmallBatchLoader(
+        warehouse, run_id=run_id, prompt_version=prompt_version, model_id=model_id, max_attempts=max_attempts
+    )
+    result = run_on_demand(
+        runtime=runtime,
+        records=loader.still_to_call(records),
+        family=family,
         model_id=model_id,
-        max_attempts=max_attempts,
+        invocation_type=invocation_type,
+        concurrency=concurrency,
+        on_answers=loader.load,
     )
-    keys = [record.source_key for record in result.not_invoked]
-    counts["carried_over"] = (
-        warehouse.carry_over(keys, run_id=run_id, prompt_version=prompt_version) if keys else 0
-    )
-    if keys:
-        log.error(
-            "Bedrock refused the on-demand requests (%s): %d records not invoked are carried over to "
-            "the next run without spending an attempt",
-            result.refusal,
-            len(keys),
-        )
-    return counts
+    return result, loader.finish(result)
+
+
+def on_demand_task_outcome(records: int, result: OnDemandResult, counts: dict[str, int]) -> dict[str, Any]:
+    """The on-demand task's outcome for the report: this try's answers plus what earlier tries loaded."""
+    return {
+        "job_name": "on-demand",
+        "status": "OnDemand",
+        "records": records,
+        "earlier_loaded": counts["earlier_loaded"],
+        "summarized": len(result.summaries) + counts["earlier_summarized"],
+        "model_errors": len(result.errors) + counts["earlier_errored"],
+        "input_tokens": result.billed_input_tokens + counts["earlier_input_tokens"],
+        "output_tokens": result.billed_output_tokens + counts["earlier_output_tokens"],
+        "retry": counts["retry"] + counts["earlier_retry"],
+        "dead_lettered": counts["dead_lettered"] + counts["earlier_dead_lettered"],
+        "refused": counts["carried_over"],
+        "refusal": result.refusal,
+    }

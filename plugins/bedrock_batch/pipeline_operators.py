@@ -433,9 +433,9 @@ class OnDemandOperator(_PipelineOperator):
         from bedrock_batch.models import family_for
         from bedrock_batch.on_demand import (
             RUNTIME_CLIENT_CONFIG,
-            load_small_batch,
+            on_demand_task_outcome,
             read_records,
-            run_on_demand,
+            summarize_small_batch,
         )
 
         plan = context["ti"].xcom_pull(task_ids=PREPARE_TASK, key=PLAN_KEY)
@@ -444,38 +444,21 @@ class OnDemandOperator(_PipelineOperator):
             raise AirflowSkipException("No small batch to run on demand in this run")
         records = list(read_records(self.aws_client("s3"), small["records_s3_uri"], self.owner_kwargs))
         invocation_type = self._planned_invocation_type(plan)
-        family = family_for(plan["model_id"], invocation_type)
-        result = run_on_demand(
+        result, counts = summarize_small_batch(
+            self.warehouse,
+            records,
             runtime=self.aws_client("bedrock-runtime", RUNTIME_CLIENT_CONFIG),
-            records=records,
-            family=family,
+            family=family_for(plan["model_id"], invocation_type),
             model_id=plan["model_id"],
             invocation_type=invocation_type,
             concurrency=self.config.small_batch.on_demand_concurrency,
-        )
-        counts = load_small_batch(
-            self.warehouse,
-            result,
             run_id=context["run_id"],
             prompt_version=plan["prompt_version"],
-            model_id=plan["model_id"],
             max_attempts=self.config.max_attempts,
         )
         # A refusal still ends this task well: every record is loaded or queued, and the report then
-        # fails the run naming it (a retry here would only call the answered records again).
-        return {
-            "job_name": "on-demand",
-            "status": "OnDemand",
-            "records": len(records),
-            "summarized": len(result.summaries),
-            "model_errors": len(result.errors),
-            "input_tokens": result.billed_input_tokens,
-            "output_tokens": result.billed_output_tokens,
-            "retry": counts["retry"],
-            "dead_lettered": counts["dead_lettered"],
-            "refused": counts["carried_over"],
-            "refusal": result.refusal,
-        }
+        # fails the run naming it.
+        return on_demand_task_outcome(len(records), result, counts)
 
 
 class ReportOperator(_PipelineOperator):

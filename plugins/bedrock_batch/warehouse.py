@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain, islice
 from pathlib import Path
@@ -74,8 +74,8 @@ class SourceSpec:
 
     def __post_init__(self) -> None:
         validate_identifier(self.table, setting="source.table", dotted=True)
-        for field in ("key_column", "text_column", "timestamp_column"):
-            validate_identifier(getattr(self, field), setting=f"source.{field}")
+        for column in ("key_column", "text_column", "timestamp_column"):
+            validate_identifier(getattr(self, column), setting=f"source.{column}")
         object.__setattr__(self, "extra_columns", tuple(self.extra_columns))
         for column in self.extra_columns:
             validate_identifier(column, setting="source.extra_columns")
@@ -109,6 +109,22 @@ class ErrorRow:
     message: str | None
     retryable: bool
     attempt: int
+
+
+@dataclass(frozen=True)
+class LoadedResults:
+    """What a run already loaded for some keys: each key's summary tokens or error flags."""
+
+    summaries: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Key -> (input tokens, output tokens) of its summary."""
+    errors: dict[str, tuple[bool, bool]] = field(default_factory=dict)
+    """Key -> (retryable, dead-lettered) of its error row, for keys with no summary."""
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.summaries or key in self.errors
+
+    def __len__(self) -> int:
+        return len(self.summaries) + len(self.errors)
 
 
 class RejectionLike(Protocol):
@@ -729,6 +745,31 @@ class Warehouse:
                 (run_id, job_arn, run_id, job_arn),
             )
             return bool(cur.fetchone()[0])
+
+    def results_of_run(self, keys: Iterable[str], *, run_id: str, prompt_version: str) -> LoadedResults:
+        """The summary or error rows run ``run_id`` loaded for ``keys`` (a task's earlier try loaded them)."""
+        t, ph = self.tables, self._ph
+        summaries: dict[str, tuple[int, int]] = {}
+        errors: dict[str, tuple[bool, bool]] = {}
+        with self._read_cursor(server_side=False) as cur:
+            for batch in _batches(dict.fromkeys(keys), 500):
+                where = (
+                    f"run_id = {ph} AND prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
+                )
+                cur.execute(
+                    f"SELECT source_key, input_tokens, output_tokens FROM {t.output_table} WHERE {where}",
+                    (run_id, prompt_version, *batch),
+                )
+                for key, input_tokens, output_tokens in cur.fetchall():
+                    summaries[key] = (int(input_tokens or 0), int(output_tokens or 0))
+                cur.execute(
+                    f"SELECT source_key, retryable, dead_lettered FROM {t.error_table} WHERE {where}",
+                    (run_id, prompt_version, *batch),
+                )
+                for key, retryable, dead in cur.fetchall():
+                    if key not in summaries:
+                        errors[key] = (bool(retryable), bool(dead))
+        return LoadedResults(summaries, errors)
 
     def window_claims(self) -> list[dict[str, Any]]:
         """Every window claim, earliest window first, as dicts of the claims table's columns (none while

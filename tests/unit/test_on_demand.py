@@ -23,6 +23,7 @@ from bedrock_batch.on_demand import (
     OnDemandRecord,
     OnDemandResult,
     invoke_one,
+    on_demand_task_outcome,
     refused_request,
     run_on_demand,
 )
@@ -82,7 +83,7 @@ def record(name: str, attempt: int = 1) -> OnDemandRecord:
     return OnDemandRecord(record_id=f"R{name}", source_key=f"key-{name}", attempt=attempt, model_input=body)
 
 
-def run(runtime: Any, records: list[OnDemandRecord], concurrency: int = 1) -> OnDemandResult:
+def run(runtime: Any, records: list[OnDemandRecord], concurrency: int = 1, **kwargs: Any) -> OnDemandResult:
     return run_on_demand(
         runtime=runtime,
         records=records,
@@ -90,6 +91,7 @@ def run(runtime: Any, records: list[OnDemandRecord], concurrency: int = 1) -> On
         model_id=MODEL,
         invocation_type="InvokeModel",
         concurrency=concurrency,
+        **kwargs,
     )
 
 
@@ -154,6 +156,59 @@ def test_every_record_becomes_a_summary_or_an_error_row():
     assert (bad.stage, bad.code, bad.retryable, bad.attempt) == ("model", "400", False, 2)
     assert "ValidationException" in bad.message
     assert "content" in by_key["key-garbled"].message  # names the field that did not parse
+
+
+def test_answers_are_handed_over_for_loading_a_few_at_a_time_while_the_calls_go_on():
+    names = ["a", "b", "bad", "d", "e"]
+    runtime = ScriptedRuntime({name: [INVALID if name == "bad" else claude_body()] for name in names})
+    handed: list[tuple[list[str], list[str]]] = []
+
+    result = run(
+        runtime,
+        [record(name) for name in names],
+        on_answers=lambda summaries, errors: handed.append(
+            ([row.source_key for row in summaries], [row.source_key for row in errors])
+        ),
+        answers_per_load=2,
+    )
+
+    assert handed == [(["key-a", "key-b"], []), (["key-d"], ["key-bad"]), (["key-e"], [])]
+    assert len(result.summaries) == 4 and len(result.errors) == 1  # the result still holds every row
+
+
+def test_a_load_that_fails_stops_the_calls_not_yet_made_and_raises():
+    names = [f"r{i}" for i in range(10)]
+    runtime = ScriptedRuntime({name: [claude_body()] for name in names})
+
+    def warehouse_gone(summaries: list[Any], errors: list[Any]) -> None:
+        raise ConnectionError("the warehouse went away")
+
+    with pytest.raises(ConnectionError, match="warehouse went away"):
+        run(runtime, [record(name) for name in names], 2, on_answers=warehouse_gone, answers_per_load=2)
+
+    assert len(runtime.calls) <= 4  # the two answers handed over, and at most the two calls under way
+
+
+def test_the_task_outcome_counts_what_an_earlier_try_loaded_with_what_this_one_did():
+    result = run(ScriptedRuntime({"a": [claude_body()], "bad": [INVALID]}), [record("a"), record("bad")])
+    counts = {
+        "retry": 0,
+        "dead_lettered": 0,
+        "carried_over": 0,
+        "earlier_loaded": 3,
+        "earlier_summarized": 2,
+        "earlier_errored": 1,
+        "earlier_retry": 1,
+        "earlier_dead_lettered": 0,
+        "earlier_input_tokens": 100,
+        "earlier_output_tokens": 10,
+    }
+
+    outcome = on_demand_task_outcome(5, result, counts)
+
+    assert outcome["records"] == 5 and outcome["earlier_loaded"] == 3
+    assert (outcome["summarized"], outcome["model_errors"], outcome["retry"]) == (3, 2, 1)
+    assert (outcome["input_tokens"], outcome["output_tokens"]) == (112, 13)
 
 
 def test_a_response_with_no_text_is_an_error_row_naming_the_stop_reason_not_a_summary():

@@ -24,7 +24,7 @@ from bedrock_batch.collect import JobOutcome, collect_job
 from bedrock_batch.config import PipelineConfig
 from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
 from bedrock_batch.models import family_for, family_of_job
-from bedrock_batch.on_demand import load_small_batch, read_records, run_on_demand
+from bedrock_batch.on_demand import read_records, summarize_small_batch
 from bedrock_batch.prepare import RunContext, RunPreparer, RuntimeSettings, run_job_marker
 from bedrock_batch.quotas import BatchQuotas
 from bedrock_batch.s3paths import iter_lines, split_s3_uri
@@ -281,22 +281,19 @@ class PipelineHarness:
         bedrock-runtime client, the stand-in's by default)."""
         small = prepared.plan["on_demand"]
         records = list(read_records(self.s3, small["records_s3_uri"], {}))
-        result = run_on_demand(
+        _, counts = summarize_small_batch(
+            self.warehouse,
+            records,
             runtime=runtime or self.local_aws.client("bedrock-runtime"),
-            records=records,
             family=family_for(prepared.plan["model_id"], prepared.plan["invocation_type"]),
             model_id=prepared.plan["model_id"],
             invocation_type=prepared.plan["invocation_type"],
             concurrency=self.config.small_batch.on_demand_concurrency,
-        )
-        return load_small_batch(
-            self.warehouse,
-            result,
             run_id=prepared.run_id,
             prompt_version=prepared.plan["prompt_version"],
-            model_id=prepared.plan["model_id"],
             max_attempts=self.config.max_attempts,
         )
+        return counts
 
     # -- where the rows went ------------------------------------------------------------------------
 

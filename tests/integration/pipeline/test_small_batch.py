@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from bedrock_batch.errors import QuotaError
+from bedrock_batch.warehouse import Warehouse
 from tests.integration.pipeline.support import DAY, tiny_quotas
 
 QUOTAS = tiny_quotas(min_records_per_job=10)
@@ -86,6 +87,39 @@ def test_refused_on_demand_requests_carry_the_records_over_without_spending_an_a
         "SELECT source_key, reason, attempts FROM call_summary_pending ORDER BY source_key"
     )
     assert queued == [(key, "carried_over", 0) for key in sorted(keys)]
+
+
+def test_a_retry_after_a_failed_load_calls_only_the_records_not_yet_loaded(
+    harness, local_aws_clean, monkeypatch
+):
+    harness.configure(small_batch__policy="on_demand")
+    keys = harness.add_calls(5)
+    prepared = harness.prepare(QUOTAS)
+    monkeypatch.setattr("bedrock_batch.on_demand.ANSWERS_PER_LOAD", 2)
+    load_job = Warehouse.load_job
+    loads = []
+
+    def dies_on_the_second_load(self, *args, **kwargs):
+        loads.append(len(args[0]))
+        if len(loads) == 2:
+            raise ConnectionError("the worker was killed")  # after the first load was committed
+        return load_job(self, *args, **kwargs)
+
+    monkeypatch.setattr(Warehouse, "load_job", dies_on_the_second_load)
+    local_aws_clean.admin.clear_calls()
+    with pytest.raises(ConnectionError):
+        harness.run_on_demand(prepared)
+    first_try_calls = local_aws_clean.calls().count("bedrock:InvokeModel")
+    monkeypatch.setattr(Warehouse, "load_job", load_job)
+    local_aws_clean.admin.clear_calls()
+
+    counts = harness.run_on_demand(prepared)  # the task's retry
+
+    assert first_try_calls >= 4
+    assert local_aws_clean.calls().count("bedrock:InvokeModel") == 3  # not the two loaded before
+    assert (counts["earlier_loaded"], counts["earlier_summarized"], counts["summarized"]) == (2, 2, 3)
+    assert sorted(key for (key,) in harness.query("SELECT source_key FROM call_summaries")) == sorted(keys)
+    assert pending(harness) == {}
 
 
 def test_policy_fail_raises_naming_the_count_and_the_minimum(harness):

@@ -495,6 +495,20 @@ def test_run_counts_report_the_runs_outcome(warehouse):
     }
 
 
+def test_results_of_run_are_the_rows_that_run_loaded_for_the_keys_asked(warehouse):
+    load(warehouse, [summary("a")], [throttled("b", 1), throttled("c", 3)], run_id="run-1")
+    load(warehouse, [summary("elsewhere")], [throttled("d", 1)], run_id="run-2")
+    warehouse.carry_over(["e"], run_id="run-1", prompt_version=PROMPT)
+
+    asked = ["a", "b", "c", "d", "e", "unknown"]
+    found = warehouse.results_of_run(asked, run_id="run-1", prompt_version=PROMPT)
+
+    assert found.summaries == {"a": (100, 20)}
+    assert found.errors == {"b": (True, False), "c": (True, True)}  # c was dead-lettered at attempt 3
+    assert "d" not in found and "e" not in found and len(found) == 3
+    assert not warehouse.results_of_run(["a"], run_id="run-1", prompt_version="v2")
+
+
 def test_sample_summaries_returns_at_most_n(warehouse):
     load(warehouse, [summary(f"k{i}", f"summary {i}") for i in range(4)])
 
