@@ -24,8 +24,10 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from bedrock_batch.collect import MODEL_STAGE, OUTPUT_STAGE, OUTPUT_UNREADABLE, is_retryable
@@ -86,6 +88,12 @@ def read_records(s3: Any, uri: str, owner: dict[str, str]) -> Iterator[OnDemandR
             yield OnDemandRecord(
                 item["recordId"], item["map"]["k"], int(item["map"]["a"]), item["modelInput"]
             )
+
+
+def read_since(small_batch: dict[str, Any]) -> datetime | None:
+    """When prepare read the small batch's rows (``None`` for a plan from before it was recorded)."""
+    value = small_batch.get("read_since")
+    return datetime.fromisoformat(value) if value else None
 
 
 def _error_code(exc: Exception) -> tuple[str, str]:
@@ -187,8 +195,9 @@ def run_on_demand(
     Invoke every record: each becomes a summary, an error row, or (after a refusal) not invoked.
 
     ``on_answers`` receives the new rows every ``answers_per_load`` (``ANSWERS_PER_LOAD``) answered
-    records and once at the end, on this thread, so they are loaded while the calls go on. If it
-    raises, no further call is made (the error propagates once the calls under way end).
+    records and once at the end, on this thread, so they are loaded while the calls go on; at most
+    ``concurrency`` calls are made ahead of it. If it raises (or anything else does on this thread),
+    no further call is made and the error propagates once the calls under way end.
     """
     result = OnDemandResult()
     refused = threading.Event()
@@ -219,58 +228,63 @@ def run_on_demand(
         empty = no_text_reason(output)
         return record, output, None if empty is None else OutputParseError(empty)
 
-    handed = (0, 0)  # summaries and errors already given to on_answers
+    workers = max(1, concurrency)
     per_load = answers_per_load or ANSWERS_PER_LOAD
-    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        for done, (record, output, exc) in enumerate(pool.map(call, records), start=1):
-            if exc is None and output is None:
-                result.not_invoked.append(record)
-            elif exc is None:
-                result.summaries.append(
-                    SummaryRow(
-                        record.source_key,
-                        output.text,
-                        output.input_tokens,
-                        output.output_tokens,
-                        output.stop_reason,
-                    )
-                )
-            elif isinstance(exc, OutputParseError):  # answered, but with nothing to keep: as in a batch
-                result.errors.append(
-                    ErrorRow(
-                        record.source_key, OUTPUT_STAGE, OUTPUT_UNREADABLE, str(exc), False, record.attempt
-                    )
-                )
-            else:
-                code, message = _error_code(exc)
-                result.errors.append(
-                    ErrorRow(
-                        record.source_key,
-                        MODEL_STAGE,
-                        code,
-                        message,
-                        is_retryable(code, message) or transient(exc),
-                        record.attempt,
-                    )
-                )
-            if done % 50 == 0 or done == len(records):
-                log.info(
-                    "On demand: %d/%d records done (%d errors, %d not invoked)",
-                    done,
-                    len(records),
-                    len(result.errors),
-                    len(result.not_invoked),
-                )
-            if on_answers is not None:
+    handed = (0, 0)  # summaries and errors already given to on_answers
+    not_sent = iter(records)
+    done = 0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        # A record is handed to the pool only when one is done: while this thread loads, at most
+        # ``workers`` calls go on, so a load that fails (slowly, as a lost database does) loses at
+        # most those answers and the ones it was loading, not the whole batch's.
+        in_flight = {pool.submit(call, record) for record in islice(not_sent, workers)}
+        try:
+            while in_flight:
+                finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    _add_outcome(result, *future.result())
+                    done += 1
+                    if done % 50 == 0 or done == len(records):
+                        log.info(
+                            "On demand: %d/%d records done (%d errors, %d not invoked)",
+                            done,
+                            len(records),
+                            len(result.errors),
+                            len(result.not_invoked),
+                        )
+                    following = next(not_sent, None)
+                    if following is not None:
+                        in_flight.add(pool.submit(call, following))
                 answered = len(result.summaries) - handed[0] + len(result.errors) - handed[1]
-                if answered and (answered >= per_load or done == len(records)):
-                    try:
-                        on_answers(result.summaries[handed[0] :], result.errors[handed[1] :])
-                    except BaseException:
-                        stopped.set()  # the calls queued behind this one return not invoked
-                        raise
+                if on_answers is not None and answered and (answered >= per_load or not in_flight):
+                    on_answers(result.summaries[handed[0] :], result.errors[handed[1] :])
                     handed = (len(result.summaries), len(result.errors))
+        except BaseException:
+            stopped.set()  # calls not yet under way return not invoked; the pool's exit awaits the rest
+            raise
     return result
+
+
+def _add_outcome(result: OnDemandResult, record: OnDemandRecord, output: Any, exc: Exception | None) -> None:
+    """File one record's call under the result: a summary, an error row, or not invoked."""
+    if exc is None and output is None:
+        result.not_invoked.append(record)
+    elif exc is None:
+        result.summaries.append(
+            SummaryRow(
+                record.source_key, output.text, output.input_tokens, output.output_tokens, output.stop_reason
+            )
+        )
+    elif isinstance(exc, OutputParseError):  # answered, but with nothing to keep: as in a batch
+        result.errors.append(
+            ErrorRow(record.source_key, OUTPUT_STAGE, OUTPUT_UNREADABLE, str(exc), False, record.attempt)
+        )
+    else:
+        code, message = _error_code(exc)
+        retryable = is_retryable(code, message) or transient(exc)
+        result.errors.append(
+            ErrorRow(record.source_key, MODEL_STAGE, code, message, retryable, record.attempt)
+        )
 
 
 class SmallBatchLoader:
@@ -280,7 +294,8 @@ class SmallBatchLoader:
 
     A try that dies between its calls and its load (the worker killed, the warehouse gone) would
     otherwise bill its answered records twice when retried; now at most the answers not yet loaded
-    (``ANSWERS_PER_LOAD`` and the calls under way) are called again. Records Bedrock never answered
+    (``ANSWERS_PER_LOAD`` and the calls under way) are called again, and none that another run took
+    since this one read them (a refused batch's carried-over records, say). Records Bedrock never answered
     (a refused request) are queued with no error row, so no attempt is spent, as for a job never
     submitted; the counts say how many (``carried_over``) and the report fails the run over them.
     """
@@ -295,22 +310,39 @@ class SmallBatchLoader:
         self.max_attempts = max_attempts
         self.counts = {"summarized": 0, "errored": 0, "retry": 0, "dead_lettered": 0}
         self.earlier = LoadedResults()
+        self.elsewhere: set[str] = set()
 
-    def still_to_call(self, records: list[OnDemandRecord]) -> list[OnDemandRecord]:
-        """``records`` without those an earlier try of this run loaded (their rows count as loaded)."""
-        earlier = self.warehouse.results_of_run(
-            [record.source_key for record in records], run_id=self.run_id, prompt_version=self.prompt_version
+    def still_to_call(
+        self, records: list[OnDemandRecord], *, read_since: datetime | None = None
+    ) -> list[OnDemandRecord]:
+        """
+        ``records`` without those an earlier try of this run loaded (their rows count as this try's)
+        and those another run took since this run read them (``Warehouse.take_keys_to_call``).
+        """
+        earlier, elsewhere = self.warehouse.take_keys_to_call(
+            [record.source_key for record in records],
+            run_id=self.run_id,
+            prompt_version=self.prompt_version,
+            read_since=read_since,
         )
-        self.earlier = earlier
-        if not earlier:
-            return records
-        log.info(
-            "On demand: %d of %d records were loaded by an earlier try of run %s; they are not called again",
-            len(earlier),
-            len(records),
-            self.run_id,
-        )
-        return [record for record in records if record.source_key not in earlier]
+        self.earlier, self.elsewhere = earlier, elsewhere
+        if earlier:
+            log.info(
+                "On demand: %d of %d records were loaded by an earlier try of run %s: not called again",
+                len(earlier),
+                len(records),
+                self.run_id,
+            )
+        if elsewhere:
+            log.warning(
+                "On demand: %d of %d records were taken by another run since run %s read them (e.g. %s): "
+                "not called here",
+                len(elsewhere),
+                len(records),
+                self.run_id,
+                ", ".join(sorted(elsewhere)[:5]),
+            )
+        return [r for r in records if r.source_key not in earlier and r.source_key not in elsewhere]
 
     def load(self, summaries: list[SummaryRow], errors: list[ErrorRow]) -> None:
         counts = self.warehouse.load_job(
@@ -344,6 +376,7 @@ class SmallBatchLoader:
         return {
             **self.counts,
             "carried_over": carried,
+            "taken_elsewhere": len(self.elsewhere),
             "earlier_loaded": len(earlier),
             "earlier_summarized": len(earlier.summaries),
             "earlier_errored": len(earlier.errors),
@@ -366,6 +399,7 @@ def summarize_small_batch(
     run_id: str,
     prompt_version: str,
     max_attempts: int,
+    read_since: datetime | None = None,
 ) -> tuple[OnDemandResult, dict[str, int]]:
     """What the on-demand task does: call the records an earlier try did not load, loading as they come."""
     loader = SmallBatchLoader(
@@ -373,7 +407,7 @@ def summarize_small_batch(
     )
     result = run_on_demand(
         runtime=runtime,
-        records=loader.still_to_call(records),
+        records=loader.still_to_call(records, read_since=read_since),
         family=family,
         model_id=model_id,
         invocation_type=invocation_type,
@@ -390,6 +424,7 @@ def on_demand_task_outcome(records: int, result: OnDemandResult, counts: dict[st
         "status": "OnDemand",
         "records": records,
         "earlier_loaded": counts["earlier_loaded"],
+        "taken_elsewhere": counts["taken_elsewhere"],
         "summarized": len(result.summaries) + counts["earlier_summarized"],
         "model_errors": len(result.errors) + counts["earlier_errored"],
         "input_tokens": result.billed_input_tokens + counts["earlier_input_tokens"],

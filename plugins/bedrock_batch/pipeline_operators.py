@@ -435,6 +435,7 @@ class OnDemandOperator(_PipelineOperator):
             RUNTIME_CLIENT_CONFIG,
             on_demand_task_outcome,
             read_records,
+            read_since,
             summarize_small_batch,
         )
 
@@ -455,6 +456,7 @@ class OnDemandOperator(_PipelineOperator):
             run_id=context["run_id"],
             prompt_version=plan["prompt_version"],
             max_attempts=self.config.max_attempts,
+            read_since=read_since(small),
         )
         # A refusal still ends this task well: every record is loaded or queued, and the report then
         # fails the run naming it.

@@ -329,6 +329,8 @@ class RunPreparer:
         """The Bedrock jobs earlier tries of this run submitted (their summaries, any status)."""
         self.job_tags = job_tags
         """A job's tags by ARN: the prompt version an earlier try's job was built with."""
+        self.started_at = dt.datetime.now(dt.UTC)
+        """When :meth:`prepare` began: rows summarized after it were not summarized when read."""
         self._ended: list[str] = []
         """Names of those that ended or are stopping: the generations of a planned job."""
         self.model_id = settings.model_id or config.model.id
@@ -502,6 +504,7 @@ class RunPreparer:
 
     def prepare(self) -> dict[str, Any]:
         """Stage the run's input; return the plan for XCom (URIs and counts only)."""
+        self.started_at = dt.datetime.now(dt.UTC)
         self.warehouse.ensure_schema()
         unsettled = self._settle_earlier_jobs() if self.writes else []
         if self.writes:
@@ -694,13 +697,15 @@ class RunPreparer:
             "policy on_demand" if policy == SMALL_BATCH_ON_DEMAND else "carried too long",
         )
         self.counts.on_demand = len(records)
-        return stage_on_demand(
+        staged = stage_on_demand(
             self.s3,
             records,
             bucket=self.settings.input_bucket,
             prefix=f"{self.input_prefix}/on_demand",
             settings=self.settings,
         )
+        # A summary another run loads after this (its key was carried over and taken) is not re-made.
+        return {**staged, "read_since": self.started_at.isoformat()}
 
 
 def _owner(settings: RuntimeSettings) -> dict[str, str]:

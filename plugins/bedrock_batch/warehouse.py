@@ -771,6 +771,59 @@ class Warehouse:
                         errors[key] = (bool(retryable), bool(dead))
         return LoadedResults(summaries, errors)
 
+    def take_keys_to_call(
+        self, keys: Iterable[str], *, run_id: str, prompt_version: str, read_since: datetime | None
+    ) -> tuple[LoadedResults, set[str]]:
+        """
+        Before a run's small batch is called (again): what this run already loaded for ``keys``, and
+        the keys another run took meanwhile; the pending rows of the others are claimed for ``run_id``.
+
+        Another run took a key when it holds the key's pending row (a live claim) or loaded a summary
+        of it since ``read_since`` (when this run read its rows): records this run carried over after
+        a refusal, then called again when its task was cleared, must not be billed twice. This run's
+        claims on the keys it will not call are let go, so the next run takes those queued to retry.
+        """
+        keys = list(dict.fromkeys(keys))
+        earlier = self.results_of_run(keys, run_id=run_id, prompt_version=prompt_version)
+        t, ph = self.tables, self._ph
+        rest = [key for key in keys if key not in earlier]
+        elsewhere: set[str] = set()
+        free, free_params = self._claimable(run_id)
+        with self._transaction() as conn:
+            cur = conn.cursor()
+            try:
+                for batch in _batches(rest, 500) if read_since is not None else ():
+                    cur.execute(
+                        f"SELECT source_key FROM {t.output_table} WHERE prompt_version = {ph}"
+                        f" AND run_id <> {ph} AND loaded_at >= {ph}"
+                        f" AND source_key IN ({self._params(len(batch))})",
+                        (prompt_version, run_id, self._ts(read_since), *batch),  # type: ignore[arg-type]
+                    )
+                    elsewhere.update(key for (key,) in cur.fetchall())
+                for batch in _batches([key for key in rest if key not in elsewhere], 500):
+                    in_batch = f"prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
+                    cur.execute(
+                        f"UPDATE {t.pending_table} SET claimed_by = {ph}, claimed_at = {ph}"
+                        f" WHERE {in_batch} AND {free}",
+                        (run_id, self._ts(datetime.now(UTC)), prompt_version, *batch, *free_params),
+                    )
+                    cur.execute(
+                        f"SELECT source_key FROM {t.pending_table} WHERE {in_batch}"
+                        f" AND claimed_by IS NOT NULL AND claimed_by <> {ph}",
+                        (prompt_version, *batch, run_id),
+                    )
+                    elsewhere.update(key for (key,) in cur.fetchall())
+                for batch in _batches([key for key in keys if key in earlier or key in elsewhere], 500):
+                    cur.execute(
+                        f"UPDATE {t.pending_table} SET claimed_by = NULL, claimed_at = NULL"
+                        f" WHERE prompt_version = {ph} AND claimed_by = {ph}"
+                        f" AND source_key IN ({self._params(len(batch))})",
+                        (prompt_version, run_id, *batch),
+                    )
+            finally:
+                cur.close()
+        return earlier, elsewhere
+
     def window_claims(self) -> list[dict[str, Any]]:
         """Every window claim, earliest window first, as dicts of the claims table's columns (none while
         the pipeline's tables predate window claims: this never migrates them)."""

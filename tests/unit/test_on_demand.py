@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -195,6 +196,7 @@ def test_the_task_outcome_counts_what_an_earlier_try_loaded_with_what_this_one_d
         "retry": 0,
         "dead_lettered": 0,
         "carried_over": 0,
+        "taken_elsewhere": 1,
         "earlier_loaded": 3,
         "earlier_summarized": 2,
         "earlier_errored": 1,
@@ -206,9 +208,30 @@ def test_the_task_outcome_counts_what_an_earlier_try_loaded_with_what_this_one_d
 
     outcome = on_demand_task_outcome(5, result, counts)
 
-    assert outcome["records"] == 5 and outcome["earlier_loaded"] == 3
+    assert (outcome["records"], outcome["earlier_loaded"], outcome["taken_elsewhere"]) == (5, 3, 1)
     assert (outcome["summarized"], outcome["model_errors"], outcome["retry"]) == (3, 2, 1)
     assert (outcome["input_tokens"], outcome["output_tokens"]) == (112, 13)
+
+
+def test_while_a_load_is_slow_to_fail_no_more_than_the_pools_calls_go_on():
+    names = [f"r{i}" for i in range(100)]
+
+    class SlowRuntime(ScriptedRuntime):
+        def invoke_model(self, **kwargs: Any) -> dict[str, Any]:
+            time.sleep(0.005)
+            return super().invoke_model(**kwargs)
+
+    runtime = SlowRuntime({name: [claude_body()] for name in names})
+
+    def database_gone_after_a_wait(summaries: list[Any], errors: list[Any]) -> None:
+        time.sleep(0.3)  # a connect timeout, a busy wait: meanwhile the pool must not call on
+        raise ConnectionError("the warehouse went away")
+
+    with pytest.raises(ConnectionError):
+        run(runtime, [record(name) for name in names], 4, on_answers=database_gone_after_a_wait)
+
+    # The 20 answers handed over, at most 3 more read with them, and the 4 calls under way.
+    assert len(runtime.calls) <= 20 + 3 + 4
 
 
 def test_a_response_with_no_text_is_an_error_row_naming_the_stop_reason_not_a_summary():

@@ -24,7 +24,7 @@ from bedrock_batch.collect import JobOutcome, collect_job
 from bedrock_batch.config import PipelineConfig
 from bedrock_batch.hooks import ACTIVE_STATUSES, BedrockBatchHook
 from bedrock_batch.models import family_for, family_of_job
-from bedrock_batch.on_demand import read_records, summarize_small_batch
+from bedrock_batch.on_demand import read_records, read_since, summarize_small_batch
 from bedrock_batch.prepare import RunContext, RunPreparer, RuntimeSettings, run_job_marker
 from bedrock_batch.quotas import BatchQuotas
 from bedrock_batch.s3paths import iter_lines, split_s3_uri
@@ -292,6 +292,7 @@ class PipelineHarness:
             run_id=prepared.run_id,
             prompt_version=prepared.plan["prompt_version"],
             max_attempts=self.config.max_attempts,
+            read_since=read_since(small),
         )
         return counts
 

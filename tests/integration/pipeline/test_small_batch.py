@@ -122,6 +122,25 @@ def test_a_retry_after_a_failed_load_calls_only_the_records_not_yet_loaded(
     assert pending(harness) == {}
 
 
+def test_a_refused_batch_called_again_after_a_later_run_summarized_it_calls_nothing(harness, local_aws_clean):
+    harness.configure(small_batch__policy="on_demand")
+    keys = harness.add_calls(3)
+    refused = harness.prepare(QUOTAS)
+    local_aws_clean.admin.set_faults(access_denied={"InvokeModel": 100})
+    assert harness.run_on_demand(refused)["carried_over"] == 3
+    local_aws_clean.admin.reset_faults()
+    later = harness.prepare(QUOTAS, day=DAY + dt.timedelta(days=1))  # takes the carried-over keys
+    assert harness.run_on_demand(later)["summarized"] == 3
+    local_aws_clean.admin.clear_calls()
+
+    counts = harness.run_on_demand(refused)  # the refused run's task, cleared by an operator
+
+    assert local_aws_clean.calls().count("bedrock:InvokeModel") == 0
+    assert (counts["taken_elsewhere"], counts["summarized"]) == (3, 0)
+    loaded = harness.query("SELECT source_key, run_id FROM call_summaries ORDER BY source_key")
+    assert loaded == [(key, later.run_id) for key in sorted(keys)]
+
+
 def test_policy_fail_raises_naming_the_count_and_the_minimum(harness):
     harness.configure(small_batch__policy="fail")
     harness.add_calls(4)

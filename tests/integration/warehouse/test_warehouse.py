@@ -509,6 +509,45 @@ def test_results_of_run_are_the_rows_that_run_loaded_for_the_keys_asked(warehous
     assert not warehouse.results_of_run(["a"], run_id="run-1", prompt_version="v2")
 
 
+def pending_claims(db) -> dict[str, str | None]:
+    return dict(query(db, f"SELECT source_key, claimed_by FROM {TABLES.pending_table}"))
+
+
+def test_keys_to_call_skip_what_the_run_loaded_and_what_another_run_holds_or_summarized_since(
+    warehouse, warehouse_db
+):
+    read_at = datetime.now(UTC) - timedelta(seconds=1)
+    load(warehouse, [summary("loaded")], [throttled("failed", 1)], run_id="run-1")  # failed: queued retry
+    load(warehouse, [summary("summarized-later")], run_id="run-2")
+    warehouse.carry_over(["held", "free"], run_id="run-1", prompt_version=PROMPT)
+    warehouse.claim_pending(run_id="run-2", prompt_version=PROMPT)  # run 2 holds held, free and failed
+    execute(
+        warehouse_db,
+        [f"UPDATE {TABLES.pending_table} SET claimed_by = 'run-1' WHERE source_key IN ('free', 'failed')"],
+    )
+
+    asked = ["loaded", "failed", "summarized-later", "held", "free", "new"]
+    earlier, elsewhere = warehouse.take_keys_to_call(
+        asked, run_id="run-1", prompt_version=PROMPT, read_since=read_at
+    )
+
+    assert set(earlier.summaries) == {"loaded"} and set(earlier.errors) == {"failed"}
+    assert elsewhere == {"summarized-later", "held"}
+    # The run lets go of the key it will not call again (queued to retry: the next run takes it).
+    assert pending_claims(warehouse_db) == {"failed": None, "held": "run-2", "free": "run-1"}
+
+
+def test_keys_to_call_claim_the_queued_keys_they_will_call(warehouse, warehouse_db):
+    warehouse.carry_over(["carried"], run_id="run-1", prompt_version=PROMPT)
+
+    _, elsewhere = warehouse.take_keys_to_call(
+        ["carried"], run_id="run-1", prompt_version=PROMPT, read_since=None
+    )
+
+    assert elsewhere == set()
+    assert pending_claims(warehouse_db) == {"carried": "run-1"}  # no later run takes it meanwhile
+
+
 def test_sample_summaries_returns_at_most_n(warehouse):
     load(warehouse, [summary(f"k{i}", f"summary {i}") for i in range(4)])
 
