@@ -198,6 +198,8 @@ def stack_env(
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
             # New DAG files show up within seconds rather than minutes.
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            # A loopback stack: a database error's answer names its cause ("database is locked", say).
+            "AIRFLOW__API__EXPOSE_STACKTRACE": "True",
         }
     )
     return env

@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -344,6 +344,19 @@ class SmallBatchLoader:
             )
         return [r for r in records if r.source_key not in earlier and r.source_key not in elsewhere]
 
+    def let_go(self, keys: Iterable[str]) -> None:
+        """Release this run's claims on ``keys`` after a failed try; a warehouse that fails here too is
+        logged (the claims then lapse after the claim TTL)."""
+        try:
+            self.warehouse.let_go(keys, run_id=self.run_id, prompt_version=self.prompt_version)
+        except Exception as exc:
+            log.warning(
+                "On demand: could not let go of run %s's claims on its unloaded records (%s); "
+                "other runs take them once the claims expire",
+                self.run_id,
+                exc,
+            )
+
     def load(self, summaries: list[SummaryRow], errors: list[ErrorRow]) -> None:
         counts = self.warehouse.load_job(
             summaries,
@@ -401,20 +414,31 @@ def summarize_small_batch(
     max_attempts: int,
     read_since: datetime | None = None,
 ) -> tuple[OnDemandResult, dict[str, int]]:
-    """What the on-demand task does: call the records an earlier try did not load, loading as they come."""
+    """
+    What the on-demand task does: call the records an earlier try did not load, loading as they come.
+
+    If that fails, this run lets go of its claims on the records it was to call (as far as the
+    warehouse answers), so a later run may take them instead of waiting out the claim's TTL; a retry
+    of this task claims again those no other run took meanwhile.
+    """
     loader = SmallBatchLoader(
         warehouse, run_id=run_id, prompt_version=prompt_version, model_id=model_id, max_attempts=max_attempts
     )
-    result = run_on_demand(
-        runtime=runtime,
-        records=loader.still_to_call(records, read_since=read_since),
-        family=family,
-        model_id=model_id,
-        invocation_type=invocation_type,
-        concurrency=concurrency,
-        on_answers=loader.load,
-    )
-    return result, loader.finish(result)
+    to_call = loader.still_to_call(records, read_since=read_since)
+    try:
+        result = run_on_demand(
+            runtime=runtime,
+            records=to_call,
+            family=family,
+            model_id=model_id,
+            invocation_type=invocation_type,
+            concurrency=concurrency,
+            on_answers=loader.load,
+        )
+        return result, loader.finish(result)
+    except BaseException:
+        loader.let_go(record.source_key for record in to_call)
+        raise
 
 
 def on_demand_task_outcome(records: int, result: OnDemandResult, counts: dict[str, int]) -> dict[str, Any]:

@@ -100,6 +100,7 @@ def summarize_run(
         "retry": total("retry"),
         "dead_lettered": total("dead_lettered"),
         "on_demand_refused": int((on_demand or {}).get("refused") or 0),
+        "on_demand_taken_elsewhere": int((on_demand or {}).get("taken_elsewhere") or 0),
         "on_demand_refusal": (on_demand or {}).get("refusal"),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
@@ -140,6 +141,13 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             (
                 "on demand refused",
                 f"{summary['on_demand_refused']} carried over ({summary.get('on_demand_refusal')})",
+            )
+        )
+    if summary.get("on_demand_taken_elsewhere"):
+        rows.append(
+            (
+                "on demand taken elsewhere",
+                f"{summary['on_demand_taken_elsewhere']} (another run took them after this one read them)",
             )
         )
     if summary.get("unexpected_lines"):

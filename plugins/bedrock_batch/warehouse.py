@@ -778,9 +778,11 @@ class Warehouse:
         Before a run's small batch is called (again): what this run already loaded for ``keys``, and
         the keys another run took meanwhile; the pending rows of the others are claimed for ``run_id``.
 
-        Another run took a key when it holds the key's pending row (a live claim) or loaded a summary
-        of it since ``read_since`` (when this run read its rows): records this run carried over after
-        a refusal, then called again when its task was cleared, must not be billed twice. This run's
+        Another run took a key when it holds the key's pending row (a live claim), or loaded a summary
+        or an error row of it since ``read_since`` (when this run read its rows): records this run
+        carried over after a refusal, then called again when its task was cleared, must not be billed
+        twice. The claims are settled before the rows are looked at, so a load that takes a key off
+        the queue and writes its row in one transaction is seen on one side or the other. This run's
         claims on the keys it will not call are let go, so the next run takes those queued to retry.
         """
         keys = list(dict.fromkeys(keys))
@@ -792,15 +794,7 @@ class Warehouse:
         with self._transaction() as conn:
             cur = conn.cursor()
             try:
-                for batch in _batches(rest, 500) if read_since is not None else ():
-                    cur.execute(
-                        f"SELECT source_key FROM {t.output_table} WHERE prompt_version = {ph}"
-                        f" AND run_id <> {ph} AND loaded_at >= {ph}"
-                        f" AND source_key IN ({self._params(len(batch))})",
-                        (prompt_version, run_id, self._ts(read_since), *batch),  # type: ignore[arg-type]
-                    )
-                    elsewhere.update(key for (key,) in cur.fetchall())
-                for batch in _batches([key for key in rest if key not in elsewhere], 500):
+                for batch in _batches(rest, 500):
                     in_batch = f"prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
                     cur.execute(
                         f"UPDATE {t.pending_table} SET claimed_by = {ph}, claimed_at = {ph}"
@@ -813,16 +807,40 @@ class Warehouse:
                         (prompt_version, *batch, run_id),
                     )
                     elsewhere.update(key for (key,) in cur.fetchall())
-                for batch in _batches([key for key in keys if key in earlier or key in elsewhere], 500):
-                    cur.execute(
-                        f"UPDATE {t.pending_table} SET claimed_by = NULL, claimed_at = NULL"
-                        f" WHERE prompt_version = {ph} AND claimed_by = {ph}"
-                        f" AND source_key IN ({self._params(len(batch))})",
-                        (prompt_version, run_id, *batch),
-                    )
+                    if read_since is None:
+                        continue
+                    since = self._ts(read_since)
+                    for table, stamp in ((t.output_table, "loaded_at"), (t.error_table, "recorded_at")):
+                        cur.execute(
+                            f"SELECT source_key FROM {table} WHERE {in_batch}"
+                            f" AND run_id <> {ph} AND {stamp} >= {ph}",
+                            (prompt_version, *batch, run_id, since),
+                        )
+                        elsewhere.update(key for (key,) in cur.fetchall())
             finally:
                 cur.close()
+            skipped = [key for key in keys if key in earlier or key in elsewhere]
+            self._let_go(conn, skipped, run_id=run_id, prompt_version=prompt_version)
         return earlier, elsewhere
+
+    def let_go(self, keys: Iterable[str], *, run_id: str, prompt_version: str) -> None:
+        """Release ``run_id``'s claims on ``keys`` (queued keys it will not call after all)."""
+        with self._transaction() as conn:
+            self._let_go(conn, list(dict.fromkeys(keys)), run_id=run_id, prompt_version=prompt_version)
+
+    def _let_go(self, conn: Any, keys: list[str], *, run_id: str, prompt_version: str) -> None:
+        ph = self._ph
+        cur = conn.cursor()
+        try:
+            for batch in _batches(keys, 500):
+                cur.execute(
+                    f"UPDATE {self.tables.pending_table} SET claimed_by = NULL, claimed_at = NULL"
+                    f" WHERE prompt_version = {ph} AND claimed_by = {ph}"
+                    f" AND source_key IN ({self._params(len(batch))})",
+                    (prompt_version, run_id, *batch),
+                )
+        finally:
+            cur.close()
 
     def window_claims(self) -> list[dict[str, Any]]:
         """Every window claim, earliest window first, as dicts of the claims table's columns (none while

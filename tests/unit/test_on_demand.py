@@ -27,7 +27,9 @@ from bedrock_batch.on_demand import (
     on_demand_task_outcome,
     refused_request,
     run_on_demand,
+    summarize_small_batch,
 )
+from bedrock_batch.warehouse import LoadedResults
 
 MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
 
@@ -232,6 +234,43 @@ def test_while_a_load_is_slow_to_fail_no_more_than_the_pools_calls_go_on():
 
     # The 20 answers handed over, at most 3 more read with them, and the 4 calls under way.
     assert len(runtime.calls) <= 20 + 3 + 4
+
+
+class LostWarehouse:
+    """A warehouse that answers the claims but is gone by the first load."""
+
+    def __init__(self) -> None:
+        self.let_go_keys: list[str] = []
+
+    def take_keys_to_call(self, keys: Any, **_: Any) -> tuple[LoadedResults, set[str]]:
+        return LoadedResults(), set()
+
+    def load_job(self, *args: Any, **kwargs: Any) -> dict[str, int]:
+        raise ConnectionError("the warehouse went away")
+
+    def let_go(self, keys: Any, **_: Any) -> None:
+        self.let_go_keys.extend(keys)
+
+
+def test_a_failed_small_batch_lets_go_of_the_runs_claims_on_its_records():
+    names = ["a", "b", "c"]
+    warehouse = LostWarehouse()
+
+    with pytest.raises(ConnectionError):
+        summarize_small_batch(
+            warehouse,  # type: ignore[arg-type]
+            [record(name) for name in names],
+            runtime=ScriptedRuntime({name: [claude_body()] for name in names}),
+            family=AnthropicClaude(),
+            model_id=MODEL,
+            invocation_type="InvokeModel",
+            concurrency=1,
+            run_id="run-1",
+            prompt_version="v1",
+            max_attempts=3,
+        )
+
+    assert sorted(warehouse.let_go_keys) == ["key-a", "key-b", "key-c"]  # a later run may take them
 
 
 def test_a_response_with_no_text_is_an_error_row_naming_the_stop_reason_not_a_summary():

@@ -173,3 +173,12 @@ def test_refused_on_demand_records_are_named_in_the_summary(prices):
     assert "10 carried over (AccessDeniedException: no)" in format_summary(summary)
     clean = summarize_run(plan=plan(), outcomes=[], on_demand={"summarized": 2}, prices=prices)
     assert "on demand refused" not in format_summary(clean)
+
+
+def test_on_demand_records_another_run_took_are_named_in_the_summary(prices):
+    on_demand = {"summarized": 0, "taken_elsewhere": 3}
+    summary = summarize_run(plan=plan(), outcomes=[], on_demand=on_demand, prices=prices)
+    assert summary["on_demand_taken_elsewhere"] == 3
+    assert "3 (another run took them after this one read them)" in format_summary(summary)
+    clean = summarize_run(plan=plan(), outcomes=[], on_demand={"summarized": 2}, prices=prices)
+    assert "taken elsewhere" not in format_summary(clean)

@@ -513,12 +513,17 @@ def pending_claims(db) -> dict[str, str | None]:
     return dict(query(db, f"SELECT source_key, claimed_by FROM {TABLES.pending_table}"))
 
 
-def test_keys_to_call_skip_what_the_run_loaded_and_what_another_run_holds_or_summarized_since(
+def test_keys_to_call_skip_what_the_run_loaded_and_what_another_run_holds_or_loaded_since(
     warehouse, warehouse_db
 ):
+    load(warehouse, [summary("summarized-before")], run_id="run-3")  # e.g. a re-summarize reads it again
+    execute(warehouse_db, [f"UPDATE {TABLES.output_table} SET loaded_at = '2020-01-01 00:00:00'"])
     read_at = datetime.now(UTC) - timedelta(seconds=1)
     load(warehouse, [summary("loaded")], [throttled("failed", 1)], run_id="run-1")  # failed: queued retry
-    load(warehouse, [summary("summarized-later")], run_id="run-2")
+    unreadable = ErrorRow(
+        "errored-later", "output", "output_unreadable", "no text", retryable=False, attempt=1
+    )
+    load(warehouse, [summary("summarized-later")], [unreadable], run_id="run-2")
     warehouse.carry_over(["held", "free"], run_id="run-1", prompt_version=PROMPT)
     warehouse.claim_pending(run_id="run-2", prompt_version=PROMPT)  # run 2 holds held, free and failed
     execute(
@@ -526,15 +531,32 @@ def test_keys_to_call_skip_what_the_run_loaded_and_what_another_run_holds_or_sum
         [f"UPDATE {TABLES.pending_table} SET claimed_by = 'run-1' WHERE source_key IN ('free', 'failed')"],
     )
 
-    asked = ["loaded", "failed", "summarized-later", "held", "free", "new"]
+    asked = ["loaded", "failed", "summarized-later", "errored-later", "summarized-before", "held", "free"]
     earlier, elsewhere = warehouse.take_keys_to_call(
         asked, run_id="run-1", prompt_version=PROMPT, read_since=read_at
     )
 
     assert set(earlier.summaries) == {"loaded"} and set(earlier.errors) == {"failed"}
-    assert elsewhere == {"summarized-later", "held"}
+    assert elsewhere == {"summarized-later", "errored-later", "held"}
     # The run lets go of the key it will not call again (queued to retry: the next run takes it).
     assert pending_claims(warehouse_db) == {"failed": None, "held": "run-2", "free": "run-1"}
+
+
+def test_let_go_releases_only_the_runs_own_claims(warehouse, warehouse_db):
+    warehouse.carry_over(["ours", "theirs"], run_id="run-1", prompt_version=PROMPT)
+    execute(
+        warehouse_db,
+        [
+            f"UPDATE {TABLES.pending_table} SET claimed_by = 'run-1', claimed_at = '2026-11-20 00:00:00'"
+            " WHERE source_key = 'ours'",
+            f"UPDATE {TABLES.pending_table} SET claimed_by = 'run-2', claimed_at = '2026-11-20 00:00:00'"
+            " WHERE source_key = 'theirs'",
+        ],
+    )
+
+    warehouse.let_go(["ours", "theirs"], run_id="run-1", prompt_version=PROMPT)
+
+    assert pending_claims(warehouse_db) == {"ours": None, "theirs": "run-2"}
 
 
 def test_keys_to_call_claim_the_queued_keys_they_will_call(warehouse, warehouse_db):
