@@ -293,11 +293,11 @@ class SmallBatchLoader:
     earlier try of the run loaded is not called again.
 
     A try that dies between its calls and its load (the worker killed, the warehouse gone) would
-    otherwise bill its answered records twice when retried; now at most the answers not yet loaded
-    (``ANSWERS_PER_LOAD`` and the calls under way) are called again, and none that another run took
-    since this one read them (a refused batch's carried-over records, say). Records Bedrock never answered
-    (a refused request) are queued with no error row, so no attempt is spent, as for a job never
-    submitted; the counts say how many (``carried_over``) and the report fails the run over them.
+    otherwise bill its answered records twice when retried; now only the answers not yet loaded
+    (``ANSWERS_PER_LOAD`` plus up to twice the concurrency) are called again, and none that another
+    run took since this one read them (a refused batch's carried-over records, say). Records Bedrock
+    never answered (a refused request) are queued with no error row, so no attempt is spent, as for a
+    job never submitted; the counts say how many (``carried_over``) and the report fails the run.
     """
 
     def __init__(
