@@ -143,7 +143,8 @@ def _row_html(row: dict[str, Any]) -> str:
     status = str(row.get("status") or "")
     message = f'<div class="message">{esc(row["message"])}</div>' if row.get("message") else ""
     run = (
-        f'<a href="{esc(row["dag_run_url"])}">{esc(row["dag_id"])} / {esc(row["run_id"])}</a>'
+        f'<a class="run-link" href="{esc(row["dag_run_url"])}">'
+        f"{esc(row['dag_id'])} / {esc(row['run_id'])}</a>"
         if row.get("dag_run_url")
         else '<span class="counts">not submitted by a DAG run</span>'
     )

@@ -114,6 +114,22 @@ def test_batch_jobs_page_lists_each_backfill_job_with_its_run(page, airflow_stac
     assert linked_runs == backfill_runs
 
 
+def test_a_run_link_in_the_batch_jobs_view_opens_the_run_in_the_airflow_ui_not_in_its_frame(
+    page, airflow_stack, backfill
+):
+    run_id = backfill.runs[0]["dag_run_id"]
+    page.goto(f"{airflow_stack.base_url}/plugin/bedrock-batch", wait_until="networkidle")
+    frame = page.frame_locator("iframe")
+
+    frame.locator("a.run-link", has_text=run_id).first.click()
+
+    page.wait_for_url(f"**/dags/{DAG_ID}/runs/**", timeout=TIMEOUT_MS)
+    assert unquote(page.url).endswith(f"/dags/{DAG_ID}/runs/{run_id}")
+    page.get_by_text(run_id).first.wait_for(timeout=TIMEOUT_MS)  # the UI shows the run itself,
+    assert page.locator("iframe").count() == 0  # not a second UI inside the view's frame
+    page.screenshot(path=SCREENSHOTS / "run-from-batch-jobs.png", full_page=True)
+
+
 def test_a_job_is_stopped_from_the_batch_jobs_view_inside_the_airflow_ui(page, airflow_stack, backfill):
     """The view runs in the UI's sandboxed frame, where window.confirm is ignored: asked in the page."""
     import time
