@@ -330,7 +330,8 @@ class RunPreparer:
         self.job_tags = job_tags
         """A job's tags by ARN: the prompt version an earlier try's job was built with."""
         self.started_at = dt.datetime.now(dt.UTC)
-        """When :meth:`prepare` began: rows summarized after it were not summarized when read."""
+        """Before any row is read (a preparer is made to run :meth:`prepare` at once): rows another
+        run summarized after it were not summarized when this run read them."""
         self._ended: list[str] = []
         """Names of those that ended or are stopping: the generations of a planned job."""
         self.model_id = settings.model_id or config.model.id
@@ -504,7 +505,6 @@ class RunPreparer:
 
     def prepare(self) -> dict[str, Any]:
         """Stage the run's input; return the plan for XCom (URIs and counts only)."""
-        self.started_at = dt.datetime.now(dt.UTC)
         self.warehouse.ensure_schema()
         unsettled = self._settle_earlier_jobs() if self.writes else []
         if self.writes:

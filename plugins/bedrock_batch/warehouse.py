@@ -748,27 +748,28 @@ class Warehouse:
 
     def results_of_run(self, keys: Iterable[str], *, run_id: str, prompt_version: str) -> LoadedResults:
         """The summary or error rows run ``run_id`` loaded for ``keys`` (a task's earlier try loaded them)."""
+        with self._read_cursor(server_side=False) as cur:
+            return self._results_of_run(cur, list(dict.fromkeys(keys)), run_id, prompt_version)
+
+    def _results_of_run(self, cur: Any, keys: list[str], run_id: str, prompt_version: str) -> LoadedResults:
         t, ph = self.tables, self._ph
         summaries: dict[str, tuple[int, int]] = {}
         errors: dict[str, tuple[bool, bool]] = {}
-        with self._read_cursor(server_side=False) as cur:
-            for batch in _batches(dict.fromkeys(keys), 500):
-                where = (
-                    f"run_id = {ph} AND prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
-                )
-                cur.execute(
-                    f"SELECT source_key, input_tokens, output_tokens FROM {t.output_table} WHERE {where}",
-                    (run_id, prompt_version, *batch),
-                )
-                for key, input_tokens, output_tokens in cur.fetchall():
-                    summaries[key] = (int(input_tokens or 0), int(output_tokens or 0))
-                cur.execute(
-                    f"SELECT source_key, retryable, dead_lettered FROM {t.error_table} WHERE {where}",
-                    (run_id, prompt_version, *batch),
-                )
-                for key, retryable, dead in cur.fetchall():
-                    if key not in summaries:
-                        errors[key] = (bool(retryable), bool(dead))
+        for batch in _batches(keys, 500):
+            where = f"run_id = {ph} AND prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
+            cur.execute(
+                f"SELECT source_key, input_tokens, output_tokens FROM {t.output_table} WHERE {where}",
+                (run_id, prompt_version, *batch),
+            )
+            for key, input_tokens, output_tokens in cur.fetchall():
+                summaries[key] = (int(input_tokens or 0), int(output_tokens or 0))
+            cur.execute(
+                f"SELECT source_key, retryable, dead_lettered FROM {t.error_table} WHERE {where}",
+                (run_id, prompt_version, *batch),
+            )
+            for key, retryable, dead in cur.fetchall():
+                if key not in summaries:
+                    errors[key] = (bool(retryable), bool(dead))
         return LoadedResults(summaries, errors)
 
     def take_keys_to_call(
@@ -786,14 +787,14 @@ class Warehouse:
         claims on the keys it will not call are let go, so the next run takes those queued to retry.
         """
         keys = list(dict.fromkeys(keys))
-        earlier = self.results_of_run(keys, run_id=run_id, prompt_version=prompt_version)
         t, ph = self.tables, self._ph
-        rest = [key for key in keys if key not in earlier]
         elsewhere: set[str] = set()
         free, free_params = self._claimable(run_id)
         with self._transaction() as conn:
             cur = conn.cursor()
             try:
+                earlier = self._results_of_run(cur, keys, run_id, prompt_version)
+                rest = [key for key in keys if key not in earlier]
                 for batch in _batches(rest, 500):
                     in_batch = f"prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
                     cur.execute(
