@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import stringzilla
 
 from bedrock_batch.errors import OutputParseError
 from bedrock_batch.models import no_text_reason
@@ -146,7 +147,7 @@ def _read_chunk(
         line_no += 1
         head = match(data, pos, end)
         at = rfind(_MODEL_OUTPUT, pos, end) if head is not None else -1
-        outcome = _own_outcome(data, at, end) if head is not None and at > head.end() else None
+        outcome = _own_outcome(data, head.end(), at, end) if head is not None and at > head.end() else None
         if outcome is not None and head is not None:
             items.append(_usual_item(outcome, head.group(1).decode(), file, line_no, family))
         elif pos < end:
@@ -173,14 +174,23 @@ def _usual_item(
     return _read_line(outcome, file=file, line_no=line_no, family=family)
 
 
-def _own_outcome(data: bytes, at: int, end: int, key: str = "modelOutput") -> dict[str, Any] | None:
-    """``{key: ...}`` of the line ending at ``end`` whose last ``"key":`` is at ``at``; ``None`` when
-    that is not the line's own outcome (then the whole line is parsed).
+def _own_outcome(
+    data: bytes, head_end: int, at: int, end: int, key: str = "modelOutput"
+) -> dict[str, Any] | None:
+    """``{key: ...}`` of the line ending at ``end`` whose ``recordId`` ends at ``head_end`` and whose
+    last ``"key":`` is at ``at``; ``None`` when that is not the line's own outcome (then the whole
+    line is parsed).
 
     ``{`` plus the text from the key to the end of the line parses as one object only when the key
     belongs to the line's own object: a nested one leaves unbalanced braces (see _outcome_only). Odd
-    shapes (a second ``recordId``, a null outcome) are left to the full parse.
+    shapes (a second ``recordId``, a null outcome) are left to the full parse. A second ``recordId``
+    key between the two is also the sign of a line cut off mid-write with the next one run into it:
+    its tail is the next record's outcome, so the whole line is parsed (and is not JSON). That
+    search runs on every usual line, so it is stringzilla's (SIMD, ~0.16 us a 3 KB line; CPython's
+    ``bytes.find`` took ~0.9 us, a tenth of a load's CPU a record).
     """
+    if stringzilla.find(data, b'"recordId"', head_end, at) >= 0:
+        return None
     try:
         outcome = orjson.loads(b"{" + data[at:end])
     except orjson.JSONDecodeError:
@@ -211,7 +221,7 @@ def _outcome_only(line: bytes) -> dict[str, Any] | None:
         at = line.rfind(needle)
         if at <= head.end():
             continue
-        tail = _own_outcome(line, at, len(line), key)
+        tail = _own_outcome(line, head.end(), at, len(line), key)
         if tail is not None:
             tail["recordId"] = head.group(1).decode()
         return tail

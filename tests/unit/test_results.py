@@ -473,3 +473,18 @@ def test_an_output_line_past_the_size_limit_is_quarantined_and_the_lines_after_i
     assert [type(item).__name__ for item in items] == ["ResultLine", "Quarantined", "ResultLine"]
     assert (items[1].line_no, items[2].record_id) == (2, "R3")
     assert "line runs past 1000 bytes" in items[1].reason
+
+
+@pytest.mark.parametrize("outcome", ["modelOutput", "error"])
+@pytest.mark.parametrize("read", ["line by line", "in chunks"])
+def test_a_line_cut_off_and_run_into_the_next_gives_neither_record_the_other_ones_outcome(outcome, read):
+    """A line cut mid-write with the next line glued on is not JSON; its tail is the next record's."""
+    value = CLAUDE_OUTPUT if outcome == "modelOutput" else ERROR
+    cut = json.dumps({"recordId": "Rcut", "modelInput": TRICKY_INPUT}).encode()[:40]
+    whole = json.dumps({"recordId": "Rnext", "modelInput": {"x": 1}, outcome: value}).encode()
+    data = cut + whole + b"\n"
+    if read == "line by line":
+        items = list(iter_output([data], file=FILE, family=AnthropicClaude()))
+    else:
+        [items] = iter_output_chunks([data], file=FILE, family=AnthropicClaude())
+    assert items == [Quarantined(FILE, 1, "line is not valid JSON")]
