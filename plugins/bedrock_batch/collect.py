@@ -35,13 +35,14 @@ RETRYABLE_CODES = frozenset({"408", "424", "429", "500", "502", "503", "504"})
 RETRYABLE_NAMES = (
     "throttl",
     "toomanyrequests",
-    "too many",
+    "too many requests",
     "serviceunavailable",
     "modelnotready",
     "not ready",
     "quotaexceeded",
 )
-"""Retried whatever the status code: botocore gives ServiceQuotaExceeded and others HTTP 400."""
+"""Retried whatever the status code: botocore gives ServiceQuotaExceeded and others HTTP 400. Not a
+bare "too many": a 400 saying "Too many input tokens" would fail again on every try."""
 RETRYABLE_WORDS = ("timeout", "timed out", "unavailable", "internal", "capacity")
 """Retried only without a 4xx code: a 400 may name an "internal" field of the input."""
 

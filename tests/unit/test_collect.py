@@ -25,6 +25,8 @@ def test_throttling_timeouts_and_server_errors_are_retried(code):
         ("ServiceQuotaExceededException", None),
         ("400", "ServiceQuotaExceededException: too many jobs in flight"),
         ("400", "ThrottlingException: Too many requests, please wait"),
+        ("400", "Too many requests"),
+        (None, "Too Many Requests"),
     ],
 )
 def test_a_retryable_error_is_recognised_by_its_name_or_message(code, message):
@@ -38,6 +40,8 @@ def test_a_retryable_error_is_recognised_by_its_name_or_message(code, message):
         ("ValidationException", "bad"),
         ("403", "Access denied"),
         ("400", "Malformed input request: internal field max_tokens is out of range"),
+        ("400", "ValidationException: Too many input tokens. Max input tokens: 200000"),
+        ("400", "Too many images in the request"),
         (None, None),
     ],
 )
