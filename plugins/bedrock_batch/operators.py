@@ -90,6 +90,19 @@ def bedrock_job_name(planned_name: str, token: str) -> str:
     return f"{planned_name}-{token[:8]}"
 
 
+def _tag_values(written: Mapping[str, Any], rendered: Mapping[str, Any] | None) -> dict[str, str]:
+    """Tag values as strings: a value written with no template stays exactly as written.
+
+    A DAG that renders native objects reads every rendered string as a Python literal: "1e3" would
+    tag the job 1000.0 and "0x1F" 31, breaking cost allocation or an IAM condition on the tag.
+    """
+    values = dict(rendered or {})
+    for key, value in written.items():
+        if isinstance(value, str) and "{{" not in value and "{%" not in value:
+            values[key] = value
+    return {str(key): str(value) for key, value in values.items()}
+
+
 class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
     """
     Submit one planned batch job and return at once; ``BedrockBatchJobSensor`` does the waiting.
@@ -162,6 +175,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         self.role_arn = role_arn
         self.model_id = model_id
         self.tags = tags
+        self._written_tags = dict(tags) if isinstance(tags, Mapping) else {}
         self.timeout_hours = timeout_hours
         self.kms_key_id = kms_key_id
         self.bucket_owner = bucket_owner
@@ -349,7 +363,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         dag_id = getattr(ti, "dag_id", None) or context["dag"].dag_id
         job = self.job if isinstance(self.job, Mapping) else {}
         return {
-            **dict(self.tags or {}),
+            **_tag_values(self._written_tags, self.tags),
             **run_tags(dag_id=dag_id, run_id=context["run_id"]),
             **prompt_version_tags(job.get("prompt_version")),
         }

@@ -386,3 +386,21 @@ def test_submit_tags_the_job_with_the_prompt_version_its_plan_job_names(plan_job
     result = submit({**plan_job, "prompt_version": "v3-abc"}).execute(context(DictStateStore()))
 
     assert bedrock_hook.get_job_tags(result["job_arn"])[PROMPT_VERSION_TAG] == "v3-abc"
+
+
+def test_plain_tag_values_reach_the_job_as_written_when_the_dag_renders_native_objects(
+    plan_job, bedrock_hook
+):
+    """Native rendering would read "1e3" as 1000.0 and "0x1F" as 31; a cost-center tag must not change."""
+    from airflow.sdk import DAG
+
+    written = {"cost-center": "1e3", "code": "0x1F", "v": "1_000", "team": "data"}
+    with DAG("summaries", schedule=None, render_template_as_native_obj=True):
+        op = submit(plan_job, tags={**written, "run": "{{ run_id }}"})
+    ctx = context(DictStateStore())
+    op.render_template_fields(ctx)
+
+    tags = bedrock_hook.get_job_tags(op.execute(ctx)["job_arn"])
+
+    assert {key: tags[key] for key in written} == written
+    assert tags["run"] == "scheduled__2026-01-01"
