@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from stringzilla import Str
 
-from bedrock_batch.models import ModelFamily, estimate_tokens
+from bedrock_batch.models import ModelFamily, estimate_tokens, token_chars
 from bedrock_batch.prompts import PromptTemplate, prompt_text
 
 _RECORD_ID = "Rlinetemplate0id"
@@ -42,6 +43,18 @@ def line_of(record_id: str, model_input: Mapping[str, Any]) -> bytes:
     return _dumps({"recordId": record_id, "modelInput": model_input}, option=orjson.OPT_APPEND_NEWLINE)
 
 
+def serialised_token_chars(text: str) -> float:
+    """:func:`~bedrock_batch.models.token_chars` of a text orjson has serialised without error.
+
+    orjson leaves the text's UTF-8 form cached on it; its length is read from there (a stringzilla
+    ``Str`` over it, ~0.1 us) instead of encoding the text again (~2.5 us for 2 KB of non-ASCII text).
+    A text orjson refused (a lone surrogate) must not come here: ``Str`` raises ``SystemError`` on it.
+    """
+    if text.isascii():
+        return len(text)
+    return token_chars(text, len(Str(text)))
+
+
 class LineTemplate:
     """The serialised body of one run with holes for the record id and the user prompt's values."""
 
@@ -53,7 +66,7 @@ class LineTemplate:
         tail: bytes,
         pieces: tuple[bytes | str, ...],
         system_tokens: int,
-        literal_chars: int,
+        literal_chars: float,
     ) -> None:
         self.head = head
         self.middle = middle
@@ -97,7 +110,7 @@ class LineTemplate:
             tail=tail,
             pieces=tuple(pieces),
             system_tokens=estimate_tokens(system or ""),
-            literal_chars=sum(len(literal) for literal in literals),
+            literal_chars=sum(token_chars(literal) for literal in literals),
         )
         probe = dict.fromkeys(names, _PROBE)
         _, user = prompt.render(probe)
@@ -110,9 +123,14 @@ class LineTemplate:
         """The line of a record whose one value serialises to ``text_json`` (``single_field`` templates)."""
         return b"".join((self.head, record_id.encode(), self.prefix, text_json[1:-1], self.suffix))
 
-    def user_chars(self, values: Mapping[str, Any]) -> int:
-        """The length of the rendered user prompt, without rendering it."""
-        return self.literal_chars + sum(len(prompt_text(values[name])) for name in self.fields)
+    def user_chars(self, values: Mapping[str, Any]) -> float:
+        """:func:`~bedrock_batch.models.token_chars` of the rendered user prompt, without rendering it.
+
+        Only once :meth:`line` has serialised ``values`` (see :func:`serialised_token_chars`).
+        """
+        return self.literal_chars + sum(
+            serialised_token_chars(prompt_text(values[name])) for name in self.fields
+        )
 
     def line(self, record_id: str, values: Mapping[str, Any]) -> bytes:
         """The JSONL line of a record; ``orjson.JSONEncodeError`` when a value is not valid UTF-8."""

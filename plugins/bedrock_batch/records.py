@@ -21,8 +21,8 @@ import orjson
 from stringzilla import find_first_of
 
 from bedrock_batch.errors import ConfigError
-from bedrock_batch.lines import LineTemplate, line_of
-from bedrock_batch.models import CHARS_PER_TOKEN, ModelFamily, estimate_tokens
+from bedrock_batch.lines import LineTemplate, line_of, serialised_token_chars
+from bedrock_batch.models import CHARS_PER_TOKEN, ModelFamily, estimate_tokens, token_chars
 from bedrock_batch.prompts import PromptTemplate
 
 #: The ``stage`` of rejections made while building records.
@@ -282,9 +282,9 @@ class RecordBuilder:
         values[self.text_field] = text
         template = self.template
         if template is not None and not self._fast_text:
-            tokens = template.system_tokens + math.ceil(template.user_chars(values) / CHARS_PER_TOKEN)
-            if tokens <= self.budget:
-                return self._spliced(template, key, record_id, text, values, attempt, tokens)
+            spliced = self._spliced(template, key, record_id, text, values, attempt)
+            if spliced is not None:
+                return spliced
         return self._plain(key, record_id, text, values, attempt)
 
     @property
@@ -301,9 +301,9 @@ class RecordBuilder:
         The usual row has a text key, a text that is neither blank nor too long, valid UTF-8, and no
         hint of a control character (the prompt uses no other column). Checks that are rare to fail
         ride on the one serialisation every record needs: orjson refuses lone surrogates, and leaves
-        the text's UTF-8 form cached for :func:`_may_hold_controls`. A row it declines leaves no
-        trace (not even its key among those seen), so :meth:`build_from` then decides, and words any
-        rejection, exactly as for any other row.
+        the text's UTF-8 form cached for :func:`_may_hold_controls` and the token estimate. A row it
+        declines leaves no trace (not even its key among those seen), so :meth:`build_from` then
+        decides, and words any rejection, exactly as for any other row.
         """
         if not key or key.isspace() or not text or text.isspace():
             return None
@@ -316,14 +316,15 @@ class RecordBuilder:
             return None
         template = self.template
         assert template is not None  # takes_fast_lines
-        tokens = template.system_tokens + math.ceil((template.literal_chars + len(text)) / CHARS_PER_TOKEN)
-        if tokens > self.budget:
-            return None
         try:
             text_json = _dumps(text)
         except orjson.JSONEncodeError:
             return None
         if _may_hold_controls(text, text_json):
+            return None
+        chars = template.literal_chars + serialised_token_chars(text)
+        tokens = template.system_tokens + math.ceil(chars / CHARS_PER_TOKEN)
+        if tokens > self.budget:
             return None
         self._seen.add(fingerprint)
         self.built += 1
@@ -337,13 +338,16 @@ class RecordBuilder:
         text: str,
         values: dict[str, Any],
         attempt: int,
-        tokens: int,
-    ) -> BatchRecord | Rejection:
-        """A line from a template with several placeholders: each value is escaped into its place."""
+    ) -> BatchRecord | Rejection | None:
+        """A line from a template with several placeholders: each value is escaped into its place;
+        ``None`` when the prompt is over the budget (:meth:`_plain` rejects or truncates it)."""
         try:
             line = template.line(record_id, values)
         except orjson.JSONEncodeError:
             return self._reject_text(key, text, "the rendered prompt is not valid UTF-8")
+        tokens = template.system_tokens + math.ceil(template.user_chars(values) / CHARS_PER_TOKEN)
+        if tokens > self.budget:
+            return None
         rejection = self._control_rejection(key, text, line)
         if rejection is not None:
             return rejection
@@ -411,8 +415,11 @@ class RecordBuilder:
     def _truncate(self, values: dict[str, Any], text: str, tokens: int) -> tuple[str | None, str, int] | None:
         """Cut the text from the end until the prompt fits; ``None`` when even no text does not fit."""
         keep = len(text)
+        # ASCII characters' worth of a character of this text: 1 in English, ~3.8 in Japanese.
+        weight = token_chars(text) / len(text) if text else 1.0
         for _ in range(_TRUNCATE_ROUNDS):
-            overflow_chars = int((tokens - self.budget) * 3.5) + len(TRUNCATION_MARKER) + 8
+            overflow = (tokens - self.budget) * CHARS_PER_TOKEN / weight
+            overflow_chars = int(overflow) + len(TRUNCATION_MARKER) + 8
             keep = max(0, keep - overflow_chars)
             system, user = self.prompt.render({**values, self.text_field: text[:keep] + TRUNCATION_MARKER})
             tokens = _estimate(system, user)

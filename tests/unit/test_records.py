@@ -351,3 +351,41 @@ def test_a_control_character_in_the_cut_off_tail_of_a_truncated_text_is_rejected
     result = builder.build(row("C1", text="word " * 10_000 + char + "end"))
 
     assert_rejected(result, "control_characters", "C1")
+
+
+# --- texts in scripts of about a token a character ---------------------------------------------------
+
+CJK = "お客様の請求書について確認します。"
+
+
+def test_a_japanese_text_is_estimated_at_about_a_token_a_character_not_one_per_three_and_a_half():
+    text = CJK * 100
+    assert len(text) <= estimate_tokens(text) <= 1.5 * len(text)
+
+
+def test_an_accented_latin_text_is_estimated_a_little_above_plain_ascii():
+    ascii_text = "Grusse, ich mochte meine Rechnung prufen. " * 50
+    accented = "Grüße, ich möchte meine Rechnung prüfen. " * 50
+    assert estimate_tokens(ascii_text) < estimate_tokens(accented) < 1.25 * estimate_tokens(ascii_text)
+
+
+TEXT_ONLY = PromptTemplate(name="p", version="1", system="Summarize the call.", user="{{ transcript }}")
+
+
+@pytest.mark.parametrize("prompt", ["text only", "with a column"])
+def test_a_japanese_text_over_the_models_window_is_rejected_not_sent_to_fail(call_prompt, prompt):
+    """At a token a character, budget-many characters do not fit; characters / 3.5 said they did."""
+    builder = RecordBuilder(
+        AmazonTitanText(), TEXT_ONLY if prompt == "text only" else call_prompt, {"max_tokens": 512}
+    )
+    text = (CJK * (builder.budget // len(CJK) + 1))[: builder.budget]
+    assert_rejected(builder.build(row("C1", text=text)), "too_long", "C1")
+
+
+def test_a_japanese_text_is_truncated_to_the_budget_at_about_a_token_a_character(call_prompt):
+    builder = RecordBuilder(AmazonTitanText(), call_prompt, {"max_tokens": 512}, on_too_long="truncate")
+    record = builder.build(row("C1", text=CJK * 2_000))
+    assert isinstance(record, BatchRecord) and record.truncated
+    kept = record.model_input["inputText"].count("。") * len(CJK)
+    assert 0.6 * builder.budget < kept <= builder.budget
+    assert record.est_input_tokens <= builder.budget
