@@ -84,6 +84,7 @@ class JobOutcome:
     quarantined: int = 0
     unexpected: int = 0
     input_tokens: int = 0
+    """Billed: the manifest's count when it gives one (and agrees with the output), else the summaries'."""
     output_tokens: int = 0
     retry: int = 0
     dead_lettered: int = 0
@@ -242,6 +243,25 @@ class JobCollector:
             )
 
 
+def _bill_from_manifest(outcome: JobOutcome, manifest: Manifest) -> None:
+    """The job's tokens as its manifest counts them, when it does: Bedrock's own totals, which also
+    bill the records left without a summary (a response with no text, an output line that cannot be
+    read). The summaries' own counts are what the output table holds."""
+    billed = (manifest.input_token_count, manifest.output_token_count)
+    if billed[0] is None or billed[1] is None:
+        return
+    summed = (outcome.input_tokens, outcome.output_tokens)
+    if billed != summed:
+        log.info(
+            "Job %s: its manifest bills %d input / %d output tokens, its summaries hold %d / %d; the "
+            "run's tokens and cost use the manifest's",
+            outcome.job_name,
+            *billed,
+            *summed,
+        )
+    outcome.input_tokens, outcome.output_tokens = billed[0], billed[1]
+
+
 @frozen_heap()
 def collect_job(
     *,
@@ -295,12 +315,16 @@ def collect_job(
     outcome.retry = counts["retry"]
     outcome.dead_lettered = counts["dead_lettered"]
     if collector.manifest is not None:
-        check = reconcile(set(record_map), collector.seen, collector.manifest)
+        # A record whose line names it but cannot be read was processed too, as the manifest counts.
+        processed = collector.seen | (collector.unreadable.keys() & record_map.keys())
+        check = reconcile(set(record_map), processed, collector.manifest)
         outcome.manifest_problem = check.manifest_mismatch
         if check.manifest_mismatch:
             log.warning(
                 "Job %s output does not match its manifest: %s", job.job_name, check.manifest_mismatch
             )
+        else:
+            _bill_from_manifest(outcome, collector.manifest)
     elif collector.manifest_error is not None:
         outcome.manifest_problem = collector.manifest_error
     elif job_arn and status in {"Completed", "PartiallyCompleted"}:

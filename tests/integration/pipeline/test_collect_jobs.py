@@ -179,6 +179,43 @@ def test_a_processed_record_whose_output_cannot_be_read_is_a_final_error_naming_
     assert odd_key not in pending(harness)  # billed once already: not sent again until someone looks
 
 
+def test_the_jobs_tokens_are_what_its_manifest_bills_including_records_left_without_a_summary(harness):
+    _, prepared, job, info = one_job(harness)
+    keys = output_keys(harness, job, info)
+    (out_key,) = [key for key in keys if key.endswith(".jsonl.out")]
+    (manifest_key,) = [key for key in keys if key.endswith("manifest.json.out")]
+    manifest = orjson.loads(harness.s3.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read())
+    lines = harness.s3.get_object(Bucket=BUCKET, Key=out_key)["Body"].read().splitlines(keepends=True)
+    no_text = orjson.loads(lines[1])
+    no_text["modelOutput"]["content"] = []  # billed, but nothing to keep: an output_unreadable error
+    lines[1] = orjson.dumps(no_text) + b"\n"
+    harness.s3.put_object(Bucket=BUCKET, Key=out_key, Body=b"".join(lines))
+
+    outcome = harness.collect(prepared, job, info)
+
+    assert outcome.output_unreadable == 1
+    assert outcome.manifest_problem is None  # the record was processed, as the manifest counts it
+    assert (outcome.input_tokens, outcome.output_tokens) == (
+        manifest["inputTokenCount"],
+        manifest["outputTokenCount"],
+    )
+    loaded = harness.query("SELECT SUM(input_tokens), SUM(output_tokens) FROM call_summaries")
+    assert loaded[0][0] < outcome.input_tokens and loaded[0][1] < outcome.output_tokens
+
+
+def test_a_job_without_token_counts_in_its_manifest_counts_the_tokens_of_its_summaries(harness):
+    _, prepared, job, info = one_job(harness)
+    (manifest_key,) = [key for key in output_keys(harness, job, info) if key.endswith("manifest.json.out")]
+    manifest = orjson.loads(harness.s3.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read())
+    del manifest["inputTokenCount"], manifest["outputTokenCount"]
+    harness.s3.put_object(Bucket=BUCKET, Key=manifest_key, Body=orjson.dumps(manifest))
+
+    outcome = harness.collect(prepared, job, info)
+
+    loaded = harness.query("SELECT SUM(input_tokens), SUM(output_tokens) FROM call_summaries")
+    assert (outcome.input_tokens, outcome.output_tokens) == loaded[0]
+
+
 def test_a_readable_line_of_a_record_wins_over_an_unreadable_one(harness):
     _, prepared, job, info = one_job(harness)
     (out_key,) = [key for key in output_keys(harness, job, info) if key.endswith(".jsonl.out")]
