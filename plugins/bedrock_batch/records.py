@@ -265,8 +265,17 @@ class RecordBuilder:
                 f"source key appears more than once in this run (or shares record id {record_id} with "
                 "another of its keys)",
             )
-        self._seen.add(fingerprint)
+        built = self._build_checked(key, record_id, raw_text, fields, attempt)
+        if type(built) is BatchRecord:
+            # Only a row that became a record holds its key: a bad row before a good one of the same
+            # key (a blank text, then the transcript) must not cost the good one as a duplicate.
+            self._seen.add(fingerprint)
+        return built
 
+    def _build_checked(
+        self, key: str, record_id: str, raw_text: Any, fields: Mapping[str, Any], attempt: int
+    ) -> BatchRecord | Rejection:
+        """:meth:`build_from` once the key is known to be new: the text, the other columns, the line."""
         if type(raw_text) is str and raw_text and not raw_text.isspace():
             text = raw_text  # UTF-8 and controls are checked on the serialised line below
         else:

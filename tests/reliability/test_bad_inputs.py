@@ -99,6 +99,18 @@ def test_every_bad_row_kind_is_rejected_with_its_code_and_accounted_for(library_
     assert counts["pending"] == len(good) + 2
 
 
+def test_a_blank_row_before_the_transcript_of_the_same_key_does_not_cost_the_transcript(
+    library_run, sqlite_warehouse
+):
+    _source_table_without_a_key_constraint(sqlite_warehouse, [("twice-1", ""), ("twice-1", GOOD_TEXT)])
+    run = library_run()
+    plan = run.prepare(seed_count=0)
+    # Both rows have one timestamp, so either may be read first: the other is the one rejected.
+    assert plan["rejected_by_code"] in ({"empty_text": 1}, {"duplicate_key": 1})
+    queued = run.as_pipeline_run.query("SELECT source_key FROM call_summary_pending")
+    assert queued == [("twice-1",)]  # the transcript goes on (carried over: under the batch minimum)
+
+
 def test_rejected_row_text_never_reaches_the_error_messages(library_run, sqlite_warehouse):
     _source_table_without_a_key_constraint(sqlite_warehouse, [("ctrl-2", "secret words\x07 here")])
     run = library_run()

@@ -202,9 +202,19 @@ def test_duplicate_key_is_rejected(builder):
     assert_rejected(result, "duplicate_key", "C1")
 
 
-def test_duplicate_key_is_rejected_even_if_first_row_was_bad(builder):
-    builder.build(row("C1", text=""))
-    assert_rejected(builder.build(row("C1")), "duplicate_key", "C1")
+def test_a_good_row_after_a_bad_row_of_the_same_key_is_built(builder):
+    assert_rejected(builder.build(row("C1", text="")), "empty_text", "C1")
+    assert isinstance(builder.build(row("C1")), BatchRecord)
+
+
+def test_a_bad_row_after_a_good_row_of_the_same_key_is_rejected_as_a_duplicate(builder):
+    assert isinstance(builder.build(row("C1")), BatchRecord)
+    assert_rejected(builder.build(row("C1", text="")), "duplicate_key", "C1")
+
+
+def test_two_bad_rows_of_one_key_are_each_rejected_for_what_is_wrong_with_them(builder):
+    assert_rejected(builder.build(row("C1", text="")), "empty_text", "C1")
+    assert_rejected(builder.build(row("C1", text="a\x00b")), "control_characters", "C1")
 
 
 def test_record_id_collision_is_rejected(builder, monkeypatch):
