@@ -292,7 +292,7 @@ class Warehouse:
     # -- schema -------------------------------------------------------------------------------------
 
     def ensure_schema(self) -> list[int]:
-        """Apply the versioned DDL this pipeline has not applied yet; return the versions applied."""
+        """Apply the versioned DDL not yet applied to this pipeline's tables; return the versions applied."""
         migrations = migration_files(self.sql_dir)
         applied_now: list[int] = []
         if self.dialect == "sqlite":
@@ -312,10 +312,7 @@ class Warehouse:
                 " pipeline TEXT NOT NULL, version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL,"
                 " PRIMARY KEY (pipeline, version))"
             )
-            cur.execute(
-                f"SELECT version FROM {MIGRATIONS_TABLE} WHERE pipeline = {self._ph}", (self.pipeline,)
-            )
-            done = {int(row[0]) for row in cur.fetchall()}
+            done = self._applied(cur) or self._adopt_pipeline_versions(cur)
             for version, path in migrations:
                 if version in done:
                     continue
@@ -325,7 +322,7 @@ class Warehouse:
                 cur.execute(
                     f"INSERT INTO {MIGRATIONS_TABLE} (pipeline, version, applied_at)"
                     f" VALUES ({self._params(3)})",
-                    (self.pipeline, version, self._ts(datetime.now(UTC))),
+                    (self.tables_key, version, self._ts(datetime.now(UTC))),
                 )
                 applied_now.append(version)
             cur.close()
@@ -345,10 +342,48 @@ class Warehouse:
                 cur.execute("SELECT to_regclass(%s) IS NOT NULL", (MIGRATIONS_TABLE,))
             if not cur.fetchone()[0]:
                 return set()
+            return self._applied(cur) or self._pipeline_versions(cur)
+
+    @property
+    def tables_key(self) -> str:
+        """Whom the migrations table records versions for: this set of tables (lower case, as SQL
+        folds unquoted names), not the pipeline. Keyed by pipeline, renaming a table in the config
+        left the new tables uncreated, and a second pipeline on the same tables ran 0002 again."""
+        t = self.tables
+        return ",".join(name.lower() for name in (t.output_table, t.error_table, t.pending_table))
+
+    def _applied(self, cur: Any) -> set[int]:
+        cur.execute(f"SELECT version FROM {MIGRATIONS_TABLE} WHERE pipeline = {self._ph}", (self.tables_key,))
+        return {int(row[0]) for row in cur.fetchall()}
+
+    def _pipeline_versions(self, cur: Any) -> set[int]:
+        """Versions recorded under the pipeline's name (before :attr:`tables_key`), if its output
+        table is there: those were applied to these tables, unless the config has renamed them."""
+        cur.execute(f"SELECT version FROM {MIGRATIONS_TABLE} WHERE pipeline = {self._ph}", (self.pipeline,))
+        versions = {int(row[0]) for row in cur.fetchall()}
+        return versions if versions and self._table_exists(cur, self.tables.output_table) else set()
+
+    def _adopt_pipeline_versions(self, cur: Any) -> set[int]:
+        """:meth:`_pipeline_versions`, recorded again under :attr:`tables_key` (an upgrade's first run)."""
+        versions = self._pipeline_versions(cur)
+        now = self._ts(datetime.now(UTC))
+        for version in sorted(versions):
             cur.execute(
-                f"SELECT version FROM {MIGRATIONS_TABLE} WHERE pipeline = {self._ph}", (self.pipeline,)
+                f"INSERT INTO {MIGRATIONS_TABLE} (pipeline, version, applied_at) VALUES ({self._params(3)})",
+                (self.tables_key, version, now),
             )
-            return {int(row[0]) for row in cur.fetchall()}
+        return versions
+
+    def _table_exists(self, cur: Any, table: str) -> bool:
+        if self.dialect == "postgres":
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+            return bool(cur.fetchone()[0])
+        schema, _, name = table.rpartition(".")
+        master = f"{schema}.sqlite_master" if schema else "sqlite_master"
+        cur.execute(
+            f"SELECT COUNT(*) FROM {master} WHERE type = 'table' AND name = ? COLLATE NOCASE", (name,)
+        )
+        return bool(cur.fetchone()[0])
 
     # -- reading ------------------------------------------------------------------------------------
 

@@ -73,8 +73,44 @@ def test_ensure_schema_applies_each_version_once(warehouse_db):
     assert wh.ensure_schema() == []
     assert query(
         warehouse_db, "SELECT pipeline, version FROM bedrock_batch_schema_migrations ORDER BY version"
-    ) == [("summarize_calls", 1), ("summarize_calls", 2), ("summarize_calls", 3), ("summarize_calls", 4)]
+    ) == [(wh.tables_key, version) for version in (1, 2, 3, 4)]
     assert query(warehouse_db, f"SELECT COUNT(*) FROM {TABLES.output_table}") == [(0,)]
+
+
+def test_tables_renamed_in_a_pipelines_config_are_created_on_its_next_run(warehouse_db):
+    Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls").ensure_schema()
+    renamed = WarehouseTables("call_summaries_v2", "call_summary_errors_v2", "call_summary_pending_v2")
+
+    assert Warehouse(warehouse_db.conn_id, renamed, pipeline="summarize_calls").ensure_schema() == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert query(warehouse_db, "SELECT COUNT(*) FROM call_summary_pending_v2") == [(0,)]
+
+
+def test_a_second_pipeline_on_the_same_tables_applies_nothing_again(warehouse_db):
+    Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls").ensure_schema()
+
+    assert Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls_v2").ensure_schema() == []
+
+
+def test_versions_recorded_under_the_pipelines_name_are_kept_for_its_existing_tables(warehouse_db):
+    """A warehouse migrated before versions were keyed by the tables: nothing is applied twice."""
+    wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls")
+    wh.ensure_schema()
+    execute(
+        warehouse_db,
+        [
+            "UPDATE bedrock_batch_schema_migrations SET pipeline = 'summarize_calls'"
+            f" WHERE pipeline = '{wh.tables_key}'"
+        ],
+    )
+
+    assert wh.applied_versions() == {1, 2, 3, 4}
+    assert wh.ensure_schema() == []
+    assert Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls_v2").ensure_schema() == []
 
 
 def test_ensure_schema_creates_each_pipelines_own_tables(warehouse_db):
