@@ -305,7 +305,20 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
             return
         job = self._checked_job()
         expected = bedrock_job_name(job["job_name"], self._token(context, job))
-        previous = self.hook.get_job(str(stored))
+        from botocore.exceptions import ClientError
+
+        try:
+            previous = self.hook.get_job(str(stored))
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+            # Past Bedrock's job retention, or asked in another region or account than it ran in: it
+            # runs on nothing here. Kept, its ARN would fail every retry of this task.
+            self.log.warning(
+                "Stored job %s is unknown to Bedrock (%s); submitting %s", stored, error, expected
+            )
+            store.set(self.external_id_key, "")
+            return
         name, status = previous.get("jobName"), previous.get("status")
         if name == expected:
             return

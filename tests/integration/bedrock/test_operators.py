@@ -34,6 +34,9 @@ class DictStateStore:
         self.values[key] = value
 
 
+JOB_ARN_PREFIX = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job"
+
+
 def context(store: DictStateStore | None = None, run_id: str = "scheduled__2026-01-01") -> dict[str, Any]:
     ctx: dict[str, Any] = {"ti": SimpleNamespace(dag_id="summaries", stats_tags={}), "run_id": run_id}
     if store is not None:
@@ -144,6 +147,17 @@ def test_a_cleared_run_with_other_input_refuses_a_second_job_while_the_first_sti
     wait_terminal(bedrock_hook, first["job_arn"])
     second = submit(restaged).execute(context(store))
     assert second["job_arn"] != first["job_arn"] and creates(local_aws) == 1
+
+
+def test_a_stored_job_bedrock_no_longer_knows_is_forgotten_and_the_job_submitted(plan_job, local_aws):
+    """Cleared long after (past Bedrock's job retention), or after the region changed."""
+    store = DictStateStore()
+    store.set(BedrockBatchSubmitOperator.external_id_key, f"{JOB_ARN_PREFIX}/gone00000000")
+
+    result = submit(plan_job).execute(context(store))
+
+    assert creates(local_aws) == 1
+    assert store.get(BedrockBatchSubmitOperator.external_id_key) == result["job_arn"]
 
 
 def test_retried_task_returns_a_finished_job_without_creating(plan_job, local_aws, bedrock_hook):
