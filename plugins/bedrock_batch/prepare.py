@@ -560,7 +560,8 @@ class RunPreparer:
         )
         if expected < self.quotas.min_records_per_job:
             self._refuse_other_input(unsettled, set())
-            plan, on_demand = None, self._small_batch(list(self._rows(self.settings.record_limit)))
+            rows = list(self._rows(self.settings.record_limit))
+            plan, on_demand = None, self._small_batch(rows, capacity=expected)
         else:
             plan, on_demand = self._stage(expected, unsettled), None
         self.rejections.flush()
@@ -665,11 +666,21 @@ class RunPreparer:
         a job still stopping fails prepare until it has stopped (its output is loaded first)."""
         return sum(name.startswith(f"{planned_name}-") for name in self._ended)
 
-    def _small_batch(self, rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
-        """Fewer rows than a job's minimum: carry them over, run them on demand, or fail."""
+    def _small_batch(self, rows: list[Mapping[str, Any]], *, capacity: int) -> dict[str, Any] | None:
+        """Fewer rows than a job's minimum: carry them over, run them on demand, or fail.
+
+        Records past ``capacity`` (the rows counted) came from rows that arrived after the count: they
+        are carried over, as staging does, so a bulk insert landing between the two never goes on
+        demand at twice the batch price, nor fails the run under ``small_batch.policy: fail``.
+        """
         records: list[BatchRecord] = list(
             iter_records(rows, self.config, self._builder(), self.rejections, self.counts)
         )
+        if len(records) > capacity:
+            late = records[capacity:]
+            del records[capacity:]
+            log.warning("%d rows arrived after the run was counted; carried over to the next run", len(late))
+            self._carry_over(record.source_key for record in late)
         if not records:
             return None
         policy = self.config.small_batch.policy

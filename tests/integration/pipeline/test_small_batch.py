@@ -68,6 +68,25 @@ def test_policy_on_demand_summarizes_through_bedrock_runtime(harness, local_aws_
     assert "bedrock:CreateModelInvocationJob" not in local_aws_clean.calls()
 
 
+def test_rows_that_arrive_after_a_small_batch_was_counted_are_carried_over_not_called_on_demand(
+    harness, monkeypatch
+):
+    """A bulk insert between the count and the read must not go on demand at twice the batch price."""
+    from bedrock_batch.prepare import RunPreparer
+
+    harness.configure(small_batch__policy="on_demand")
+    keys = harness.add_calls(8)
+    counted = RunPreparer._count
+    monkeypatch.setattr(RunPreparer, "_count", lambda self, limit: min(counted(self, limit), 3))
+
+    prepared = harness.prepare(QUOTAS)
+
+    assert (prepared.counts["on_demand"], prepared.counts["carried_over"]) == (3, 5)
+    called = harness.on_demand_keys(prepared)
+    assert len(called) == 3
+    assert pending(harness) == dict.fromkeys(set(keys) - set(called), "carried_over")
+
+
 def test_refused_on_demand_requests_carry_the_records_over_without_spending_an_attempt(
     harness, local_aws_clean
 ):
