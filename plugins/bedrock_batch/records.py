@@ -18,11 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from stringzilla import find_first_of
+from stringzilla import Str, find_first_of
 
 from bedrock_batch.errors import ConfigError
-from bedrock_batch.lines import LineTemplate, line_of, serialised_token_chars
-from bedrock_batch.models import CHARS_PER_TOKEN, ModelFamily, estimate_tokens, token_chars
+from bedrock_batch.lines import LineTemplate, line_of
+from bedrock_batch.models import (
+    CHARS_PER_TOKEN,
+    EXTRA_BYTE_CHARS,
+    ModelFamily,
+    estimate_tokens,
+    token_chars,
+)
 from bedrock_batch.prompts import PromptTemplate
 
 #: The ``stage`` of rejections made while building records.
@@ -331,8 +337,10 @@ class RecordBuilder:
             return None
         if _may_hold_controls(text, text_json):
             return None
-        chars = template.literal_chars + serialised_token_chars(text)
-        tokens = template.system_tokens + math.ceil(chars / CHARS_PER_TOKEN)
+        chars = len(text)
+        if not text.isascii():  # lines.serialised_token_chars, inlined: this runs once per record
+            chars += (len(Str(text)) - chars) * EXTRA_BYTE_CHARS
+        tokens = template.system_tokens + math.ceil((template.literal_chars + chars) / CHARS_PER_TOKEN)
         if tokens > self.budget:
             return None
         self._seen.add(fingerprint)
