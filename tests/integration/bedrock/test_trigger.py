@@ -61,15 +61,52 @@ def test_trigger_reports_a_stopped_job_as_failed(new_job, bedrock_hook):
     assert (payload["status"], payload["job_status"]) == ("failed", "Stopped")
 
 
-def test_trigger_gives_up_at_the_deadline(new_job, bedrock_hook):
+class RecordedSleeps:
+    """Stands in for the trigger module's ``asyncio`` and ``time``: its pauses are recorded, and with
+    ``real=False`` not slept but added to a clock of its own, so a spec reads the pause sequence and
+    the progress logs without waiting for them (and without timing anything). After ``stop_after``
+    pauses it raises :class:`EnoughPauses`, which ends ``run()``."""
+
+    def __init__(self, monkeypatch, *, real: bool, stop_after: int | None = None) -> None:
+        self.pauses: list[float] = []
+        self.now = 1000.0
+        self.real = real
+        self.stop_after = stop_after
+        real_sleep = asyncio.sleep
+
+        async def sleep(pause: float) -> None:
+            self.pauses.append(pause)
+            if self.stop_after is not None and len(self.pauses) >= self.stop_after:
+                raise EnoughPauses
+            if self.real:
+                await real_sleep(pause)
+            else:
+                self.now += pause
+                await real_sleep(0)
+
+        module = SimpleNamespace(**vars(asyncio))
+        module.sleep = sleep
+        monkeypatch.setattr(triggers, "asyncio", module)
+        if not real:
+            monkeypatch.setattr(triggers, "time", SimpleNamespace(monotonic=lambda: self.now))
+
+
+class EnoughPauses(Exception):
+    pass
+
+
+def test_trigger_gives_up_at_the_deadline_not_at_its_next_poll(new_job, bedrock_hook, monkeypatch):
     job_arn = new_job(fault="stick")
     wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    sleeps = RecordedSleeps(monkeypatch, real=True)
     deadline = (datetime.now(UTC) + timedelta(seconds=0.5)).isoformat()
-    started = datetime.now(UTC)
-    payload = run_trigger(trigger_for(job_arn, deadline=deadline))[0].payload
-    assert payload["status"] == "deadline"
-    assert payload["job_status"] == "Scheduled"
-    assert datetime.now(UTC) - started < timedelta(seconds=15)  # not the next poll a minute later
+    # A minute between polls: without cutting the pause to the time left, run_trigger times out.
+    trigger = trigger_for(job_arn, deadline=deadline, poll_interval=60, max_poll_interval=60)
+
+    payload = run_trigger(trigger)[0].payload
+
+    assert (payload["status"], payload["job_status"]) == ("deadline", "Scheduled")
+    assert sleeps.pauses and all(pause <= 0.5 for pause in sleeps.pauses)
 
 
 def test_trigger_with_a_past_deadline_still_reports_a_finished_job(new_job, bedrock_hook):
@@ -117,25 +154,48 @@ def test_trigger_logs_progress_on_status_changes_without_record_text(new_job):
     assert not any("Summarise call" in str(entry) for entry in logs)
 
 
-def test_trigger_logs_progress_at_least_every_interval_while_nothing_changes(new_job, bedrock_hook):
+def test_trigger_logs_progress_at_least_every_interval_while_nothing_changes(
+    new_job, bedrock_hook, monkeypatch
+):
     job_arn = new_job(fault="stick")
     wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
-    deadline = (datetime.now(UTC) + timedelta(seconds=6)).isoformat()
-    with capture_logs() as logs:
-        run_trigger(trigger_for(job_arn, deadline=deadline, progress_log_interval=0.3))
+    sleeps = RecordedSleeps(monkeypatch, real=False, stop_after=15)
+    trigger = trigger_for(
+        job_arn, poll_interval=0.05, max_poll_interval=0.4, backoff=2, jitter=0, progress_log_interval=1.0
+    )
+    with capture_logs() as logs, pytest.raises(EnoughPauses):
+        run_trigger(trigger)
     scheduled = [entry for entry in logs if "is Scheduled" in entry["event"]]
-    assert len(scheduled) >= 3
+    # Polls at 0, 0.05, 0.15, 0.35, 0.75, then every 0.4 s: logged at the first (a change), then
+    # at the first poll 1 s or more after the last line: 1.15, 2.35, 3.55, 4.75.
+    assert len(sleeps.pauses) == 15
+    assert len(scheduled) == 5
 
 
-def test_trigger_backs_off_between_floor_and_ceiling(new_job, local_aws, bedrock_hook):
+def test_trigger_backs_off_between_floor_and_ceiling(new_job, local_aws, bedrock_hook, monkeypatch):
     job_arn = new_job(fault="stick")
     wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
     local_aws.admin.clear_calls()
-    deadline = (datetime.now(UTC) + timedelta(seconds=3)).isoformat()
-    run_trigger(trigger_for(job_arn, deadline=deadline, poll_interval=0.05, max_poll_interval=0.4, backoff=2))
-    polls = [c for c in local_aws.calls() if c == "bedrock:GetModelInvocationJob"]
-    # Without backoff 3 s / 0.05 s = 60 polls; with it the pauses grow to 0.4 s (about 12).
-    assert 3 <= len(polls) <= 20
+    sleeps = RecordedSleeps(monkeypatch, real=False, stop_after=7)
+    trigger = trigger_for(job_arn, poll_interval=0.05, max_poll_interval=0.4, backoff=2, jitter=0)
+
+    with pytest.raises(EnoughPauses):
+        run_trigger(trigger)
+
+    assert sleeps.pauses == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.4, 0.4, 0.4])
+    assert local_aws.calls().count("bedrock:GetModelInvocationJob") == 7
+
+
+def test_trigger_pauses_are_jittered_within_floor_and_ceiling(new_job, bedrock_hook, monkeypatch):
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    sleeps = RecordedSleeps(monkeypatch, real=False, stop_after=30)
+
+    with pytest.raises(EnoughPauses):
+        run_trigger(trigger_for(job_arn, poll_interval=0.05, max_poll_interval=0.4, backoff=2, jitter=0.2))
+
+    assert all(0.05 <= pause <= 0.4 for pause in sleeps.pauses)
+    assert len(set(sleeps.pauses[3:])) > 1  # stretched or shrunk at random, not one fixed pause
 
 
 def test_on_kill_stops_the_job(new_job, bedrock_hook):
