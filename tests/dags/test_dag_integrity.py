@@ -35,6 +35,7 @@ def test_every_pipeline_config_has_a_dag(dagbag):
 
 
 def test_every_dag_has_tags_owner_and_docs(dagbag):
+    assert dagbag.dags
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         assert dag.doc_md and len(dag.doc_md) > 40, f"{dag_id} has no doc_md"
@@ -42,6 +43,7 @@ def test_every_dag_has_tags_owner_and_docs(dagbag):
 
 
 def test_every_task_retries_at_least_twice(dagbag):
+    assert dagbag.dags
     for dag_id, dag in dagbag.dags.items():
         for task in dag.tasks:
             assert task.retries >= 2, f"{dag_id}.{task.task_id} retries={task.retries}"

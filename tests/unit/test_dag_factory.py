@@ -9,14 +9,14 @@ from bedrock_batch.dag_factory import build_pipeline_dag
 
 
 def test_the_first_run_summarizes_the_start_date_in_the_pipelines_time_zone():
+    from airflow.serialization.serialized_objects import DagSerialization
     from airflow.timetables.base import TimeRestriction
-    from airflow.timetables.interval import CronDataIntervalTimetable
 
     config = load_pipeline(PIPELINES_DIR / "summarize_calls.yaml").model_copy(
         update={"timezone": "Asia/Tokyo", "start_date": "2026-01-01"}
     )
     dag = build_pipeline_dag(config)
-    timetable = CronDataIntervalTimetable(config.schedule, config.timezone)  # as the scheduler runs it
+    timetable = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable  # as the scheduler has it
 
     first = timetable.next_dagrun_info(
         last_automated_data_interval=None,

@@ -33,6 +33,7 @@ def test_call_ids_are_unique_and_derived_from_day_and_index():
     rows = list(generate(DAY, 200, seed=7))
 
     assert [row["call_id"] for row in rows] == [call_id_for(DAY, i) for i in range(200)]
+    assert len({row["call_id"] for row in rows}) == 200
     assert rows[0]["call_id"] == "call-20261120-000000"
 
 

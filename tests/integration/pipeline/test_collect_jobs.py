@@ -117,7 +117,7 @@ def test_a_job_that_did_not_run_queues_every_record_with_the_job_message(harness
     assert harness.query("SELECT COUNT(*) FROM call_summaries") == [(0,)]
 
 
-def test_throttled_records_are_model_errors_queued_for_retry(harness):
+def test_records_failing_with_server_errors_are_model_errors_queued_for_retry(harness):
     _, prepared, job, info = one_job(harness, tags={"local-aws:record-error-rate": "0.5"})
     outcome = harness.collect(prepared, job, info)
     assert 0 < outcome.model_errors < RECORDS
@@ -125,6 +125,24 @@ def test_throttled_records_are_model_errors_queued_for_retry(harness):
     model_errors = errors(harness, "model")
     assert {(code, retryable) for _, code, _, retryable, _ in model_errors} == {("500", 1)}
     assert pending(harness) == {key: "retry" for key, *_ in model_errors}
+
+
+def test_throttled_records_are_model_errors_queued_for_retry(harness):
+    _, prepared, job, info = one_job(harness)
+    (out_key,) = [key for key in output_keys(harness, job, info) if key.endswith(".jsonl.out")]
+    lines = harness.s3.get_object(Bucket=BUCKET, Key=out_key)["Body"].read().splitlines(keepends=True)
+    throttled = orjson.loads(lines[0])
+    del throttled["modelOutput"]
+    throttled["error"] = {"errorCode": 429, "errorMessage": "Too many requests, please wait."}
+    lines[0] = orjson.dumps(throttled) + b"\n"
+    harness.s3.put_object(Bucket=BUCKET, Key=out_key, Body=b"".join(lines))
+
+    outcome = harness.collect(prepared, job, info)
+
+    assert (outcome.model_errors, outcome.summarized) == (1, RECORDS - 1)
+    ((key, code, _, retryable, dead),) = errors(harness, "model")
+    assert (code, retryable, dead) == ("429", 1, 0)
+    assert pending(harness) == {key: "retry"}
 
 
 def test_input_errors_are_recorded_as_final_not_retried(harness):

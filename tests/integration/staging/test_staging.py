@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -357,14 +358,20 @@ def test_kms_key_and_expected_bucket_owner_go_with_every_write(s3, bucket, make_
     assert s3.head_object(Bucket=bucket, Key=key)["ServerSideEncryption"] == "aws:kms"
 
 
-def test_abort_leaves_no_open_multipart_upload(s3, bucket, make_stager):
+def test_abort_leaves_no_open_multipart_upload(local_aws_clean, s3, bucket, make_stager):
     quotas = BIG_FILE_QUOTAS
     stager = make_stager([12], quotas, part_size=5 * MIB)
     with pytest.raises(RuntimeError), stager:
         for n in range(12):
             stager.add(record(n, text="a" * (512 * 1024)))
+        # The first part (5 MiB of the 6) is handed to the upload threads: its upload is open.
+        deadline = time.monotonic() + 30
+        while "s3:CreateMultipartUpload" not in local_aws_clean.calls() and time.monotonic() < deadline:
+            time.sleep(0.01)
         raise RuntimeError("the task was killed")
 
+    calls = local_aws_clean.calls()
+    assert "s3:CreateMultipartUpload" in calls and "s3:AbortMultipartUpload" in calls
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
