@@ -226,7 +226,12 @@ def test_while_a_load_is_slow_to_fail_no_more_than_the_pools_calls_go_on():
     runtime = SlowRuntime({name: [claude_body()] for name in names})
 
     def database_gone_after_a_wait(summaries: list[Any], errors: list[Any]) -> None:
-        time.sleep(0.3)  # a connect timeout, a busy wait: meanwhile the pool must not call on
+        # A connect timeout: meanwhile the pool must not call on. The wait ends early once more calls
+        # than the bound have gone (they would all go, 100 in ~0.13 s, if the pool called on), so a
+        # slow machine cannot hide that by calling too slowly within a fixed wait.
+        deadline = time.monotonic() + 1.5
+        while len(runtime.calls) <= 20 + 3 + 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
         raise ConnectionError("the warehouse went away")
 
     with pytest.raises(ConnectionError):
