@@ -476,12 +476,13 @@ def test_dockerfile_installs_requirements_txt_without_pip_cache():
 
 
 def test_dockerfile_installs_requirements_as_the_airflow_user():
-    user = None
+    user, install_users = None, []
     for keyword, args in dockerfile_instructions():
         if keyword == "USER":
             user = args
         elif keyword == "RUN" and "pip install" in args:
-            assert user == "airflow"
+            install_users.append(user)
+    assert install_users and set(install_users) == {"airflow"}
 
 
 def test_dockerfile_copies_local_aws_where_the_service_runs_it(compose_services):

@@ -65,7 +65,19 @@ def test_deferred_sensor_ends_with_the_trigger_event(new_job, bedrock_hook):
 
 def test_execute_complete_returns_a_small_summary_on_success():
     event = {"status": "success", "job_arn": ARN, "job_status": "Completed", "total_records": 5}
-    assert sensor().execute_complete({}, event)["total_records"] == 5
+    event["raw"] = {"inputDataConfig": {"s3InputDataConfig": {"s3Uri": "s3://in/" + "x" * 5000}}}
+    summary = sensor().execute_complete({}, event)
+    assert set(summary) == {
+        "job_arn",
+        "job_name",
+        "job_status",
+        "message",
+        "total_records",
+        "processed_records",
+        "success_records",
+        "error_records",
+    }
+    assert (summary["job_arn"], summary["total_records"]) == (ARN, 5)
 
 
 def test_execute_complete_warns_and_succeeds_on_partial():
