@@ -9,7 +9,8 @@ from typing import Any
 
 class CallLog:
     """Thread-safe, bounded list of served actions (``{"action": "s3:PutObject", ...}``), each with
-    the region and access key id the request was signed with (None when unsigned)."""
+    the region and access key id the request was signed with (None when unsigned); an S3 action also
+    with its ``path`` (``/bucket/key``) and a listing's ``prefix``."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self._lock = threading.Lock()
@@ -24,6 +25,8 @@ class CallLog:
         *,
         region: str | None = None,
         access_key: str | None = None,
+        path: str | None = None,
+        list_prefix: str | None = None,
     ) -> None:
         prefix = {"bedrock-runtime": "bedrock", "service-quotas": "servicequotas"}.get(service, service)
         entry = {
@@ -34,6 +37,9 @@ class CallLog:
             "region": region,
             "access_key": access_key,
         }
+        if path is not None:  # S3: the request's /bucket/key, and a listing's prefix
+            entry["path"] = path
+            entry["prefix"] = list_prefix
         with self._lock:
             self._calls.append(entry)
             if len(self._calls) > self._limit:

@@ -197,5 +197,9 @@ class LocalAws:
             return start_response(status, headers, *args)
 
         result = self._moto(environ, recording_start_response)
-        self.calls.record(service, operation, status_seen[0] if status_seen else 0, **signer)
+        where: dict[str, str | None] = {}
+        if service == "s3":
+            # PATH_INFO is decoded already (WSGI): /bucket/key as the client named it.
+            where = {"path": environ.get("PATH_INFO", ""), "list_prefix": (query.get("prefix") or [None])[0]}
+        self.calls.record(service, operation, status_seen[0] if status_seen else 0, **signer, **where)
         return result

@@ -13,12 +13,16 @@ import json
 import os
 import re
 import uuid
+from fnmatch import fnmatch
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import pytest
 
+from bedrock_batch.config import load_pipeline
 from include.demo_data import generate
+from tests.fixtures.pipeline_run import SHIPPED_CONFIG
 from tests.reliability.conftest import NOISY_DAY
 from tests.reliability.support import ACCOUNT_ID, KMS_KEY_ARN, LibraryRun
 
@@ -144,12 +148,28 @@ def test_the_pass_role_grant_is_limited_to_bedrock():
     assert statement["Condition"] == {"StringEquals": {"iam:PassedToService": "bedrock.amazonaws.com"}}
 
 
-def test_a_dag_run_touches_only_the_prefixes_the_policies_grant(noisy_hardened_run, local_aws):
-    s3 = local_aws.client("s3")
-    listing = s3.list_objects_v2(Bucket="bedrock-batch-tests", MaxKeys=1000)
-    keys = [obj["Key"] for obj in listing.get("Contents", [])]
-    assert keys
-    assert all(key.startswith(("bedrock-batch/input/", "bedrock-batch/output/")) for key in keys)
+def test_a_dag_run_touches_only_the_prefixes_the_policies_grant(noisy_hardened_run):
+    """Every S3 request of the run (from the stand-in's call log) names a key or lists a prefix
+    under what the Airflow role grants, filled in with the shipped config's prefixes."""
+    config = load_pipeline(SHIPPED_CONFIG)
+    values = {"InputPrefix": config.staging.input_prefix, "OutputPrefix": config.staging.output_prefix}
+    granted_keys, granted_lists = [], []
+    for statement in _policy("airflow-role-policy.json")["Statement"]:
+        resources = statement["Resource"]
+        for resource in [resources] if isinstance(resources, str) else resources:
+            if resource.startswith("arn:${Partition}:s3:::") and "/" in resource:
+                granted_keys.append(Template(resource.split("/", 1)[1]).substitute(values))
+        for prefix in statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", []):
+            granted_lists.append(Template(prefix).substitute(values))
+    requests = [call for call in noisy_hardened_run.extra["calls"] if call["service"] == "s3"]
+    # The stand-in logs S3 operations by their API names.
+    assert {"s3:PutObject", "s3:GetObject", "s3:ListObjectsV2"} <= {call["action"] for call in requests}
+    for call in requests:
+        _, _, key = call["path"].lstrip("/").partition("/")
+        if key:
+            assert any(fnmatch(key, pattern) for pattern in granted_keys), call
+        elif call["action"] in ("s3:ListObjectsV2", "s3:ListObjects"):
+            assert any(fnmatch(call["prefix"] or "", pattern) for pattern in granted_lists), call
 
 
 # -- the Bedrock service role -------------------------------------------------------------------
