@@ -333,14 +333,7 @@ class Warehouse:
     def applied_versions(self) -> set[int]:
         """The schema versions applied to this pipeline's tables, without applying any (read-only)."""
         with self._read_cursor(server_side=False) as cur:
-            if self.dialect == "sqlite":
-                cur.execute(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    (MIGRATIONS_TABLE,),
-                )
-            else:
-                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (MIGRATIONS_TABLE,))
-            if not cur.fetchone()[0]:
+            if not self._table_exists(cur, MIGRATIONS_TABLE):
                 return set()
             return self._applied(cur) or self._pipeline_versions(cur)
 
@@ -375,6 +368,7 @@ class Warehouse:
         return versions
 
     def _table_exists(self, cur: Any, table: str) -> bool:
+        """Whether ``table`` (``name`` or ``schema.name``) exists, without touching it."""
         if self.dialect == "postgres":
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
             return bool(cur.fetchone()[0])
