@@ -242,7 +242,13 @@ with DAG(
             log.info("Stopping Bedrock batch job %s", job_arn)
             access = _access(params, region=BedrockBatchHook.region_from_arn(job_arn))
             result = ops.stop_job(access.bedrock_hook(), job_arn)
-        log.info("Job %s: %s -> %s", job_arn, result["status_before"], result["status"])
+        log.info(
+            "Job %s: %s -> %s (%s)",
+            job_arn,
+            result["status_before"],
+            result["status"],
+            "stopped by this call" if result["stopped"] else "this call stopped nothing",
+        )
         return result
 
     @task

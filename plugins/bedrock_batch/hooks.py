@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
@@ -42,6 +42,16 @@ _STOP_REFUSED_CODES = frozenset({"ValidationException", "ConflictException"})
 """What Bedrock answers when asked to stop a job that is no longer running."""
 _STOPPED_OR_STOPPING = frozenset({*TERMINAL_STATUSES, "Stopping"})
 """A stop Bedrock refuses for a job in one of these states has nothing left to do."""
+
+
+class StopOutcome(NamedTuple):
+    """What :meth:`BedrockBatchHook.request_stop` found: whether Bedrock took the stop, and the
+    job's status afterwards."""
+
+    accepted: bool
+    status: str
+
+
 _MAX_LIST_PAGES = 1000
 """Upper bound of ListModelInvocationJobs pages one call reads, whatever nextToken says."""
 
@@ -54,6 +64,7 @@ __all__ = [
     "SUCCESS_STATUSES",
     "TERMINAL_STATUSES",
     "BedrockBatchHook",
+    "StopOutcome",
     "is_transient_error",
     "job_deadline",
     "job_progress",
@@ -246,6 +257,11 @@ class BedrockBatchHook(AwsBaseHook):
         A job that already finished, or is already stopping, is not an error: its status is logged and
         returned.
         """
+        return self.request_stop(job_arn).status
+
+    def request_stop(self, job_arn: str) -> StopOutcome:
+        """:meth:`stop_job`, also saying whether Bedrock took the stop: a job read as running a moment
+        earlier may have ended (or been stopped by someone else) before this call."""
         from botocore.exceptions import ClientError
 
         try:
@@ -257,10 +273,10 @@ class BedrockBatchHook(AwsBaseHook):
             if status not in _STOPPED_OR_STOPPING:
                 raise
             self.log.info("Bedrock batch job %s already %s; nothing to stop", job_arn, status)
-            return status
+            return StopOutcome(accepted=False, status=status)
         status = self.get_job(job_arn)["status"]
         self.log.info("Asked Bedrock to stop batch job %s; status now %s", job_arn, status)
-        return status
+        return StopOutcome(accepted=True, status=status)
 
     async def stop_job_async(self, job_arn: str) -> str | None:
         """StopModelInvocationJob on the aiobotocore client; None when it was stopped, else the status."""

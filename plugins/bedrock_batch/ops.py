@@ -264,17 +264,16 @@ def check_job_arn(job_arn: str | None) -> str:
 
 
 def stop_job(hook: BedrockBatchHook, job_arn: str) -> dict[str, Any]:
-    """Stop a job; a job that already finished is reported, not an error."""
-    from bedrock_batch.hooks import ACTIVE_STATUSES
-
+    """Stop a job; a job that already finished is reported, not an error. ``stopped`` is whether
+    this call stopped it: Bedrock took the stop (a job may end between the status read and the call)."""
     job_arn = check_job_arn(job_arn)
     before = hook.get_job(job_arn)["status"]
-    after = hook.stop_job(job_arn)
+    outcome = hook.request_stop(job_arn)
     return {
         "job_arn": job_arn,
         "status_before": before,
-        "status": after,
-        "stopped": before in ACTIVE_STATUSES and before != "Stopping",  # this call stopped it
+        "status": outcome.status,
+        "stopped": outcome.accepted,
     }
 
 
@@ -531,8 +530,9 @@ def reconcile(
                 if status in TERMINAL_STATUSES:
                     result["action"] = f"none: already {status}"
                 else:
-                    result["status"] = hook.stop_job(orphan.job_arn)
-                    result["action"] = "stopped"
+                    outcome = hook.request_stop(orphan.job_arn)
+                    result["status"] = outcome.status
+                    result["action"] = "stopped" if outcome.accepted else f"none: already {outcome.status}"
             elif status not in TERMINAL_STATUSES:
                 result["action"] = f"none: still {status}; adopt once it ends, or stop it"
             else:

@@ -98,6 +98,28 @@ def test_stop_job_on_a_job_already_stopping_does_not_claim_to_have_stopped_it(ho
     assert (result["status_before"], result["status"], result["stopped"]) == ("Stopping", "Stopping", False)
 
 
+def test_stop_job_on_a_job_that_ends_before_the_stop_does_not_claim_to_have_stopped_it(
+    hook, make_job, marker, monkeypatch
+):
+    job_arn = make_job(f"ends-{marker}")
+    real_get_job = hook.get_job
+    seen: list[str] = []
+
+    def read_then_let_it_end(arn: str):
+        job = real_get_job(arn)
+        if not seen:  # the status read before the stop: the job ends right after it
+            seen.append(job["status"])
+            wait_terminal(hook, arn)
+        return job
+
+    monkeypatch.setattr(hook, "get_job", read_then_let_it_end)
+
+    result = ops.stop_job(hook, job_arn)
+
+    assert seen and seen[0] != "Completed"
+    assert (result["status_before"], result["status"], result["stopped"]) == (seen[0], "Completed", False)
+
+
 def test_stop_job_on_a_finished_job_reports_its_status(hook, make_job, marker):
     job_arn = make_job(f"done-{marker}")
     wait_terminal(hook, job_arn)
@@ -143,6 +165,18 @@ def test_reconcile_stop_stops_a_running_orphan(hook, make_job, marker):
     (result,) = ops.reconcile(hook, is_tracked=only_kept_run_is_tracked, mode="stop", name_contains=marker)
     assert result["action"] == "stopped"
     assert wait_terminal(hook, orphan)["status"] == "Stopped"
+
+
+def test_reconcile_stop_does_not_claim_an_orphan_someone_else_is_stopping(hook, make_job, marker):
+    orphan = make_job(
+        f"rz-{marker}", run=(DAG_ID, GONE_RUN), fault="stick", tags={"local-aws:stopping-seconds": "20"}
+    )
+    wait_for_status(hook, orphan, {STUCK})
+    hook.stop_job(orphan)
+
+    (result,) = ops.reconcile(hook, is_tracked=only_kept_run_is_tracked, mode="stop", name_contains=marker)
+
+    assert (result["status"], result["action"]) == ("Stopping", "none: already Stopping")
 
 
 def test_reconcile_adopt_leaves_a_running_orphan_alone(hook, make_job, marker):
