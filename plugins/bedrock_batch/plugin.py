@@ -86,7 +86,8 @@ class RunRefCache:
         self._lock = Lock()
 
     def lookup(self, hook: Any, job_arns: list[str]) -> dict[str, RunRef | None]:
-        """The runs of ``job_arns``; unknown ones are fetched in parallel, failures give None."""
+        """The runs of ``job_arns`` (None: the job names none); unknown ones are fetched in parallel.
+        A job whose tags could not be read is left out, so the page can say so."""
         with self._lock:
             missing = [arn for arn in job_arns if arn not in self._refs]
 
@@ -104,11 +105,12 @@ class RunRefCache:
                 if len(self._refs) + len(fetched) > self.size:
                     self._refs.clear()
                 self._refs.update({arn: ref for arn, ref, ok in fetched if ok})
-            found = {arn: ref for arn, ref, _ in fetched}
+            found = {arn: ref for arn, ref, ok in fetched if ok}
         else:
             found = {}
         with self._lock:
-            return {arn: found[arn] if arn in found else self._refs.get(arn) for arn in job_arns}
+            known = {**self._refs, **found}
+        return {arn: known[arn] for arn in job_arns if arn in known}
 
 
 def _ui_root(request: Request) -> str:
@@ -147,6 +149,8 @@ def _row_html(row: dict[str, Any]) -> str:
         f"{esc(row['dag_id'])} / {esc(row['run_id'])}</a>"
         if row.get("dag_run_url")
         else '<span class="counts">not submitted by a DAG run</span>'
+        if row.get("tags_read", True)
+        else '<span class="counts">DAG run unknown: its tags could not be read (see the API log)</span>'
     )
     stop = (
         f'<button class="stop" type="button" data-arn="{esc(row["job_arn"])}" '
@@ -234,6 +238,7 @@ def create_app(*, authorizer: Authorizer = airflow_authorizer) -> FastAPI:
         ui_root = _ui_root(request)
         for row in rows:
             ref = found.get(row["job_arn"])
+            row["tags_read"] = row["job_arn"] in found
             row["dag_id"] = ref.dag_id if ref else None
             row["run_id"] = ref.run_id if ref else None
             row["dag_run_url"] = dag_run_path(ui_root, ref) if ref else None

@@ -92,6 +92,17 @@ def test_page_offers_stop_only_for_running_jobs(client, make_job, marker):
     assert f'fetch("{URL_PREFIX}/api/jobs/stop"' in page
 
 
+def test_page_says_a_jobs_run_is_unknown_when_its_tags_cannot_be_read(client, make_job, marker, local_aws):
+    job_arn = make_job(f"ui-{marker}-tagless", run=(DAG_ID, RUN_ID), fault="stick")
+    local_aws.admin.set_faults(access_denied={"ListTagsForResource": 50})
+
+    page = client.get(f"{URL_PREFIX}/", params={"name": marker}).text
+
+    row = row_of(page, job_arn)
+    assert "its tags could not be read" in row
+    assert "not submitted by a DAG run" not in row
+
+
 def test_page_filters_by_status(client, make_job, hook, marker):
     failed = make_job(f"ui-{marker}-bad", fault="fail")
     done = make_job(f"ui-{marker}-ok")
