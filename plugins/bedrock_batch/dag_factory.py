@@ -81,7 +81,10 @@ def _params(config: PipelineConfig) -> dict[str, Any]:
             None,
             type=["null", "string"],
             title="Model override",
-            description=f"Bedrock model id to use instead of {config.model.id} (same family).",
+            description=(
+                f"Bedrock model id to use instead of {config.model.id} (of the same family under "
+                "InvokeModel; any model under Converse)."
+            ),
         ),
         "record_limit": Param(
             None,

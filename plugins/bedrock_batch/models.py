@@ -640,6 +640,26 @@ def family_for(
     return family
 
 
+def check_model_override(configured: str, override: str, invocation_type: str = "InvokeModel") -> None:
+    """
+    Refuse a run's ``model_id`` param whose requests take another form than the configured model's.
+
+    Under InvokeModel each family has its own request body, and the prompt, its parameters and the
+    token budget were set for the configured one: another family is a ConfigError naming both. Under
+    Converse every model takes the same request, so any model id Converse takes is allowed.
+    """
+    wanted = family_for(override, invocation_type)  # an unknown model id is a ConfigError already
+    if invocation_type == "Converse":
+        return
+    family = family_for(configured, invocation_type)
+    if wanted.name != family.name:
+        raise ConfigError(
+            f"model_id param {override!r} is of model family {wanted.name!r}, not {family.name!r} as the "
+            f"configured model {configured!r}: under InvokeModel a run may only switch to a model of the "
+            "same family (its request body); change model.id in the pipeline's config instead"
+        )
+
+
 def family_of_job(
     job: Mapping[str, Any] | None, *, model_id: str, invocation_type: str = "InvokeModel"
 ) -> ModelFamily:

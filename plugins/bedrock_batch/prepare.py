@@ -21,7 +21,7 @@ from bedrock_batch.config import PipelineConfig, check_runtime_values
 from bedrock_batch.errors import EarlierTryError, QuotaError
 from bedrock_batch.heap import frozen_heap
 from bedrock_batch.job_status import ACTIVE_STATUSES, TERMINAL_STATUSES
-from bedrock_batch.models import family_for, family_of_job
+from bedrock_batch.models import check_model_override, family_for, family_of_job
 from bedrock_batch.prompts import load_prompt
 from bedrock_batch.quotas import BatchQuotas, default_quotas, plan_job_sizes, quotas_from_service
 from bedrock_batch.records import BatchRecord, RecordBuilder, Rejection, SourceRow, run_key
@@ -335,6 +335,8 @@ class RunPreparer:
         self._ended: list[str] = []
         """Names of those that ended or are stopping: the generations of a planned job."""
         self.model_id = settings.model_id or config.model.id
+        if self.model_id != config.model.id:
+            check_model_override(config.model.id, self.model_id, config.model.invocation_type)
         # The configured window is the configured model's; a run's model_id param gets its own.
         window = config.model.context_tokens if self.model_id == config.model.id else None
         self.family = family_for(self.model_id, config.model.invocation_type, context_tokens=window)

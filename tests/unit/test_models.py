@@ -19,6 +19,7 @@ from bedrock_batch.models import (
     MetaLlama4,
     MistralText,
     ModelOutput,
+    check_model_override,
     estimate_tokens,
     family_for,
     family_of_job,
@@ -488,3 +489,20 @@ def test_import_stays_cheap():
 def test_a_jobs_output_is_read_under_the_invocation_type_it_ran_with(job, family):
     model = "anthropic.claude-3-5-haiku-20241022-v1:0"
     assert type(family_of_job(job, model_id=model, invocation_type="Converse")) is family
+
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def test_a_runs_model_override_of_the_same_family_is_taken():
+    check_model_override(CLAUDE, "us.anthropic.claude-3-5-sonnet-20240620-v1:0")
+
+
+def test_a_runs_model_override_of_another_family_is_refused_naming_the_param_and_both_families():
+    pattern = r"model_id param 'amazon\.nova-lite-v1:0' .*'amazon-nova'.*'anthropic-claude'"
+    with pytest.raises(ConfigError, match=pattern):
+        check_model_override(CLAUDE, "amazon.nova-lite-v1:0")
+
+
+def test_under_converse_a_runs_model_override_may_be_of_another_family():
+    check_model_override(CLAUDE, "amazon.nova-lite-v1:0", "Converse")

@@ -9,9 +9,9 @@ from collections import Counter
 
 import pytest
 
-from bedrock_batch.errors import EarlierTryError, QuotaError
+from bedrock_batch.errors import ConfigError, EarlierTryError, QuotaError
 from bedrock_batch.prepare import resolve_quotas
-from tests.integration.pipeline.support import DAY, tiny_quotas
+from tests.integration.pipeline.support import BUCKET, DAY, tiny_quotas
 
 
 def line_size(harness) -> int:
@@ -167,6 +167,22 @@ def test_record_limit_does_not_spend_its_claim_on_a_queued_key_out_of_attempts(h
         "SELECT code, dead_lettered FROM call_summary_errors WHERE source_key = ? AND run_id = ?",
         (queued[0], prepared.run_id),
     ) == [("attempts_exhausted", 1)]  # not left queued for good
+
+
+def test_a_model_override_of_another_family_fails_prepare_before_anything_is_staged(harness):
+    harness.add_calls(5)
+    with pytest.raises(ConfigError, match=r"model_id param 'amazon\.nova-lite-v1:0'"):
+        harness.prepare(tiny_quotas(), model_id="amazon.nova-lite-v1:0")
+    staged = harness.s3.list_objects_v2(
+        Bucket=BUCKET, Prefix=f"{harness.config.staging.input_prefix}/{harness.config.name}/"
+    )
+    assert staged["KeyCount"] == 0
+
+
+def test_a_model_override_of_the_same_family_is_planned_with_it(harness):
+    harness.add_calls(5)
+    prepared = harness.prepare(tiny_quotas(), model_id="anthropic.claude-3-5-sonnet-20240620-v1:0")
+    assert prepared.plan["model_id"] == "anthropic.claude-3-5-sonnet-20240620-v1:0"
 
 
 def test_dry_run_stages_but_writes_nothing_to_the_warehouse_and_plans_no_jobs(harness):
