@@ -18,7 +18,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 
-.PHONY: help venv lint format test demo up bench lock clean
+.PHONY: help venv lint format test demo up schema-sql bench lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ demo: $(STAMP) ## one nightly run end to end on the local AWS stand-in and a SQL
 
 up: $(STAMP) ## the full stack: local AWS + Airflow UI/REST API on 127.0.0.1:8080 (Ctrl-C stops it)
 	$(BIN)/python -m scripts.up
+
+schema-sql: $(STAMP) ## print the SQL a DBA runs to create a pipeline's tables (PIPELINE=summarize_calls [AFTER=version])
+	@$(BIN)/python -m scripts.schema_sql $(PIPELINE) $(if $(AFTER),--after $(AFTER))
 
 bench: $(STAMP) ## benchmarks next to naive baselines at 10k/100k/1M records (10-12 min; see docs/performance.md)
 	$(BIN)/python -m bench

@@ -172,14 +172,10 @@ def setup(size: int) -> dict[str, Any]:
 
 
 def _warehouse() -> Any:
-    from bedrock_batch.warehouse import Warehouse, WarehouseTables
+    from bedrock_batch.warehouse import Warehouse
 
-    tables = pipeline().config.warehouse
-    warehouse = Warehouse(
-        CONN_ID,
-        WarehouseTables(tables.output_table, tables.error_table, tables.pending_table),
-        pipeline=pipeline().config.name,
-    )
+    config = pipeline().config
+    warehouse = Warehouse(CONN_ID, config.warehouse.tables(), pipeline=config.name)
     warehouse.ensure_schema()
     return warehouse
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bedrock_batch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bedrock_batch.table_names import WarehouseTables
 
 INCLUDE_DIR = Path(__file__).resolve().parents[2] / "include"
 #: Where pipeline configs live; BEDROCK_BATCH_PIPELINES_DIR points elsewhere (e.g. a deployment's own repo).
@@ -104,15 +107,18 @@ class WarehouseConfig(_Strict):
     def _tables_fit_together(self) -> WarehouseConfig:
         """The warehouse's own checks (distinct names; the window claims table named after the
         pending table fits in 63 characters), made when the DAG is imported, not at the first run."""
-        from bedrock_batch.table_names import WarehouseTables
-
         try:
-            WarehouseTables(
-                output_table=self.output_table, error_table=self.error_table, pending_table=self.pending_table
-            )
+            self.tables()
         except ConfigError as err:
             raise ValueError(str(err)) from None
         return self
+
+    def tables(self) -> WarehouseTables:
+        from bedrock_batch.table_names import WarehouseTables
+
+        return WarehouseTables(
+            output_table=self.output_table, error_table=self.error_table, pending_table=self.pending_table
+        )
 
 
 class AwsConfig(_Strict):

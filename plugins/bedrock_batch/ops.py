@@ -389,13 +389,9 @@ def pipeline_target(dag_id: str, *, render: Callable[[str], str] = str) -> Adopt
 def adopt_target(config: PipelineConfig, *, render: Callable[[str], str] = str) -> AdoptTarget:
     """A pipeline's warehouse and expected bucket owner (``render`` renders a templated owner)."""
     from bedrock_batch.config import is_template
-    from bedrock_batch.warehouse import Warehouse, WarehouseTables
+    from bedrock_batch.warehouse import Warehouse
 
-    tables = WarehouseTables(
-        output_table=config.warehouse.output_table,
-        error_table=config.warehouse.error_table,
-        pending_table=config.warehouse.pending_table,
-    )
+    tables = config.warehouse.tables()
     owner = config.staging.expected_bucket_owner
     if owner and is_template(owner):
         owner = render(owner)

@@ -154,13 +154,9 @@ class _PipelineOperator(BaseOperator):
 
     @cached_property
     def warehouse(self) -> Warehouse:
-        from bedrock_batch.warehouse import Warehouse, WarehouseTables
+        from bedrock_batch.warehouse import Warehouse
 
-        tables = WarehouseTables(
-            output_table=self.config.warehouse.output_table,
-            error_table=self.config.warehouse.error_table,
-            pending_table=self.config.warehouse.pending_table,
-        )
+        tables = self.config.warehouse.tables()
         # Claims on pending keys outlive the longest job this pipeline can submit, plus a day.
         claim_ttl = dt.timedelta(hours=self.config.jobs.timeout_hours + 24)
         return Warehouse(self.config.source.conn_id, tables, pipeline=self.config.name, claim_ttl=claim_ttl)

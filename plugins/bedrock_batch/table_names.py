@@ -59,6 +59,13 @@ class WarehouseTables:
         """Which runs hold which time windows (migration 0003); named after the pending table."""
         return f"{self.pending_table}_windows"
 
+    @property
+    def key(self) -> str:
+        """Whom the migrations table records versions for: this set of tables (lower case, as SQL
+        folds unquoted names), not the pipeline. Keyed by pipeline, renaming a table in the config
+        left the new tables uncreated, and a second pipeline on the same tables ran 0002 again."""
+        return ",".join(name.lower() for name in (self.output_table, self.error_table, self.pending_table))
+
     def placeholders(self) -> dict[str, str]:
         return {
             "output_table": self.output_table,

@@ -146,6 +146,50 @@ DEFAULT_CLAIM_TTL = timedelta(hours=168 + 24)
 """How long a run's claim on pending rows holds: the longest a batch job may run, plus a day."""
 
 
+MIGRATIONS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+    " pipeline TEXT NOT NULL, version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL,"
+    " PRIMARY KEY (pipeline, version))"
+)
+"""The table recording which versioned DDL files were applied to which set of tables."""
+
+
+def migration_statements(path: Path, tables: WarehouseTables) -> list[str]:
+    """The statements of one versioned DDL file, for ``tables``."""
+    return [
+        statement.format(**tables.placeholders())
+        for statement in split_statements(path.read_text(encoding="utf-8"))
+    ]
+
+
+def schema_script(tables: WarehouseTables, *, after: int = 0, sql_dir: Path | None = None) -> str:
+    """
+    The SQL :meth:`Warehouse.ensure_schema` runs for ``tables`` (versions past ``after``), recording
+    each version as applied: for a DBA to run where the pipeline's user may not CREATE in the schema.
+
+    A run then finds every version recorded and creates nothing. Portable across SQLite and Postgres,
+    as the DDL files are; one transaction.
+    """
+    migrations = migration_files(sql_dir or default_sql_dir())
+    wanted = [(version, path) for version, path in migrations if version > after]
+    key = tables.key.replace("'", "''")  # validated identifiers hold no quote; kept safe all the same
+    lines = [
+        f"-- bedrock_batch warehouse schema for tables {tables.key} (versions "
+        f"{', '.join(str(version) for version, _ in wanted) or 'none'} of {len(migrations)})",
+        "BEGIN;",
+        f"{MIGRATIONS_DDL};",
+    ]
+    for version, path in wanted:
+        lines.append(f"-- {path.name}")
+        lines.extend(f"{statement};" for statement in migration_statements(path, tables))
+        lines.append(
+            f"INSERT INTO {MIGRATIONS_TABLE} (pipeline, version, applied_at) "
+            f"VALUES ('{key}', {version}, CURRENT_TIMESTAMP);"
+        )
+    lines.append("COMMIT;")
+    return "\n".join(lines) + "\n"
+
+
 def migration_files(sql_dir: Path) -> list[tuple[int, Path]]:
     """``NNNN_name.sql`` files of ``sql_dir`` as (version, path), in version order."""
     found: dict[int, Path] = {}
@@ -307,18 +351,16 @@ class Warehouse:
             if self.dialect == "postgres":
                 # Serialises concurrent first runs: CREATE TABLE IF NOT EXISTS alone can race.
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x62_62_61_74_63_68,))
-            cur.execute(
-                f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
-                " pipeline TEXT NOT NULL, version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL,"
-                " PRIMARY KEY (pipeline, version))"
-            )
+            # Asked first: Postgres checks the right to CREATE even when the table is there, and a
+            # user without it runs on tables a DBA made with schema_script.
+            if not self._table_exists(cur, MIGRATIONS_TABLE):
+                cur.execute(MIGRATIONS_DDL)
             done = self._applied(cur) or self._adopt_pipeline_versions(cur)
             for version, path in migrations:
                 if version in done:
                     continue
-                sql = path.read_text(encoding="utf-8")
-                for statement in split_statements(sql):
-                    cur.execute(statement.format(**self.tables.placeholders()))
+                for statement in migration_statements(path, self.tables):
+                    cur.execute(statement)
                 cur.execute(
                     f"INSERT INTO {MIGRATIONS_TABLE} (pipeline, version, applied_at)"
                     f" VALUES ({self._params(3)})",
@@ -339,11 +381,8 @@ class Warehouse:
 
     @property
     def tables_key(self) -> str:
-        """Whom the migrations table records versions for: this set of tables (lower case, as SQL
-        folds unquoted names), not the pipeline. Keyed by pipeline, renaming a table in the config
-        left the new tables uncreated, and a second pipeline on the same tables ran 0002 again."""
-        t = self.tables
-        return ",".join(name.lower() for name in (t.output_table, t.error_table, t.pending_table))
+        """:attr:`WarehouseTables.key`: versions are recorded per set of tables, not per pipeline."""
+        return self.tables.key
 
     def _applied(self, cur: Any) -> set[int]:
         cur.execute(f"SELECT version FROM {MIGRATIONS_TABLE} WHERE pipeline = {self._ph}", (self.tables_key,))
