@@ -166,3 +166,40 @@ def test_rendered_invalid_bucket_names_the_setting():
             },
             pipeline="p",
         )
+
+
+def _settings(model: type, path: str = "") -> list[tuple[str, str]]:
+    """(dotted path, name) of every setting of ``model`` and of the sections under it."""
+    from pydantic import BaseModel
+
+    found = []
+    for name, field in model.model_fields.items():
+        found.append((f"{path}{name}", name))
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found.extend(_settings(field.annotation, f"{path}{name}."))
+    return found
+
+
+def test_every_setting_is_documented_or_shown_in_the_shipped_config():
+    """A setting a user cannot find is one they cannot use: README or operations.md name it in
+    backticks, or the shipped pipeline file spells it out."""
+    import yaml
+
+    from bedrock_batch.config import INCLUDE_DIR, PipelineConfig
+
+    root = INCLUDE_DIR.parent
+    docs = (root / "README.md").read_text() + (root / "docs" / "operations.md").read_text()
+    shipped = yaml.safe_load((INCLUDE_DIR / "pipelines" / "summarize_calls.yaml").read_text())
+
+    def in_shipped(dotted: str) -> bool:
+        section: object = shipped
+        for part in dotted.split("."):
+            if not isinstance(section, dict) or part not in section:
+                return False
+            section = section[part]
+        return True
+
+    settings = _settings(PipelineConfig)
+    assert len(settings) > 40
+    undocumented = [dotted for dotted, name in settings if f"`{name}`" not in docs and not in_shipped(dotted)]
+    assert undocumented == []
