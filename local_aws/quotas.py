@@ -54,8 +54,21 @@ def _quota_code(name: str) -> str:
     return "L-" + hashlib.blake2b(name.encode(), digest_size=4).hexdigest().upper()
 
 
-def service_quotas(quotas: Quotas, region: str) -> list[dict[str, Any]]:
-    """The ServiceQuota structures ListServiceQuotas(ServiceCode='bedrock') returns."""
+def service_quotas(quotas: Quotas, region: str, *, defaults: bool = False) -> list[dict[str, Any]]:
+    """
+    The ServiceQuota structures of every batch quota of every known model, as the account has them
+    (``quotas``), or as ListAWSDefaultServiceQuotas reports them (``defaults``).
+
+    An account has applied values only for the quotas it may ask to raise ("Adjustable"); the
+    others keep their default, and AWS says ListServiceQuotas leaves out a quota with no applied
+    value. So :func:`applied_quotas` lists only the adjustable ones, and the defaults list gives the
+    others the values this stand-in enforces (a quota no one can adjust is its default) and the
+    adjustable ones their start-up values.
+    """
+    if defaults:
+        start = Quotas()
+        adjustable = {"max_records_per_job", "max_records_per_file", "max_concurrent_jobs"}
+        quotas = Quotas(**{k: getattr(start if k in adjustable else quotas, k) for k in start.to_dict()})
     result = []
     for display in MODEL_NAMES.values():
         rows = [
@@ -103,3 +116,8 @@ def service_quotas(quotas: Quotas, region: str) -> list[dict[str, Any]]:
                 }
             )
     return result
+
+
+def applied_quotas(quotas: Quotas, region: str) -> list[dict[str, Any]]:
+    """What ListServiceQuotas(ServiceCode='bedrock') returns: the quotas with an applied value."""
+    return [quota for quota in service_quotas(quotas, region) if quota["Adjustable"]]

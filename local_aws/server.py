@@ -24,7 +24,7 @@ from local_aws.calls import CallLog
 from local_aws.errors import AwsError, internal, throttled
 from local_aws.faults import ServerFaults
 from local_aws.jobs import JobStore, JobWorker
-from local_aws.quotas import service_quotas
+from local_aws.quotas import applied_quotas, service_quotas
 from local_aws.runtime import Runtime
 from local_aws.settings import Settings
 
@@ -155,8 +155,12 @@ class LocalAws:
             raise AwsError(
                 "NoSuchResourceException", f"The service {body.get('ServiceCode')} is not emulated."
             )
-        quotas = service_quotas(self.quotas, region)
-        if operation == "ListServiceQuotas":
+        if operation in ("ListServiceQuotas", "ListAWSDefaultServiceQuotas"):
+            quotas = (
+                applied_quotas(self.quotas, region)
+                if operation == "ListServiceQuotas"
+                else service_quotas(self.quotas, region, defaults=True)
+            )
             start = int(body.get("NextToken") or 0)
             size = int(body.get("MaxResults") or 100)
             page = quotas[start : start + size]
@@ -164,6 +168,7 @@ class LocalAws:
             if start + size < len(quotas):
                 out["NextToken"] = str(start + size)
         elif operation in ("GetServiceQuota", "GetAWSDefaultServiceQuota"):
+            quotas = service_quotas(self.quotas, region, defaults=operation == "GetAWSDefaultServiceQuota")
             match = [q for q in quotas if q["QuotaCode"] == body.get("QuotaCode")]
             if not match:
                 raise AwsError(

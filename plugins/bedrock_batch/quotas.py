@@ -176,17 +176,42 @@ def match_display_name(model_id: str, display_names: list[str] | set[str]) -> st
     return scored[0][1]
 
 
-def _iter_bedrock_quotas(client: Any, max_pages: int) -> list[dict[str, Any]]:
+def _iter_bedrock_quotas(client: Any, max_pages: int, *, defaults: bool = False) -> list[dict[str, Any]]:
+    """Every ``bedrock`` quota ListServiceQuotas (or, ``defaults``, ListAWSDefaultServiceQuotas) pages
+    through."""
     quotas: list[dict[str, Any]] = []
     kwargs: dict[str, Any] = {"ServiceCode": "bedrock", "MaxResults": 100}
     for _ in range(max_pages):
-        page = client.list_service_quotas(**kwargs)
+        if defaults:
+            page = client.list_aws_default_service_quotas(**kwargs)
+        else:
+            page = client.list_service_quotas(**kwargs)
         quotas.extend(page.get("Quotas", []))
         token = page.get("NextToken")
         if not token:
             return quotas
         kwargs["NextToken"] = token
-    raise QuotaError(f"list_service_quotas returned more than {max_pages} pages")
+    raise QuotaError(f"Service Quotas returned more than {max_pages} pages of bedrock quotas")
+
+
+def _model_quotas(quotas: list[dict[str, Any]], model_id: str) -> dict[str, float] | None:
+    """The batch quotas among ``quotas`` of the model ``model_id`` names, by BatchQuotas field;
+    None when no model named in them matches."""
+    by_field: dict[str, dict[str, float]] = {}
+    for quota in quotas:
+        name = quota.get("QuotaName") or ""
+        value = quota.get("Value")
+        if value is None:
+            continue
+        for field, pattern in _QUOTA_NAME_PATTERNS:
+            match = pattern.match(name)
+            if match:
+                by_field.setdefault(field, {})[match.group(1).strip()] = float(value)
+                break
+    display = match_display_name(model_id, {name for values in by_field.values() for name in values})
+    if display is None:
+        return None
+    return {field: values[display] for field, values in by_field.items() if display in values}
 
 
 def quotas_from_service(
@@ -194,38 +219,16 @@ def quotas_from_service(
 ) -> BatchQuotas:
     """The account's live batch quotas for a model, read from Service Quotas.
 
-    ``client`` is a boto3 ``service-quotas`` client. Quotas the service does not report keep
-    their value from ``base``. Any failure (no permission, no network, no such model) logs a
-    warning and returns ``base``: a lookup must never stop a run that the defaults can serve.
+    ``client`` is a boto3 ``service-quotas`` client. ListServiceQuotas gives the account's applied
+    values, but AWS leaves out a quota that has none, as a quota no account may raise (the minimum
+    records per job, the size limits) may not: those are read from ListAWSDefaultServiceQuotas, so a
+    model whose minimum is above the documented 100 does not get jobs Bedrock fails in validation.
+    Quotas neither reports keep their value from ``base``. Any failure (no permission, no network,
+    no such model) logs a warning and keeps ``base`` for what it could not read: a lookup must never
+    stop a run that the defaults can serve.
     """
     try:
-        quotas = _iter_bedrock_quotas(client, max_pages)
-        by_field: dict[str, dict[str, float]] = {}
-        for quota in quotas:
-            name = quota.get("QuotaName") or ""
-            value = quota.get("Value")
-            if value is None:
-                continue
-            for field, pattern in _QUOTA_NAME_PATTERNS:
-                match = pattern.match(name)
-                if match:
-                    by_field.setdefault(field, {})[match.group(1).strip()] = float(value)
-                    break
-        names = {display for values in by_field.values() for display in values}
-        display = match_display_name(model_id, names)
-        if display is None:
-            log.warning(
-                "No Service Quotas batch quotas match model %s (%d named models); using defaults",
-                model_id,
-                len(names),
-            )
-            return base
-        updates: dict[str, int] = {}
-        for field, values in by_field.items():
-            if display in values:
-                value = values[display]
-                updates[field] = int(value * GB) if field in _BYTE_FIELDS else int(value)
-        result = base.with_overrides(updates)
+        applied = _model_quotas(_iter_bedrock_quotas(client, max_pages), model_id)
     except Exception as err:
         log.warning(
             "Could not read Bedrock batch quotas for %s from Service Quotas (%s); using defaults",
@@ -233,7 +236,44 @@ def quotas_from_service(
             err,
         )
         return base
-    log.info("Batch quotas for %s from Service Quotas (%r): %s", model_id, display, result.to_dict())
+    values = dict(applied or {})
+    defaulted: list[str] = []
+    if len(values) < len(_QUOTA_NAME_PATTERNS):
+        try:
+            defaults = _model_quotas(_iter_bedrock_quotas(client, max_pages, defaults=True), model_id)
+        except Exception as err:
+            log.warning(
+                "Could not read the default Bedrock batch quotas for %s (%s): quotas the account's list "
+                "leaves out keep their documented values",
+                model_id,
+                err,
+            )
+            defaults = None
+        defaulted = sorted(field for field in defaults or {} if field not in values)
+        values.update({field: (defaults or {})[field] for field in defaulted})
+    if not values:
+        log.warning("No Service Quotas batch quotas match model %s; using defaults", model_id)
+        return base
+    try:
+        result = base.with_overrides(
+            {
+                field: int(value * GB) if field in _BYTE_FIELDS else int(value)
+                for field, value in values.items()
+            }
+        )
+    except Exception as err:
+        log.warning(
+            "Could not read Bedrock batch quotas for %s from Service Quotas (%s); using defaults",
+            model_id,
+            err,
+        )
+        return base
+    log.info(
+        "Batch quotas for %s from Service Quotas%s: %s",
+        model_id,
+        f" (AWS defaults for {', '.join(defaulted)})" if defaulted else "",
+        result.to_dict(),
+    )
     return result
 
 

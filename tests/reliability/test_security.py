@@ -45,6 +45,7 @@ IAM_ACTIONS: dict[str, set[str]] = {
     "bedrock:InvokeModel": {"bedrock:InvokeModel"},
     "bedrock:Converse": {"bedrock:InvokeModel"},
     "servicequotas:ListServiceQuotas": {"servicequotas:ListServiceQuotas"},
+    "servicequotas:ListAWSDefaultServiceQuotas": {"servicequotas:ListAWSDefaultServiceQuotas"},
     "s3:PutObject": {"s3:PutObject"},
     "s3:CreateMultipartUpload": {"s3:PutObject"},
     "s3:UploadPart": {"s3:PutObject"},

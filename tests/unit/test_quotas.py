@@ -192,19 +192,69 @@ def test_quotas_from_service_reads_every_batch_quota_of_the_model_across_pages(q
     )
 
 
-def test_quotas_from_service_keeps_base_for_quotas_not_reported(quotas_client):
+def test_quotas_from_service_keeps_base_for_quotas_neither_list_reports(quotas_client):
     client, stubber = quotas_client
     stubber.add_response(
         "list_service_quotas",
         {"Quotas": [_quota("Records per batch inference job for Claude 3.5 Haiku", 9_000)]},
     )
+    stubber.add_response("list_aws_default_service_quotas", {"Quotas": []})
     result = quotas_from_service(client, "anthropic.claude-3-5-haiku-20241022-v1:0", DOCUMENTED)
     assert result == DOCUMENTED.with_overrides({"max_records_per_job": 9_000})
+
+
+def test_quotas_the_accounts_list_leaves_out_are_read_from_the_aws_defaults(quotas_client, caplog):
+    """AWS: ListServiceQuotas leaves out a quota with no applied value, as the minimum may be."""
+    client, stubber = quotas_client
+    minimum = "Minimum number of records per batch inference job for Claude 3.5 Haiku"
+    stubber.add_response(
+        "list_service_quotas", {"Quotas": [q for q in _haiku_quotas() if q["QuotaName"] != minimum]}
+    )
+    stubber.add_response(
+        "list_aws_default_service_quotas",
+        {
+            "Quotas": [
+                _quota(minimum, 1_000),
+                _quota("Records per batch inference job for Claude 3.5 Haiku", 50_000),
+            ]
+        },
+        {"ServiceCode": "bedrock", "MaxResults": 100},
+    )
+
+    with caplog.at_level(logging.INFO, logger="bedrock_batch.quotas"):
+        result = quotas_from_service(client, "anthropic.claude-3-5-haiku-20241022-v1:0", DOCUMENTED)
+
+    assert result.min_records_per_job == 1_000
+    assert result.max_records_per_job == 100_000  # the account's applied value, not the default
+    assert "AWS defaults for min_records_per_job" in caplog.text
+
+
+def test_quotas_from_service_reads_no_defaults_when_the_accounts_list_has_every_quota(quotas_client):
+    client, stubber = quotas_client
+    stubber.add_response("list_service_quotas", {"Quotas": _haiku_quotas()})
+    quotas_from_service(client, "anthropic.claude-3-5-haiku-20241022-v1:0", DOCUMENTED)
+    # the Stubber fails on any call nothing was queued for
+
+
+def test_quotas_from_service_keeps_the_applied_values_when_the_defaults_are_denied(quotas_client, caplog):
+    client, stubber = quotas_client
+    stubber.add_response(
+        "list_service_quotas",
+        {"Quotas": [_quota("Records per batch inference job for Claude 3.5 Haiku", 9_000)]},
+    )
+    stubber.add_client_error(
+        "list_aws_default_service_quotas", service_error_code="AccessDeniedException", http_status_code=403
+    )
+    with caplog.at_level(logging.WARNING, logger="bedrock_batch.quotas"):
+        result = quotas_from_service(client, "anthropic.claude-3-5-haiku-20241022-v1:0", DOCUMENTED)
+    assert result == DOCUMENTED.with_overrides({"max_records_per_job": 9_000})
+    assert "Could not read the default Bedrock batch quotas" in caplog.text
 
 
 def test_quotas_from_service_without_a_matching_model_warns_and_returns_base(quotas_client, caplog):
     client, stubber = quotas_client
     stubber.add_response("list_service_quotas", {"Quotas": _haiku_quotas()})
+    stubber.add_response("list_aws_default_service_quotas", {"Quotas": _haiku_quotas()})
     with caplog.at_level(logging.WARNING, logger="bedrock_batch.quotas"):
         result = quotas_from_service(client, "amazon.nova-pro-v1:0", DOCUMENTED)
     assert result is DOCUMENTED
@@ -227,6 +277,7 @@ def test_quotas_from_service_with_an_unusable_value_warns_and_returns_base(quota
     stubber.add_response(
         "list_service_quotas", {"Quotas": [_quota("Records per batch inference job for Claude 3.5 Haiku", 0)]}
     )
+    stubber.add_response("list_aws_default_service_quotas", {"Quotas": []})
     with caplog.at_level(logging.WARNING, logger="bedrock_batch.quotas"):
         result = quotas_from_service(client, "anthropic.claude-3-5-haiku-20241022-v1:0", DOCUMENTED)
     assert result is DOCUMENTED

@@ -22,9 +22,14 @@ def test_sts_reports_the_stand_in_account(local_aws_clean):
     assert local_aws_clean.client("sts").get_caller_identity()["Account"] == "123456789012"
 
 
-def test_service_quotas_lists_batch_quotas_by_their_real_names(local_aws_clean):
-    quotas = local_aws_clean.client("service-quotas").list_service_quotas(ServiceCode="bedrock")["Quotas"]
-    by_name = {q["QuotaName"]: q["Value"] for q in quotas}
+def every_quota(client, operation: str) -> dict[str, dict]:
+    pages = client.get_paginator(operation).paginate(ServiceCode="bedrock")
+    return {q["QuotaName"]: q for page in pages for q in page["Quotas"]}
+
+
+def test_the_aws_defaults_list_every_batch_quota_by_its_real_name(local_aws_clean):
+    quotas = every_quota(local_aws_clean.client("service-quotas"), "list_aws_default_service_quotas")
+    by_name = {name: quota["Value"] for name, quota in quotas.items()}
     assert by_name["Minimum number of records per batch inference job for Claude 3 Haiku"] == 100
     assert by_name["Records per input file per batch inference job for Claude 3 Haiku"] == 50_000
     assert by_name["Records per batch inference job for Nova Lite"] == 50_000
@@ -32,15 +37,24 @@ def test_service_quotas_lists_batch_quotas_by_their_real_names(local_aws_clean):
     assert by_name["Batch inference job size (in GB) for Nova Lite"] == 5
 
 
+def test_the_accounts_list_leaves_out_the_quotas_no_account_may_raise(local_aws_clean):
+    quotas = every_quota(local_aws_clean.client("service-quotas"), "list_service_quotas")
+    assert quotas and all(quota["Adjustable"] for quota in quotas.values())
+    assert "Records per batch inference job for Nova Lite" in quotas
+    assert "Minimum number of records per batch inference job for Nova Lite" not in quotas
+
+
 def test_service_quotas_follow_the_admin_settings(local_aws_clean):
-    local_aws_clean.admin.set_quotas(min_records_per_job=7)
+    local_aws_clean.admin.set_quotas(min_records_per_job=7, max_records_per_job=900)
     client = local_aws_clean.client("service-quotas")
-    pages = client.get_paginator("list_service_quotas").paginate(ServiceCode="bedrock")
-    quotas = [q for page in pages for q in page["Quotas"]]
-    minimum = next(q for q in quotas if q["QuotaName"].startswith("Minimum number of records"))
-    assert minimum["Value"] == 7
+    applied = every_quota(client, "list_service_quotas")
+    defaults = every_quota(client, "list_aws_default_service_quotas")
+    minimum = defaults["Minimum number of records per batch inference job for Claude 3 Haiku"]
+    assert minimum["Value"] == 7  # not adjustable: its default is what is enforced
+    assert applied["Records per batch inference job for Claude 3 Haiku"]["Value"] == 900
+    assert defaults["Records per batch inference job for Claude 3 Haiku"]["Value"] == 50_000
     one = client.get_service_quota(ServiceCode="bedrock", QuotaCode=minimum["QuotaCode"])["Quota"]
-    assert one["QuotaName"] == minimum["QuotaName"]
+    assert (one["QuotaName"], one["Value"]) == (minimum["QuotaName"], 7)
 
 
 def test_service_quotas_of_another_service_are_not_found(local_aws_clean):
