@@ -227,15 +227,19 @@ def quotas_from_service(
     no such model) logs a warning and keeps ``base`` for what it could not read: a lookup must never
     stop a run that the defaults can serve.
     """
-    try:
-        applied = _model_quotas(_iter_bedrock_quotas(client, max_pages), model_id)
-    except Exception as err:
+
+    def unread(err: Exception) -> BatchQuotas:
         log.warning(
             "Could not read Bedrock batch quotas for %s from Service Quotas (%s); using defaults",
             model_id,
             err,
         )
         return base
+
+    try:
+        applied = _model_quotas(_iter_bedrock_quotas(client, max_pages), model_id)
+    except Exception as err:
+        return unread(err)
     values = dict(applied or {})
     defaulted: list[str] = []
     if len(values) < len(_QUOTA_NAME_PATTERNS):
@@ -262,12 +266,7 @@ def quotas_from_service(
             }
         )
     except Exception as err:
-        log.warning(
-            "Could not read Bedrock batch quotas for %s from Service Quotas (%s); using defaults",
-            model_id,
-            err,
-        )
-        return base
+        return unread(err)
     log.info(
         "Batch quotas for %s from Service Quotas%s: %s",
         model_id,
