@@ -15,7 +15,7 @@ from werkzeug.wrappers import Request, Response
 from local_aws.errors import AwsError
 from local_aws.faults import ServerFaults
 from local_aws.jobs import ACTIVE, STOPPABLE, Job, JobStore, JobWorker
-from local_aws.models import family_name
+from local_aws.models import base_model_id, family_name
 from local_aws.quotas import Quotas
 from local_aws.settings import ACCOUNT_ID, Settings
 from local_aws.validation import validate
@@ -28,6 +28,11 @@ def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+def region_of(job: Job) -> str:
+    """The region a job was created in (its ARN's)."""
+    return job.job_arn.split(":")[3]
 
 
 def _parse_time(value: str) -> float:
@@ -105,12 +110,12 @@ class ControlPlane:
         if operation == "CreateModelInvocationJob":
             return self.create(json.loads(request.get_data() or b"{}"), region)
         if operation == "ListModelInvocationJobs":
-            return self.list(request.args.to_dict())
+            return self.list(request.args.to_dict(), region)
         if operation == "ListTagsForResource":
-            return self.list_tags(json.loads(request.get_data() or b"{}"))
+            return self.list_tags(json.loads(request.get_data() or b"{}"), region)
         ident = unquote(_raw_path(request)[len(JOB_PREFIX) :].removesuffix("/stop"))
         validate("bedrock", operation, {"jobIdentifier": ident})
-        job = self._find(ident)
+        job = self._find(ident, region)
         if operation == "GetModelInvocationJob":
             return _json(describe(job))
         if job.status not in STOPPABLE:
@@ -120,17 +125,23 @@ class ControlPlane:
         self.worker.stop_job(job)
         return _json({})
 
-    def _find(self, ident: str) -> Job:
+    def _find(self, ident: str, region: str) -> Job:
+        """The job ``ident`` (id or ARN) names, in the region the request was signed for: a job is
+        a regional resource, so another region's endpoint does not know it."""
         job = self.store.get(ident.rsplit("/", 1)[-1])
-        if job is None or (ident.startswith("arn:") and ident != job.job_arn):
+        if job is None or region_of(job) != region or (ident.startswith("arn:") and ident != job.job_arn):
             raise AwsError("ResourceNotFoundException", f"The specified job {ident} could not be found.")
         return job
+
+    def _jobs_in(self, region: str) -> list[Job]:
+        return [job for job in self.store.all() if region_of(job) == region]
 
     def create(self, body: dict[str, Any], region: str) -> Response:
         validate("bedrock", "CreateModelInvocationJob", body)
         token = body.get("clientRequestToken")
         with self.store.lock:
-            if token and (existing := self.store.by_token(token)) is not None:
+            jobs = self._jobs_in(region)
+            if token and (existing := next((j for j in jobs if j.client_request_token == token), None)):
                 return _json({"jobArn": existing.job_arn})
             invocation_type = body.get("modelInvocationType")
             if family_name(body["modelId"], invocation_type or "InvokeModel") is None:
@@ -144,14 +155,16 @@ class ControlPlane:
                 job_faults = self.faults.for_new_job(tags)
             except ValueError as err:
                 raise AwsError("ValidationException", str(err)) from err
-            active = sum(1 for j in self.store.all() if j.status in ACTIVE)
+            # The quota is per base model and region ("... using a base model for <model>").
+            model = base_model_id(body["modelId"])
+            active = sum(1 for j in jobs if j.status in ACTIVE and base_model_id(j.model_id) == model)
             if active >= self.quotas.max_concurrent_jobs:
                 raise AwsError(
                     "ServiceQuotaExceededException",
                     f"You have reached the limit of {self.quotas.max_concurrent_jobs} submitted and "
-                    "in-progress batch inference jobs.",
+                    f"in-progress batch inference jobs for {model}.",
                 )
-            if any(j.job_name == body["jobName"] for j in self.store.all()):
+            if any(j.job_name == body["jobName"] for j in jobs):
                 raise AwsError(
                     "ValidationException",
                     f"A job with the name {body['jobName']} already exists in this account.",
@@ -181,7 +194,7 @@ class ControlPlane:
             self.store.add(job)
         return _json({"jobArn": job.job_arn})
 
-    def list(self, args: dict[str, str]) -> Response:
+    def list(self, args: dict[str, str], region: str) -> Response:
         params: dict[str, Any] = dict(args)
         if "maxResults" in params:
             try:
@@ -191,7 +204,7 @@ class ControlPlane:
         for key in ("submitTimeAfter", "submitTimeBefore"):
             params.pop(key, None)
         validate("bedrock", "ListModelInvocationJobs", params)
-        jobs = self.store.all()
+        jobs = self._jobs_in(region)
         if "submitTimeAfter" in args:
             jobs = [j for j in jobs if j.submit_time > _parse_time(args["submitTimeAfter"])]
         if "submitTimeBefore" in args:
@@ -216,9 +229,9 @@ class ControlPlane:
             out["nextToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
         return _json(out)
 
-    def list_tags(self, body: dict[str, Any]) -> Response:
+    def list_tags(self, body: dict[str, Any], region: str) -> Response:
         validate("bedrock", "ListTagsForResource", body)
         arn = body["resourceARN"]
         if ":model-invocation-job/" not in arn:
             raise AwsError("ResourceNotFoundException", f"The resource {arn} could not be found.")
-        return _json({"tags": self._find(arn).tags})
+        return _json({"tags": self._find(arn, region).tags})

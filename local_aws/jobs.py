@@ -114,10 +114,6 @@ class JobStore:
         with self.lock:
             return list(self._jobs.values())
 
-    def by_token(self, token: str) -> Job | None:
-        with self.lock:
-            return next((j for j in self._jobs.values() if j.client_request_token == token), None)
-
     def save(self) -> None:
         if self._path is None:
             return

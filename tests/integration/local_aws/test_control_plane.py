@@ -33,6 +33,7 @@ def input_uri(local_aws_clean):
 
 
 OUTPUT = "s3://control-bucket/out/"
+STICK = [{"key": "local-aws:fault", "value": "stick"}]
 
 
 def test_create_returns_an_arn_with_a_12_char_job_id(bedrock, input_uri):
@@ -190,6 +191,44 @@ def test_jobs_over_the_concurrency_quota_are_refused(bedrock, input_uri, local_a
         create_job(bedrock, input_uri, OUTPUT)
     bedrock.stop_model_invocation_job(jobIdentifier=stuck)
     wait_for(bedrock, stuck)
+
+
+def test_the_concurrency_quota_counts_each_base_model_on_its_own(bedrock, input_uri, local_aws_clean):
+    local_aws_clean.admin.set_quotas(max_concurrent_jobs=1)
+    model = "meta.llama3-1-8b-instruct-v1:0"  # no other spec runs jobs of it
+    llama = [
+        {"recordId": f"L{i:010d}", "modelInput": {"prompt": "hi", "max_gen_len": 20}} for i in range(100)
+    ]
+    llama_input = stage(
+        local_aws_clean.client("s3"), "control-bucket", unique("llama"), {"a.jsonl": jsonl(llama)}
+    )
+    stuck = create_job(
+        bedrock, llama_input, OUTPUT, model_id=model, tags=[{"key": "local-aws:fault", "value": "stick"}]
+    )
+    other_model = "mistral.mistral-7b-instruct-v0:2"  # nor of this one
+    others: list[str] = []
+    try:
+        with pytest.raises(bedrock.exceptions.ServiceQuotaExceededException, match=model):
+            create_job(bedrock, llama_input, OUTPUT, model_id=f"us.{model}")
+        others.append(create_job(bedrock, llama_input, OUTPUT, model_id=other_model, tags=STICK))
+    finally:
+        for arn in [stuck, *others]:
+            bedrock.stop_model_invocation_job(jobIdentifier=arn)
+            wait_for(bedrock, arn)
+    assert len(others) == 1
+
+
+def test_a_job_is_known_only_in_its_own_region(bedrock, input_uri, local_aws_clean):
+    arn = create_job(bedrock, input_uri, OUTPUT, jobName=unique("regional"))
+    elsewhere = local_aws_clean.client("bedrock", region_name="us-west-2")
+
+    with pytest.raises(elsewhere.exceptions.ResourceNotFoundException):
+        elsewhere.get_model_invocation_job(jobIdentifier=arn)
+    with pytest.raises(elsewhere.exceptions.ResourceNotFoundException):
+        elsewhere.stop_model_invocation_job(jobIdentifier=arn)
+    listed = elsewhere.list_model_invocation_jobs(maxResults=1000)["invocationJobSummaries"]
+    assert arn not in {job["jobArn"] for job in listed}
+    assert bedrock.get_model_invocation_job(jobIdentifier=arn)["jobArn"] == arn
 
 
 def test_a_reused_job_name_is_refused(bedrock, input_uri):

@@ -37,12 +37,13 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
 
     ``run=(dag_id, run_id)`` tags it as that DAG run's submit task would; ``fault`` becomes its
     ``local-aws:fault`` tag (``stick`` keeps it InProgress); ``under`` is the S3 folder its input folder
-    goes in. Jobs still active at the end are stopped.
+    goes in; ``region`` the region it is created in (jobs are regional; default the hook's). Jobs still
+    active at the end are stopped.
     """
     s3 = local_aws_clean.client("s3")
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=BUCKET)
-    created: list[str] = []
+    created: list[tuple[BedrockBatchHook, str]] = []
 
     def _make(
         name: str,
@@ -51,6 +52,7 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
         fault: str | None = None,
         tags: dict[str, str] | None = None,
         under: str = f"s3://{BUCKET}/ops",
+        region: str | None = None,
     ) -> str:
         bucket, _, base = under.removeprefix("s3://").partition("/")
         prefix = f"{base.rstrip('/')}/{uuid.uuid4().hex}"
@@ -66,7 +68,8 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
             tags.update(run_tags(dag_id=run[0], run_id=run[1]))
         if fault:
             tags["local-aws:fault"] = fault
-        job_arn = hook.create_job(
+        creator = hook if region is None else BedrockBatchHook(aws_conn_id="aws_default", region_name=region)
+        job_arn = creator.create_job(
             job_name=name,
             role_arn=ROLE_ARN,
             model_id=MODEL_ID,
@@ -75,13 +78,13 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
             client_request_token=uuid.uuid4().hex,
             tags=tags,
         )
-        created.append(job_arn)
+        created.append((creator, job_arn))
         return job_arn
 
     yield _make
-    for job_arn in created:
-        if hook.get_job(job_arn)["status"] in ACTIVE_STATUSES - {"Stopping"}:
-            hook.stop_job(job_arn)
+    for creator, job_arn in created:
+        if creator.get_job(job_arn)["status"] in ACTIVE_STATUSES - {"Stopping"}:
+            creator.stop_job(job_arn)
 
 
 @dataclass(frozen=True)

@@ -120,21 +120,23 @@ def test_page_shows_a_bad_filter_instead_of_failing(client):
 
 
 def test_page_looks_in_the_region_it_is_given_and_names_it(aws_env, authorizer, make_job, marker):
-    app = create_app(authorizer=authorizer)  # the real hook, on the stand-in (which serves every region)
+    app = create_app(authorizer=authorizer)  # the real hook, on the stand-in
     app.dependency_overrides[current_user] = lambda: "tester"
-    job_arn = make_job(f"region-{marker}")
+    job_arn = make_job(f"region-{marker}", region="eu-west-1")
+    make_job(f"region-{marker}-home")  # in the connection's own region: not on this page
 
     page = mounted(app).get(f"{URL_PREFIX}/", params={"region": "eu-west-1", "name": marker}).text
 
     assert "on connection aws_default in eu-west-1" in page
     assert 'name="region" value="eu-west-1"' in page
     assert f'data-job-arn="{job_arn}"' in page
+    assert f"region-{marker}-home" not in page
 
 
 def test_page_lists_a_pipelines_jobs_through_its_own_connection_and_region(
     client, eu_account, make_job, marker
 ):
-    job_arn = make_job(f"eu-{marker}")
+    job_arn = make_job(f"eu-{marker}", region="eu-central-1")
 
     page = client.get(f"{URL_PREFIX}/", params={"pipeline": OWN_CONNECTION_PIPELINE, "name": marker}).text
 

@@ -99,7 +99,7 @@ def test_a_mistake_in_the_form_fails_the_action_at_once_naming_the_field(airflow
 def test_list_goes_through_the_named_pipelines_connection_and_region(
     airflow_db, eu_account, make_job, marker
 ):
-    job_arn = make_job(f"eu-{marker}")
+    job_arn = make_job(f"eu-{marker}", region="eu-central-1")
     conf = {"action": "list", "pipeline": OWN_CONNECTION_PIPELINE, "name_contains": f"eu-{marker}"}
     done = airflow_db("dags", "test", DAG_ID, "-c", json.dumps(conf), timeout=300)
     output = done.stdout + done.stderr
