@@ -131,7 +131,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         ("queued for retry", summary.get("retry")),
         ("dead-lettered", summary.get("dead_lettered")),
         ("input / output tokens", f"{summary.get('input_tokens')} / {summary.get('output_tokens')}"),
-        ("estimated cost (batch)", "unknown model price" if cost is None else f"${cost:.4f}"),
+        (
+            # Batch tokens at the batch discount, on-demand ones at the full price.
+            "estimated cost" if not summary.get("on_demand") else "estimated cost (with on demand)",
+            "unknown model price" if cost is None else f"${cost:.4f}",
+        ),
         ("jobs", f"{summary.get('jobs_collected')}/{summary.get('jobs_planned')} collected"),
     ]
     # Billed output the run could not join to a record, and outputs at odds with their manifest: rare,

@@ -136,8 +136,10 @@ def test_a_dry_run_summary_submits_nothing(prices):
 def test_the_formatted_summary_names_every_bucket_and_the_cost(prices):
     summary = summarize_run(plan=plan(), outcomes=[], on_demand=None, prices=prices)
     text = format_summary(summary)
-    for label in ("source rows", "summarized", "carried over", "dead-lettered", "estimated cost (batch)"):
+    for label in ("source rows", "summarized", "carried over", "dead-lettered", "estimated cost"):
         assert label in text
+    assert "with on demand" not in text
+    assert "estimated cost (with on demand)" in format_summary({**summary, "on_demand": 3})
     unknown = format_summary({**summary, "estimated_cost_usd": None})
     assert "unknown model price" in unknown
 
