@@ -359,8 +359,18 @@ class Warehouse:
             for version, path in migrations:
                 if version in done:
                     continue
-                for statement in migration_statements(path, self.tables):
-                    cur.execute(statement)
+                try:
+                    for statement in migration_statements(path, self.tables):
+                        cur.execute(statement)
+                except Exception as err:
+                    if _sqlstate(err) != _INSUFFICIENT_PRIVILEGE:
+                        raise
+                    raise ConfigError(
+                        f"Pipeline {self.pipeline}: the user of connection {self.conn_id!r} may not apply "
+                        f"warehouse schema version {version} ({path.name}): {str(err).strip()}. Have a DBA "
+                        f"run the SQL `make schema-sql PIPELINE={self.pipeline} AFTER={version - 1}` "
+                        "prints, or grant the user CREATE on the schema"
+                    ) from err
                 cur.execute(
                     f"INSERT INTO {MIGRATIONS_TABLE} (pipeline, version, applied_at)"
                     f" VALUES ({self._params(3)})",
@@ -1448,6 +1458,7 @@ _COPY_SAVEPOINT = "bedrock_batch_copy"
 _NUL_SAVEPOINT = "bedrock_batch_copy_nul"
 _UNIQUE_VIOLATION = "23505"
 _CHARACTER_NOT_IN_REPERTOIRE = "22021"
+_INSUFFICIENT_PRIVILEGE = "42501"
 _BINARY_COPY_TYPES = frozenset({16, 20, 23, 25, 1043, 1114})
 """Column types (pg_type OIDs) the rows' Python values dump to in binary as they would in text:
 bool, int8, int4, text, varchar, timestamp (not int2, whose binary dumper wraps a large value)."""

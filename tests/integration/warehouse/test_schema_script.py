@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bedrock_batch.errors import ConfigError
 from bedrock_batch.warehouse import Warehouse, migration_files, schema_script
 
 from .conftest import TABLES, query
@@ -87,6 +89,31 @@ def test_a_user_who_may_not_create_runs_on_tables_a_dba_made_with_the_script(pos
             run_script(
                 dataclasses.replace(postgres_warehouse, connect=restricted.connect), "CREATE TABLE t (x int)"
             )
+    finally:
+        run_script(postgres_warehouse, f"DROP OWNED BY {role}; DROP ROLE {role}")
+
+
+@pytest.mark.postgres
+def test_a_user_who_may_not_create_is_told_which_script_a_new_version_needs(postgres_warehouse, monkeypatch):
+    server = postgres_warehouse.server
+    role = f"pipeline_{uuid.uuid4().hex[:8]}"
+    newest = max(ALL_VERSIONS)
+    run_script(postgres_warehouse, schema_script(TABLES))
+    run_script(  # as if the DBA ran the script of the release before the newest migration
+        postgres_warehouse,
+        f"DELETE FROM bedrock_batch_schema_migrations WHERE version = {newest};"
+        f" CREATE ROLE {role} LOGIN; REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
+        f" GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+    )
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{postgres_warehouse.conn_id.upper()}",
+        dataclasses.replace(server, user=role).airflow_uri,
+    )
+    try:
+        warehouse = Warehouse(postgres_warehouse.conn_id, TABLES, pipeline="summarize_calls")
+        expected = f"make schema-sql PIPELINE=summarize_calls AFTER={newest - 1}"
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            warehouse.ensure_schema()
     finally:
         run_script(postgres_warehouse, f"DROP OWNED BY {role}; DROP ROLE {role}")
 
