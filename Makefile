@@ -21,7 +21,7 @@ export PYTHONPATH := $(CURDIR)/plugins:$(CURDIR)
 .PHONY: help venv lint format test demo up schema-sql bench lock clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 venv: $(STAMP) ## create .venv with the pinned requirements (uv when available, else venv + pip)
 

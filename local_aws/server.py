@@ -168,7 +168,11 @@ class LocalAws:
             if start + size < len(quotas):
                 out["NextToken"] = str(start + size)
         elif operation in ("GetServiceQuota", "GetAWSDefaultServiceQuota"):
-            quotas = service_quotas(self.quotas, region, defaults=operation == "GetAWSDefaultServiceQuota")
+            quotas = (
+                applied_quotas(self.quotas, region)
+                if operation == "GetServiceQuota"
+                else service_quotas(self.quotas, region, defaults=True)
+            )
             match = [q for q in quotas if q["QuotaCode"] == body.get("QuotaCode")]
             if not match:
                 raise AwsError(

@@ -652,7 +652,8 @@ def check_model_override(configured: str, override: str, invocation_type: str = 
     if invocation_type == "Converse":
         return
     family = family_for(configured, invocation_type)
-    if wanted.name != family.name:
+    # A later generation's adapter extends its family's (Llama 4's, Llama 3's): the same request body.
+    if not (isinstance(wanted, type(family)) or isinstance(family, type(wanted))):
         raise ConfigError(
             f"model_id param {override!r} is of model family {wanted.name!r}, not {family.name!r} as the "
             f"configured model {configured!r}: under InvokeModel a run may only switch to a model of the "

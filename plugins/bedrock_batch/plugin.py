@@ -89,7 +89,9 @@ class RunRefCache:
         """The runs of ``job_arns`` (None: the job names none); unknown ones are fetched in parallel.
         A job whose tags could not be read is left out, so the page can say so."""
         with self._lock:
-            missing = [arn for arn in job_arns if arn not in self._refs]
+            # Copied now: fetching may fill the cache past its size, which empties it.
+            cached = {arn: self._refs[arn] for arn in job_arns if arn in self._refs}
+        missing = [arn for arn in job_arns if arn not in cached]
 
         def fetch(arn: str) -> tuple[str, RunRef | None, bool]:
             try:
@@ -105,12 +107,8 @@ class RunRefCache:
                 if len(self._refs) + len(fetched) > self.size:
                     self._refs.clear()
                 self._refs.update({arn: ref for arn, ref, ok in fetched if ok})
-            found = {arn: ref for arn, ref, ok in fetched if ok}
-        else:
-            found = {}
-        with self._lock:
-            known = {**self._refs, **found}
-        return {arn: known[arn] for arn in job_arns if arn in known}
+            cached.update({arn: ref for arn, ref, ok in fetched if ok})
+        return cached
 
 
 def _ui_root(request: Request) -> str:

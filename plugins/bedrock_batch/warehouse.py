@@ -162,17 +162,21 @@ def migration_statements(path: Path, tables: WarehouseTables) -> list[str]:
     ]
 
 
-def schema_script(tables: WarehouseTables, *, after: int = 0, sql_dir: Path | None = None) -> str:
+def schema_script(
+    tables: WarehouseTables, *, after: int = 0, sql_dir: Path | None = None, now: datetime | None = None
+) -> str:
     """
     The SQL :meth:`Warehouse.ensure_schema` runs for ``tables`` (versions past ``after``), recording
-    each version as applied: for a DBA to run where the pipeline's user may not CREATE in the schema.
+    each version as applied at ``now`` (UTC, as the warehouse keeps time): for a DBA to run where the
+    pipeline's user may not CREATE in the schema.
 
     A run then finds every version recorded and creates nothing. Portable across SQLite and Postgres,
-    as the DDL files are; one transaction.
+    as the DDL files are; one transaction. The grants the pipeline's user needs close it, as comments.
     """
     migrations = migration_files(sql_dir or default_sql_dir())
     wanted = [(version, path) for version, path in migrations if version > after]
     key = tables.key.replace("'", "''")  # validated identifiers hold no quote; kept safe all the same
+    stamp = _utc(now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%S")
     lines = [
         f"-- bedrock_batch warehouse schema for tables {tables.key} (versions "
         f"{', '.join(str(version) for version, _ in wanted) or 'none'} of {len(migrations)})",
@@ -184,9 +188,15 @@ def schema_script(tables: WarehouseTables, *, after: int = 0, sql_dir: Path | No
         lines.extend(f"{statement};" for statement in migration_statements(path, tables))
         lines.append(
             f"INSERT INTO {MIGRATIONS_TABLE} (pipeline, version, applied_at) "
-            f"VALUES ('{key}', {version}, CURRENT_TIMESTAMP);"
+            f"VALUES ('{key}', {version}, '{stamp}');"
         )
     lines.append("COMMIT;")
+    pipeline_tables = ", ".join(tables.placeholders().values())
+    lines += [
+        "-- Then, on Postgres, let the pipeline's warehouse user (the role of its connection) use them:",
+        f"-- GRANT SELECT, INSERT, UPDATE, DELETE ON {pipeline_tables} TO <pipeline user>;",
+        f"-- GRANT SELECT, INSERT ON {MIGRATIONS_TABLE} TO <pipeline user>;",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -354,23 +364,16 @@ class Warehouse:
             # Asked first: Postgres checks the right to CREATE even when the table is there, and a
             # user without it runs on tables a DBA made with schema_script.
             if not self._table_exists(cur, MIGRATIONS_TABLE):
-                cur.execute(MIGRATIONS_DDL)
-            done = self._applied(cur) or self._adopt_pipeline_versions(cur)
+                with self._creating(MIGRATIONS_TABLE, after=0):
+                    cur.execute(MIGRATIONS_DDL)
+            applied = self._applied(cur)
+            done = applied | self._adopt_pipeline_versions(cur, recorded=applied)
             for version, path in migrations:
                 if version in done:
                     continue
-                try:
+                with self._creating(f"schema version {version} ({path.name})", after=version - 1):
                     for statement in migration_statements(path, self.tables):
                         cur.execute(statement)
-                except Exception as err:
-                    if _sqlstate(err) != _INSUFFICIENT_PRIVILEGE:
-                        raise
-                    raise ConfigError(
-                        f"Pipeline {self.pipeline}: the user of connection {self.conn_id!r} may not apply "
-                        f"warehouse schema version {version} ({path.name}): {str(err).strip()}. Have a DBA "
-                        f"run the SQL `make schema-sql PIPELINE={self.pipeline} AFTER={version - 1}` "
-                        "prints, or grant the user CREATE on the schema"
-                    ) from err
                 cur.execute(
                     f"INSERT INTO {MIGRATIONS_TABLE} (pipeline, version, applied_at)"
                     f" VALUES ({self._params(3)})",
@@ -387,7 +390,23 @@ class Warehouse:
         with self._read_cursor(server_side=False) as cur:
             if not self._table_exists(cur, MIGRATIONS_TABLE):
                 return set()
-            return self._applied(cur) or self._pipeline_versions(cur)
+            return self._applied(cur) | self._pipeline_versions(cur)
+
+    @contextmanager
+    def _creating(self, what: str, *, after: int) -> Generator[None, None, None]:
+        """Turn the database's refusal to create ``what`` into a ConfigError naming the script a DBA
+        runs instead (versions past ``after``)."""
+        try:
+            yield
+        except Exception as err:
+            if _sqlstate(err) != _INSUFFICIENT_PRIVILEGE:
+                raise
+            script = f"make schema-sql PIPELINE={self.pipeline}" + (f" AFTER={after}" if after else "")
+            raise ConfigError(
+                f"Pipeline {self.pipeline}: the user of connection {self.conn_id!r} may not create {what}: "
+                f"{str(err).strip()}. Have a DBA run the SQL `{script}` prints, or grant the user CREATE "
+                "on the schema"
+            ) from err
 
     @property
     def tables_key(self) -> str:
@@ -405,9 +424,10 @@ class Warehouse:
         versions = {int(row[0]) for row in cur.fetchall()}
         return versions if versions and self._table_exists(cur, self.tables.output_table) else set()
 
-    def _adopt_pipeline_versions(self, cur: Any) -> set[int]:
-        """:meth:`_pipeline_versions`, recorded again under :attr:`tables_key` (an upgrade's first run)."""
-        versions = self._pipeline_versions(cur)
+    def _adopt_pipeline_versions(self, cur: Any, *, recorded: set[int]) -> set[int]:
+        """:meth:`_pipeline_versions` not yet ``recorded`` under :attr:`tables_key`, recorded there now
+        (an upgrade's first run; or a DBA's script of the newer versions only, after it)."""
+        versions = self._pipeline_versions(cur) - recorded
         now = self._ts(datetime.now(UTC))
         for version in sorted(versions):
             cur.execute(

@@ -506,3 +506,8 @@ def test_a_runs_model_override_of_another_family_is_refused_naming_the_param_and
 
 def test_under_converse_a_runs_model_override_may_be_of_another_family():
     check_model_override(CLAUDE, "amazon.nova-lite-v1:0", "Converse")
+
+
+def test_a_runs_model_override_to_a_later_generation_of_the_family_is_taken():
+    check_model_override("meta.llama3-1-70b-instruct-v1:0", "us.meta.llama4-maverick-17b-instruct-v1:0")
+    check_model_override("us.meta.llama4-maverick-17b-instruct-v1:0", "meta.llama3-1-70b-instruct-v1:0")

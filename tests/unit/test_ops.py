@@ -254,3 +254,26 @@ def test_an_unknown_pipeline_is_refused_naming_the_known_ones(own_connection_pip
         match=r"pipeline 'calls_us': no such pipeline config \(known: calls_eu, summarize_calls\)",
     ):
         ops.aws_access("calls_us")
+
+
+class TagReader:
+    """Stands in for the hook's tag read: the point here is the page's cache, not AWS."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get_job_tags(self, job_arn: str) -> dict[str, str]:
+        self.asked.append(job_arn)
+        return {}
+
+
+def test_the_tag_cache_returns_every_job_it_knows_even_when_a_lookup_overflows_it():
+    from bedrock_batch.plugin import RunRefCache
+
+    cache, reader = RunRefCache(size=2), TagReader()
+    cache.lookup(reader, ["a", "b"])
+
+    found = cache.lookup(reader, ["a", "b", "c"])  # "c" overflows the cache, which is emptied
+
+    assert found == {"a": None, "b": None, "c": None}
+    assert reader.asked == ["a", "b", "c"]

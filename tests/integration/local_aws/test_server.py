@@ -53,8 +53,12 @@ def test_service_quotas_follow_the_admin_settings(local_aws_clean):
     assert minimum["Value"] == 7  # not adjustable: its default is what is enforced
     assert applied["Records per batch inference job for Claude 3 Haiku"]["Value"] == 900
     assert defaults["Records per batch inference job for Claude 3 Haiku"]["Value"] == 50_000
-    one = client.get_service_quota(ServiceCode="bedrock", QuotaCode=minimum["QuotaCode"])["Quota"]
+    one = client.get_aws_default_service_quota(ServiceCode="bedrock", QuotaCode=minimum["QuotaCode"])["Quota"]
     assert (one["QuotaName"], one["Value"]) == (minimum["QuotaName"], 7)
+    with pytest.raises(client.exceptions.NoSuchResourceException):  # no applied value to get
+        client.get_service_quota(ServiceCode="bedrock", QuotaCode=minimum["QuotaCode"])
+    records = applied["Records per batch inference job for Claude 3 Haiku"]["QuotaCode"]
+    assert client.get_service_quota(ServiceCode="bedrock", QuotaCode=records)["Quota"]["Value"] == 900
 
 
 def test_service_quotas_of_another_service_are_not_found(local_aws_clean):
