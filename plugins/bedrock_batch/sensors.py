@@ -53,7 +53,9 @@ class BedrockBatchJobSensor(BaseSensorOperator):
     :param poll_interval: shortest pause between polls, seconds (also the reschedule interval).
     :param max_poll_interval: longest pause between polls, seconds.
     :param progress_log_interval: log progress at least this often, seconds.
-    :param stop_on_kill: stop the job when the task is killed.
+    :param stop_on_kill: stop the job when the task is killed. Deferred, the trigger decides (a user's
+        action stops the job, a triggerer restart does not); in reschedule mode only a kill during a
+        poke reaches ``on_kill``, whoever sends it (a user, or a worker shutting down).
     :param deadline_margin: time allowed after the job's expiration before giving up.
     """
 
