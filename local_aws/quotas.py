@@ -63,7 +63,8 @@ def service_quotas(quotas: Quotas, region: str, *, defaults: bool = False) -> li
     others keep their default, and AWS says ListServiceQuotas leaves out a quota with no applied
     value. So :func:`applied_quotas` lists only the adjustable ones, and the defaults list gives the
     others the values this stand-in enforces (a quota no one can adjust is its default) and the
-    adjustable ones their start-up values.
+    adjustable ones the service's documented defaults (this module's built-in values, whatever the
+    command line or ``/_local/quotas`` set).
     """
     if defaults:
         start = Quotas()
