@@ -24,6 +24,19 @@ def state(api, instance: str) -> str | None:
     return response.json()["state"] if response.status_code == 200 else None
 
 
+def triggerer_lines(stack, job_arn: str, last: int = 40) -> str:
+    """The trigger's and the triggerer's log lines about ``job_arn`` or on_kill, the last ``last``."""
+    logs = stack.airflow_home / "logs"
+    paths = sorted({*logs.rglob("*.log.trigger*"), *logs.rglob("triggerer.log")})
+    lines = [
+        line
+        for path in paths
+        for line in path.read_text(errors="replace").splitlines()
+        if job_arn in line or "on_kill" in line or "state of" in line
+    ]
+    return "triggerer log:\n" + "\n".join(lines[-last:]) if lines else f"no trigger log lines under {logs}"
+
+
 def polls_of_jobs(aws) -> int:
     return sum(call["action"] == "bedrock:GetModelInvocationJob" for call in aws.calls())
 
@@ -57,12 +70,15 @@ def test_marking_the_deferred_wait_failed_stops_its_job(airflow_stack):
 
         api.patch(instance, {"new_state": "failed"})
 
-        stopped = api.wait_for(
-            "the job to stop",
-            lambda: aws.jobs()[jobs_before]["status"] in ("Stopping", "Stopped"),
-            timeout=60,
-            interval=1.0,
-        )
-        assert stopped
+        try:
+            api.wait_for(
+                "the job to stop",
+                lambda: aws.jobs()[jobs_before]["status"] in ("Stopping", "Stopped"),
+                timeout=60,
+                interval=1.0,
+            )
+        except AssertionError as timed_out:
+            # What the trigger decided (or that on_kill never came) is in the triggerer's log.
+            raise AssertionError(f"{timed_out}\n{triggerer_lines(airflow_stack, job['job_arn'])}") from None
     finally:
         aws.reset_faults()
