@@ -33,8 +33,12 @@ if TYPE_CHECKING:
 
 _ON_KILL_TIMEOUT = 30.0
 """Seconds on_kill() may spend asking Bedrock to stop the job."""
-_STATE_LOOKUP_TIMEOUT = 10.0
-"""Seconds on_kill() may spend asking Airflow whether the task still waits on the job."""
+_STATE_LOOKUP_TIMEOUT = 8.0
+"""Seconds one try of on_kill() may spend asking Airflow whether the task still waits on the job."""
+_STATE_LOOKUP_TRIES = 3
+"""Tries of that question (a busy or restarting API server) before the job is left running."""
+_STATE_LOOKUP_PAUSE = 1.0
+"""Seconds between those tries."""
 _DEFERRED = "deferred"
 _UNKNOWN = "<unknown>"
 """What :meth:`BedrockBatchJobTrigger._task_state` returns when Airflow could not be asked."""
@@ -263,16 +267,25 @@ class BedrockBatchJobTrigger(BaseTrigger):
         ti = getattr(self, "task_instance", None)
         if ti is None:
             return None
-        try:
-            return await asyncio.wait_for(
-                asyncio.to_thread(
-                    task_instance_state, ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1)
-                ),
-                timeout=_STATE_LOOKUP_TIMEOUT,
-            )
-        except Exception as error:
-            self.log.warning("Asking Airflow for the state of %s failed: %s", ti.task_id, error)
-            return _UNKNOWN
+        for attempt in range(1, _STATE_LOOKUP_TRIES + 1):
+            try:
+                return await asyncio.wait_for(
+                    asyncio.to_thread(
+                        task_instance_state, ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1)
+                    ),
+                    timeout=_STATE_LOOKUP_TIMEOUT,
+                )
+            except Exception as error:
+                self.log.warning(
+                    "Asking Airflow for the state of %s failed (try %d of %d): %s",
+                    ti.task_id,
+                    attempt,
+                    _STATE_LOOKUP_TRIES,
+                    repr(error) if isinstance(error, TimeoutError) else error,
+                )
+            if attempt < _STATE_LOOKUP_TRIES:
+                await asyncio.sleep(_STATE_LOOKUP_PAUSE)
+        return _UNKNOWN
 
     # -- helpers --------------------------------------------------------------------------------
     def _grow(self, interval: float) -> float:

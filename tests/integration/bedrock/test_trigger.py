@@ -276,16 +276,39 @@ def test_on_kill_leaves_the_job_running_when_its_task_still_waits_on_it(new_job,
 def test_on_kill_leaves_the_job_running_and_says_how_to_stop_it_when_airflow_cannot_be_asked(
     new_job, bedrock_hook, monkeypatch
 ):
+    asked: list[tuple] = []
+
     def unreachable(*ti):
+        asked.append(ti)
         raise ConnectionError("supervisor gone")
 
     monkeypatch.setattr(triggers, "task_instance_state", unreachable)
+    monkeypatch.setattr(triggers, "_STATE_LOOKUP_PAUSE", 0.0)
     job_arn = new_job(fault="stick")
     wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
     with capture_logs() as logs:
         asyncio.run(served_task(trigger_for(job_arn)).on_kill())
     assert bedrock_hook.get_job(job_arn)["status"] == "Scheduled"
     assert any(f"action=stop and job_arn={job_arn}" in entry["event"] for entry in logs)
+    assert len(asked) == triggers._STATE_LOOKUP_TRIES
+
+
+def test_on_kill_asks_airflow_again_when_its_first_answer_does_not_come(new_job, bedrock_hook, monkeypatch):
+    """A busy or restarting API server must not leave running a job a user asked to stop."""
+    answers = iter([ConnectionError("api-server restarting"), "failed"])
+
+    def flaky(*ti):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(triggers, "task_instance_state", flaky)
+    monkeypatch.setattr(triggers, "_STATE_LOOKUP_PAUSE", 0.0)
+    job_arn = new_job(fault="stick")
+    wait_for_status(bedrock_hook, job_arn, {"Scheduled"})
+    asyncio.run(served_task(trigger_for(job_arn)).on_kill())
+    assert wait_terminal(bedrock_hook, job_arn)["status"] == "Stopped"
 
 
 def test_on_kill_leaves_the_job_alone_without_stop_on_kill(new_job, bedrock_hook):
