@@ -54,53 +54,41 @@ def _quota_code(name: str) -> str:
     return "L-" + hashlib.blake2b(name.encode(), digest_size=4).hexdigest().upper()
 
 
+_QUOTA_NAMES: tuple[tuple[str, str, float], ...] = (
+    ("min_records_per_job", "Minimum number of records per batch inference job for {}", 1),
+    ("max_records_per_job", "Records per batch inference job for {}", 1),
+    ("max_records_per_file", "Records per input file per batch inference job for {}", 1),
+    ("max_file_bytes", "Batch inference input file size (in GB) for {}", GB),
+    ("max_job_bytes", "Batch inference job size (in GB) for {}", GB),
+    (
+        "max_concurrent_jobs",
+        "Sum of in-progress and submitted batch inference jobs using a base model for {}",
+        1,
+    ),
+)
+"""Each Quotas field's quota name (a model's display name goes in the braces) and unit divisor."""
+ADJUSTABLE = frozenset({"max_records_per_job", "max_records_per_file", "max_concurrent_jobs"})
+"""The quotas an account may ask to raise: the only ones with an applied value."""
+
+
 def service_quotas(quotas: Quotas, region: str, *, defaults: bool = False) -> list[dict[str, Any]]:
     """
     The ServiceQuota structures of every batch quota of every known model, as the account has them
     (``quotas``), or as ListAWSDefaultServiceQuotas reports them (``defaults``).
 
-    An account has applied values only for the quotas it may ask to raise ("Adjustable"); the
+    An account has applied values only for the quotas it may ask to raise (:data:`ADJUSTABLE`); the
     others keep their default, and AWS says ListServiceQuotas leaves out a quota with no applied
     value. So :func:`applied_quotas` lists only the adjustable ones, and the defaults list gives the
     others the values this stand-in enforces (a quota no one can adjust is its default) and the
     adjustable ones the service's documented defaults (this module's built-in values, whatever the
     command line or ``/_local/quotas`` set).
     """
-    if defaults:
-        start = Quotas()
-        adjustable = {"max_records_per_job", "max_records_per_file", "max_concurrent_jobs"}
-        quotas = Quotas(**{k: getattr(start if k in adjustable else quotas, k) for k in start.to_dict()})
+    documented = Quotas()
     result = []
     for display in MODEL_NAMES.values():
-        rows = [
-            (
-                f"Minimum number of records per batch inference job for {display}",
-                quotas.min_records_per_job,
-                "None",
-                False,
-            ),
-            (f"Records per batch inference job for {display}", quotas.max_records_per_job, "None", True),
-            (
-                f"Records per input file per batch inference job for {display}",
-                quotas.max_records_per_file,
-                "None",
-                True,
-            ),
-            (
-                f"Batch inference input file size (in GB) for {display}",
-                quotas.max_file_bytes / GB,
-                "None",
-                False,
-            ),
-            (f"Batch inference job size (in GB) for {display}", quotas.max_job_bytes / GB, "None", False),
-            (
-                f"Sum of in-progress and submitted batch inference jobs using a base model for {display}",
-                quotas.max_concurrent_jobs,
-                "None",
-                True,
-            ),
-        ]
-        for name, value, unit, adjustable in rows:
+        for field, name_format, divisor in _QUOTA_NAMES:
+            source = documented if defaults and field in ADJUSTABLE else quotas
+            name = name_format.format(display)
             code = _quota_code(name)
             result.append(
                 {
@@ -109,9 +97,9 @@ def service_quotas(quotas: Quotas, region: str, *, defaults: bool = False) -> li
                     "QuotaArn": f"arn:aws:servicequotas:{region}:123456789012:bedrock/{code}",
                     "QuotaCode": code,
                     "QuotaName": name,
-                    "Value": float(value),
-                    "Unit": unit,
-                    "Adjustable": adjustable,
+                    "Value": float(getattr(source, field) / divisor),
+                    "Unit": "None",
+                    "Adjustable": field in ADJUSTABLE,
                     "GlobalQuota": False,
                     "QuotaAppliedAtLevel": "ACCOUNT",
                 }

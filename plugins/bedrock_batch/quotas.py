@@ -241,10 +241,10 @@ def quotas_from_service(
     except Exception as err:
         return unread(err)
     values = dict(applied or {})
-    defaulted: list[str] = []
+    defaults: dict[str, float] = {}
     if len(values) < len(_QUOTA_NAME_PATTERNS):
         try:
-            defaults = _model_quotas(_iter_bedrock_quotas(client, max_pages, defaults=True), model_id)
+            defaults = _model_quotas(_iter_bedrock_quotas(client, max_pages, defaults=True), model_id) or {}
         except Exception as err:
             log.warning(
                 "Could not read the default Bedrock batch quotas for %s (%s): quotas the account's list "
@@ -252,9 +252,8 @@ def quotas_from_service(
                 model_id,
                 err,
             )
-            defaults = None
-        defaulted = sorted(field for field in defaults or {} if field not in values)
-        values.update({field: (defaults or {})[field] for field in defaulted})
+    defaulted = sorted(defaults.keys() - values.keys())
+    values.update({field: defaults[field] for field in defaulted})
     if not values:
         log.warning("No Service Quotas batch quotas match model %s; using defaults", model_id)
         return base
