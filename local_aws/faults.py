@@ -7,11 +7,14 @@ Server faults (POST /_local/faults, JSON, every key optional):
 - ``access_denied``: ``{"GetModelInvocationJob": 1}`` -> the next call gets 403 AccessDeniedException
   (an IAM change that is later undone).
 - ``record_error_rate``: share of records that fail with a per-record error (seeded).
-- ``job_outcome``: ``fail`` | ``expire`` | ``stick`` | ``partial`` for every job created afterwards.
-- ``partial_after``: records processed before a ``partial`` job stops (default: half).
+- ``job_outcome``: ``fail`` | ``expire`` | ``stick`` | ``partial`` | ``hold`` for every job created
+  afterwards. ``hold`` processes ``partial_after`` records and then stays InProgress until stopped
+  (an operator's stop in the middle of a run, whatever the machine's speed).
+- ``partial_after``: records processed before a ``partial`` job ends or a ``hold`` job waits
+  (default: half).
 - ``runtime_rps``: bedrock-runtime requests per second above which it answers ThrottlingException.
 
-Job tags: ``local-aws:fault`` = ``fail`` | ``expire`` | ``stick`` | ``partial=N``,
+Job tags: ``local-aws:fault`` = ``fail`` | ``expire`` | ``stick`` | ``partial=N`` | ``hold=N``,
 ``local-aws:record-error-rate`` = ``0.2``, and ``local-aws:stopping-seconds`` = ``5`` (real seconds
 a stopped job stays Stopping, whatever the speed).
 """
@@ -23,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-OUTCOMES = ("fail", "expire", "stick", "partial")
+OUTCOMES = ("fail", "expire", "stick", "partial", "hold")
 FAULT_TAG = "local-aws:fault"
 RECORD_ERROR_TAG = "local-aws:record-error-rate"
 STOPPING_TAG = "local-aws:stopping-seconds"

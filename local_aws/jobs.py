@@ -231,13 +231,13 @@ class JobWorker:
             return
         total = len(run.job_input.records)
         limit = total
-        if faults.outcome == "partial":
+        if faults.outcome in ("partial", "hold"):
             limit = min(total, faults.partial_after if faults.partial_after is not None else total // 2)
         target = min(limit, int((now - job.status_since) * self.settings.speed / PER_RECORD_S))
         for line in run.job_input.records[job.processed : target]:
             self._process_one(job, run, line, faults)
         job.last_modified_time = now
-        if job.processed >= limit:
+        if job.processed >= limit and faults.outcome != "hold":  # a held job runs on until it is stopped
             if limit < total:
                 msg = f"The job processed {job.processed} of {total} records before it ran out of time."
                 self._finish(job, now, "PartiallyCompleted", msg)

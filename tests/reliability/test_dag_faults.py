@@ -74,7 +74,8 @@ def test_failed_records_are_queued_for_retry(noisy_hardened_run):
 def test_a_job_stopped_by_an_operator_mid_run_leaves_every_row_accounted_for(
     dag_runner, local_aws, fresh_warehouse, aws_env
 ):
-    local_aws.admin.set_faults(job_outcome="stick")  # the job waits in Scheduled until stopped
+    # The job processes 100 records, then runs on until it is stopped.
+    local_aws.admin.set_faults(job_outcome="hold", partial_after=100)
     result: dict = {}
     runner = threading.Thread(
         target=lambda: result.update(run=dag_runner.run(fresh_warehouse, dt.date(2026, 11, 5))), daemon=True
@@ -82,9 +83,14 @@ def test_a_job_stopped_by_an_operator_mid_run_leaves_every_row_accounted_for(
     known = {job["job_id"] for job in local_aws.admin.jobs()}
     runner.start()
     try:
-        stuck = _wait_for_new_job(local_aws, known, "Scheduled")
+        running = _wait_for_new_job(local_aws, known, "InProgress")
         local_aws.admin.reset_faults()
-        BedrockBatchHook(aws_conn_id="aws_default").stop_job(stuck["job_arn"])
+        hook = BedrockBatchHook(aws_conn_id="aws_default")
+        deadline = time.monotonic() + JOB_WAIT_S
+        while hook.get_job(running["job_arn"]).get("processedRecordCount", 0) < 100:
+            assert time.monotonic() < deadline, "the job never processed its first 100 records"
+            time.sleep(0.1)
+        hook.stop_job(running["job_arn"])
     finally:
         local_aws.admin.reset_faults()
         runner.join(timeout=300)
@@ -94,12 +100,12 @@ def test_a_job_stopped_by_an_operator_mid_run_leaves_every_row_accounted_for(
     assert planned_jobs(run) == 1
     counts = run.account()
     assert_conserved(counts, run.seeded)
-    assert counts["summarized"] == 0
+    assert counts["summarized"] == 100
     stopped = run.query(
         "SELECT COUNT(*) FROM call_summary_errors e JOIN call_summary_pending p "
         "ON p.source_key = e.source_key WHERE e.code = 'job_stopped' AND p.reason = 'retry'"
     )[0][0]
-    assert stopped == run.extra["jobs"][0]["total_records"] > 0
+    assert stopped == run.extra["jobs"][0]["total_records"] - 100 > 0
     assert records_submitted_twice(local_aws, run.extra["jobs"]) == 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
+import time
 import uuid
 from typing import Any
 
@@ -96,16 +97,22 @@ def test_a_partially_completed_job_loads_what_ran_and_queues_the_rest(library_ru
 
 
 def test_a_job_stopped_mid_run_loads_what_ran_and_queues_the_rest(library_run):
-    run = library_run(tags={"local-aws:fault": "stick"})
+    run = library_run(tags={"local-aws:fault": "hold=120"})  # 120 records processed, then running on
     plan = run.prepare()
     job = plan["jobs"][0]
     submitted = run.submit(job)
-    BedrockBatchHook(aws_conn_id="aws_default").stop_job(submitted["job_arn"])
+    hook = BedrockBatchHook(aws_conn_id="aws_default")
+    deadline = time.monotonic() + 60
+    while hook.get_job(submitted["job_arn"]).get("processedRecordCount", 0) < 120:
+        assert time.monotonic() < deadline, "the job never processed its first 120 records"
+        time.sleep(0.05)
+    hook.stop_job(submitted["job_arn"])
     info = run.wait(submitted["job_arn"])
     outcome = run.collect(job, info)
     assert info["status"] == "Stopped"
-    assert outcome.summarized + outcome.not_processed == outcome.records
-    assert _carried_over_with(run, "job_stopped") == outcome.not_processed > 0
+    assert (outcome.summarized, outcome.not_processed) == (120, outcome.records - 120)
+    assert _carried_over_with(run, "job_stopped") == outcome.records - 120
+    assert run.account_query("SELECT COUNT(*) FROM call_summaries") == 120
     assert_conserved(run.account(), run.seeded)
 
 

@@ -100,3 +100,23 @@ def test_trigger_rebuilds_from_its_serialized_form_in_a_fresh_interpreter(trigge
     rebuilt_path, rebuilt_kwargs = json.loads(completed.stdout.strip().splitlines()[-1])
     assert rebuilt_path == classpath
     assert rebuilt_kwargs == kwargs
+
+
+@pytest.mark.parametrize("trigger_class", TRIGGERS, ids=lambda cls: cls.__qualname__)
+def test_trigger_serializes_every_constructor_argument_with_the_value_given(trigger_class):
+    """A rebuilt trigger equal to the serialized one proves nothing if serialize() drops an argument:
+    the rebuilt one falls back to its default on both sides. So every argument must be there, as given,
+    and the samples must give each one a value other than its default."""
+    classpath = f"{trigger_class.__module__}.{trigger_class.__qualname__}"
+    sample = SAMPLE_KWARGS[classpath]
+    parameters = {
+        name: parameter
+        for name, parameter in inspect.signature(trigger_class.__init__).parameters.items()
+        if name != "self" and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    }
+    assert set(sample) == set(parameters), f"the sample for {classpath} must set every argument"
+    assert not [name for name, value in sample.items() if value == parameters[name].default], (
+        "sample values equal to their defaults"
+    )
+    _, kwargs = trigger_class(**sample).serialize()
+    assert kwargs == sample

@@ -35,6 +35,29 @@ def test_sensor_defers_with_a_trigger_bounded_by_the_job_deadline(new_job, bedro
     assert deferred.value.timeout > deadline - datetime.now(UTC)
 
 
+def test_sensor_hands_its_wait_settings_and_stop_on_kill_to_the_trigger(new_job):
+    job_arn = new_job(fault="stick")
+    waiting = sensor(
+        job_arn,
+        aws_conn_id="aws_default",
+        region_name="us-east-1",
+        poll_interval=7,
+        max_poll_interval=70,
+        progress_log_interval=123,
+        stop_on_kill=False,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        waiting.execute({})
+    trigger = deferred.value.trigger
+    assert (trigger.job_arn, trigger.aws_conn_id, trigger.region_name) == (
+        job_arn,
+        "aws_default",
+        "us-east-1",
+    )
+    assert (trigger.poll_interval, trigger.max_poll_interval, trigger.progress_log_interval) == (7, 70, 123)
+    assert trigger.stop_on_kill is False
+
+
 def test_sensor_returns_at_once_for_a_job_already_completed(new_job, bedrock_hook):
     job_arn = new_job()
     wait_terminal(bedrock_hook, job_arn)

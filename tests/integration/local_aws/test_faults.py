@@ -117,6 +117,27 @@ def test_a_stuck_job_stays_scheduled(local_aws_clean):
     assert wait_for(bedrock, arn)["status"] == "Stopped"
 
 
+def test_a_held_job_processes_its_records_then_runs_on_until_stopped(local_aws_clean):
+    s3, bedrock = local_aws_clean.client("s3"), local_aws_clean.client("bedrock")
+    uri = stage(s3, "fault-bucket", unique("h"), {"part-00001.jsonl": jsonl(records(100))})
+    arn = create_job(
+        bedrock, uri, "s3://fault-bucket/out/", tags=[{"key": "local-aws:fault", "value": "hold=30"}]
+    )
+    job = wait_for(bedrock, arn, until={"InProgress"})
+    deadline = time.monotonic() + 30
+    while job.get("processedRecordCount", 0) < 30 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        job = bedrock.get_model_invocation_job(jobIdentifier=arn)
+    time.sleep(0.5)  # many times the rest of the job's duration at the fixture's speed
+    job = bedrock.get_model_invocation_job(jobIdentifier=arn)
+    assert (job["status"], job["processedRecordCount"]) == ("InProgress", 30)
+    bedrock.stop_model_invocation_job(jobIdentifier=arn)
+    job = wait_for(bedrock, arn)
+    assert (job["status"], job["processedRecordCount"]) == ("Stopped", 30)
+    lines = read_lines(s3, output_folder("s3://fault-bucket/out/", arn), "part-00001.jsonl.out")
+    assert len(lines) == 30
+
+
 def test_a_stopped_job_keeps_the_output_written_so_far(slow_local_aws):
     s3, bedrock = slow_local_aws.client("s3"), slow_local_aws.client("bedrock")
     uri = stage(s3, "fault-bucket", unique("p"), {"part-00001.jsonl": jsonl(records(3000))})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -94,6 +96,24 @@ def test_a_partially_completed_job_loads_what_was_processed_and_queues_the_rest(
     assert {(code, message) for _, code, message, _, _ in errors(harness, "batch_job")} == {
         ("job_partiallycompleted", info["message"])
     }
+
+
+def test_a_job_stopped_mid_run_loads_what_it_processed_and_queues_the_rest(harness):
+    keys = harness.add_calls(RECORDS)
+    prepared = harness.prepare(tiny_quotas())
+    (job,) = prepared.jobs
+    job_arn = harness.submit(job, run_id=prepared.run_id, tags={"local-aws:fault": "hold=4"})
+    deadline = time.monotonic() + 30
+    while harness.hook.get_job(job_arn).get("processedRecordCount", 0) < 4:
+        assert time.monotonic() < deadline, "the job never processed its first 4 records"
+        time.sleep(0.02)
+    harness.hook.stop_job(job_arn)
+    info = harness.wait(job_arn)
+    assert info["status"] == "Stopped"
+    outcome = harness.collect(prepared, job, info)
+    assert (outcome.summarized, outcome.not_processed, outcome.retry) == (4, 6, 6)
+    summarized = {key for (key,) in harness.query("SELECT source_key FROM call_summaries")}
+    assert summarized.isdisjoint(pending(harness)) and summarized | set(pending(harness)) == set(keys)
 
 
 @pytest.mark.parametrize(
