@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from bedrock_batch import on_demand
 from bedrock_batch.models import AnthropicClaude, Converse
 from bedrock_batch.on_demand import (
     MAX_DELAY,
@@ -113,14 +114,23 @@ def test_throttling_is_retried_with_growing_jittered_pauses_until_it_succeeds():
     assert 0.25 <= slept[0] <= 0.5 and 0.5 <= slept[1] <= 1.0
 
 
-def test_throttling_gives_up_after_max_tries_with_pauses_under_the_ceiling():
+def test_throttling_gives_up_after_max_tries():
     runtime = ScriptedRuntime({"a": [THROTTLED]})
     slept, sleep = sleeps()
     with pytest.raises(ClientError, match="ThrottlingException"):
         invoke_one(runtime, record("a"), model_id=MODEL, invocation_type="InvokeModel", sleep=sleep)
     assert len(runtime.calls) == MAX_TRIES
     assert len(slept) == MAX_TRIES - 1
-    assert all(pause <= MAX_DELAY for pause in slept)
+
+
+def test_throttling_pauses_stop_growing_at_the_ceiling(monkeypatch):
+    monkeypatch.setattr(on_demand, "MAX_TRIES", 10)  # enough doublings to pass the ceiling
+    runtime = ScriptedRuntime({"a": [THROTTLED]})
+    slept, sleep = sleeps()
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        invoke_one(runtime, record("a"), model_id=MODEL, invocation_type="InvokeModel", sleep=sleep)
+    assert len(slept) == 9
+    assert all(MAX_DELAY / 2 <= pause <= MAX_DELAY for pause in slept[-3:])
 
 
 def test_an_input_error_is_raised_at_once_without_retrying():

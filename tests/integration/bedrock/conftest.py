@@ -34,12 +34,17 @@ def bedrock_hook(aws_env) -> BedrockBatchHook:
 
 @pytest.fixture
 def new_job(bedrock_hook, bedrock_stage) -> Iterator[Callable[..., str]]:
-    """Create a job on the stand-in; ``fault`` becomes its ``local-aws:fault`` tag."""
+    """Create a job on the stand-in; ``fault`` becomes its ``local-aws:fault`` tag, ``tags`` are added."""
     input_uri, output_uri = bedrock_stage
     created: list[str] = []
 
-    def _create(fault: str | None = None, name: str | None = None, token: str | None = None) -> str:
-        tags = {"project": "it"}
+    def _create(
+        fault: str | None = None,
+        name: str | None = None,
+        token: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> str:
+        tags = {"project": "it", **(tags or {})}
         if fault:
             tags["local-aws:fault"] = fault
         job_arn = bedrock_hook.create_job(

@@ -163,25 +163,29 @@ def test_stop_job_on_a_finished_job_returns_its_status(new_job, bedrock_hook):
     assert bedrock_hook.stop_job(job_arn) == "Completed"
 
 
-def test_stop_job_refused_for_a_job_already_stopping_returns_its_status(new_job, bedrock_hook):
-    # The stand-in stops at once; Bedrock may refuse a second stop while a job is still Stopping.
-    job_arn = new_job(fault="stick")
+@pytest.mark.parametrize(
+    "refusal", [None, "ConflictException"], ids=["stand-in's refusal", "ConflictException"]
+)
+def test_stop_job_refused_for_a_job_already_stopping_returns_its_status(new_job, bedrock_hook, refusal):
+    # The stand-in keeps this job Stopping for 5 s and refuses a second stop meanwhile (with a
+    # ValidationException); the service may answer ConflictException instead, which is injected.
+    job_arn = new_job(fault="stick", tags={"local-aws:stopping-seconds": "5"})
+    assert bedrock_hook.request_stop(job_arn).accepted
     events = bedrock_hook.conn.meta.events
 
     def refuse(**_):
-        raise ClientError({"Error": {"Code": "ConflictException", "Message": "job is stopping"}}, "Stop")
+        raise ClientError(
+            {"Error": {"Code": refusal, "Message": "job is stopping"}}, "StopModelInvocationJob"
+        )
 
-    def stopping(parsed, **_):
-        parsed["status"] = "Stopping"
-
-    events.register("before-call.bedrock.StopModelInvocationJob", refuse)
-    events.register("after-call.bedrock.GetModelInvocationJob", stopping)
+    if refusal:
+        events.register("before-call.bedrock.StopModelInvocationJob", refuse)
     try:
+        refused = bedrock_hook.request_stop(job_arn)
+        assert (refused.accepted, refused.status) == (False, "Stopping")
         assert bedrock_hook.stop_job(job_arn) == "Stopping"
     finally:
         events.unregister("before-call.bedrock.StopModelInvocationJob", refuse)
-        events.unregister("after-call.bedrock.GetModelInvocationJob", stopping)
-        bedrock_hook.stop_job(job_arn)
 
 
 def test_stop_job_async_stops_a_running_job(new_job, bedrock_hook):

@@ -36,7 +36,7 @@ def make_job(hook, local_aws_clean) -> Iterator[JobMaker]:
     Create a job over a fresh folder of RECORDS records.
 
     ``run=(dag_id, run_id)`` tags it as that DAG run's submit task would; ``fault`` becomes its
-    ``local-aws:fault`` tag (``stick`` keeps it InProgress); ``under`` is the S3 folder its input folder
+    ``local-aws:fault`` tag (``stick`` keeps it Scheduled); ``under`` is the S3 folder its input folder
     goes in; ``region`` the region it is created in (jobs are regional; default the hook's). Jobs still
     active at the end are stopped.
     """

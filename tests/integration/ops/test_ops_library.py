@@ -102,22 +102,27 @@ def test_stop_job_on_a_job_that_ends_before_the_stop_does_not_claim_to_have_stop
     hook, make_job, marker, monkeypatch
 ):
     job_arn = make_job(f"ends-{marker}")
+    wait_terminal(hook, job_arn)
     real_get_job = hook.get_job
-    seen: list[str] = []
+    reads: list[str] = []
 
-    def read_then_let_it_end(arn: str):
+    def read_before_it_ended(arn: str):
+        """The status read before the stop saw the job running; it has ended since (on the stand-in
+        a job ends in a fraction of a second, so the read is made stale rather than raced)."""
         job = real_get_job(arn)
-        if not seen:  # the status read before the stop: the job ends right after it
-            seen.append(job["status"])
-            wait_terminal(hook, arn)
-        return job
+        reads.append(job["status"])
+        return {**job, "status": "InProgress"} if len(reads) == 1 else job
 
-    monkeypatch.setattr(hook, "get_job", read_then_let_it_end)
+    monkeypatch.setattr(hook, "get_job", read_before_it_ended)
 
     result = ops.stop_job(hook, job_arn)
 
-    assert seen and seen[0] != "Completed"
-    assert (result["status_before"], result["status"], result["stopped"]) == (seen[0], "Completed", False)
+    assert reads[0] == "Completed"
+    assert (result["status_before"], result["status"], result["stopped"]) == (
+        "InProgress",
+        "Completed",
+        False,
+    )
 
 
 def test_stop_job_on_a_finished_job_reports_its_status(hook, make_job, marker):
