@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-AIRFLOW_HOME = Path(os.environ.get("AIRFLOW_HOME", REPO / ".airflow"))
+#: The demo's and `make up`'s Airflow home, always in the checkout: an AIRFLOW_HOME inherited from the
+#: shell (a real Airflow's) must not receive the stand-in's connections, metadata DB and passwords.
+AIRFLOW_HOME = REPO / ".airflow"
 DEMO_BUCKET = "bedrock-batch-demo"
 DEMO_ROLE_ARN = "arn:aws:iam::123456789012:role/BedrockBatchInference"
 JOBS_POOL = "bedrock_batch_jobs"

@@ -17,7 +17,7 @@ import os
 from textwrap import dedent
 from typing import Any
 
-from bedrock_batch.config import PipelineConfig
+from bedrock_batch.config import INCLUDE_DIR, PIPELINES_DIR, PipelineConfig
 
 # Local runs (the demo, the tests) shorten the waits through the environment; deployments leave these unset.
 POLL_INTERVAL_ENV = "BEDROCK_BATCH_POLL_INTERVAL_SECONDS"
@@ -40,6 +40,14 @@ def output_asset_name(config: PipelineConfig) -> str:
     return f"{config.name}.{config.warehouse.output_table}"
 
 
+def config_location(config: PipelineConfig) -> str:
+    """Where the pipeline's file is read from, as on-call staff should look for it: relative to the
+    checkout when it is the shipped folder, else the path BEDROCK_BATCH_PIPELINES_DIR gives."""
+    path = PIPELINES_DIR / f"{config.name}.yaml"
+    checkout = INCLUDE_DIR.parent
+    return str(path.relative_to(checkout)) if path.is_relative_to(checkout) else str(path)
+
+
 def _doc(config: PipelineConfig) -> str:
     return dedent(
         f"""
@@ -59,7 +67,7 @@ def _doc(config: PipelineConfig) -> str:
 
         Trigger with params to override the window, the model, or to re-summarize or dry-run.
         A successful run (not a dry run) updates the Asset `{output_asset_name(config)}` for downstream DAGs.
-        Config: `include/pipelines/{config.name}.yaml`.
+        Config: `{config_location(config)}`.
         """
     )
 

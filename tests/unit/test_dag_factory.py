@@ -48,3 +48,16 @@ def test_submit_asks_for_the_invocation_type_the_plans_bodies_were_built_for():
 
     assert template.render(ti=_PlanOnly({"invocation_type": "Converse"})) == "Converse"  # deployed since
     assert template.render(ti=_PlanOnly({"model_id": "x"})) == "InvokeModel"  # a plan from before
+
+
+def test_the_dag_doc_names_the_shipped_config_file_relative_to_the_checkout():
+    dag = build_pipeline_dag(load_pipeline(PIPELINES_DIR / "summarize_calls.yaml"))
+    assert "Config: `include/pipelines/summarize_calls.yaml`" in dag.doc_md
+
+
+def test_the_dag_doc_names_the_config_file_where_the_pipelines_dir_setting_points(monkeypatch, tmp_path):
+    from bedrock_batch import dag_factory
+
+    monkeypatch.setattr(dag_factory, "PIPELINES_DIR", tmp_path / "deploy" / "pipelines")
+    dag = build_pipeline_dag(load_pipeline(PIPELINES_DIR / "summarize_calls.yaml"))
+    assert f"Config: `{tmp_path}/deploy/pipelines/summarize_calls.yaml`" in dag.doc_md
