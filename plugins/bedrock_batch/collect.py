@@ -26,7 +26,7 @@ from bedrock_batch.results import (
 )
 from bedrock_batch.s3paths import iter_chunks, iter_lines, list_keys, split_s3_uri
 from bedrock_batch.staging import StagedJob, iter_record_map
-from bedrock_batch.warehouse import ErrorRow, SummaryRow, Warehouse
+from bedrock_batch.warehouse import JOB_STAGE, OUTPUT_MISSING, ErrorRow, SummaryRow, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,6 @@ RETRYABLE_WORDS = ("timeout", "timed out", "unavailable", "internal", "capacity"
 """Retried only without a 4xx code: a 400 may name an "internal" field of the input."""
 
 MODEL_STAGE = "model"
-JOB_STAGE = "batch_job"
 OUTPUT_STAGE = "output"
 OUTPUT_UNREADABLE = "output_unreadable"
 
@@ -216,8 +215,9 @@ class JobCollector:
             outcome.input_tokens += input_tokens
             outcome.output_tokens += output_tokens
 
-    def unprocessed(self, *, code: str, message: str) -> Iterable[ErrorRow]:
-        """Every mapped record the output did not account for: queued for a retry with the reason.
+    def unprocessed(self, *, code: str, message: str, spends_attempt: bool) -> Iterable[ErrorRow]:
+        """Every mapped record the output did not account for: queued for a retry with the reason
+        (``spends_attempt``: whether the retry counts against ``max_attempts``).
 
         A record whose only output line was unreadable was processed (and billed): it is recorded as
         an ``output`` error naming the file, line and reason, not retried (a rerun of its day sends
@@ -239,7 +239,13 @@ class JobCollector:
                 continue
             self.outcome.not_processed += 1
             yield ErrorRow(
-                source_key=key, stage=JOB_STAGE, code=code, message=message, retryable=True, attempt=attempt
+                source_key=key,
+                stage=JOB_STAGE,
+                code=code,
+                message=message,
+                retryable=True,
+                attempt=attempt,
+                spends_attempt=spends_attempt,
             )
 
 
@@ -294,14 +300,18 @@ def collect_job(
     )
     reason = str((job_info or {}).get("message") or f"job ended {status}")[:2000]
     code = f"job_{status.lower()}"
+    # A record a failed, expired, stopped or partly completed job never reached was not tried: the
+    # job's fate is the account's or the service's, so the retry spends no attempt.
+    spends_attempt = False
     if status == "Completed":
         # A completed job processed every record: one missing here had an unreadable or no output line.
-        code, reason = "output_missing", "the job completed but no readable output line has this record"
+        code, reason = OUTPUT_MISSING, "the job completed but no readable output line has this record"
+        spends_attempt = True
 
     def errors() -> Iterator[ErrorRow]:
         # Evaluated after the summaries are consumed: by then the collector has seen every line.
         yield from (error for error in collector.errors if error is not None)
-        yield from collector.unprocessed(code=code, message=reason)
+        yield from collector.unprocessed(code=code, message=reason, spends_attempt=spends_attempt)
 
     counts = warehouse.load_job(
         collector.summaries(job_arn) if job_arn else iter(()),

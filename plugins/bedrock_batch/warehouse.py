@@ -99,6 +99,13 @@ class SummaryRow:
     stop_reason: str | None
 
 
+JOB_STAGE = "batch_job"
+"""The error stage of a record its batch job did not answer."""
+OUTPUT_MISSING = "output_missing"
+"""The code of a record a completed job left without an output line (every other job-stage code
+names how the job ended: ``job_failed``, ``job_expired``, ...)."""
+
+
 @dataclass(frozen=True)
 class ErrorRow:
     """One failed record: a pre-submit rejection or a per-record error of a batch job."""
@@ -109,6 +116,11 @@ class ErrorRow:
     message: str | None
     retryable: bool
     attempt: int
+    spends_attempt: bool = True
+    """False for a record its job never reached (the job failed, expired or was stopped before it):
+    queued for a retry at the same attempt, and never dead-lettered for it. Those are the account's,
+    the service's or an operator's doing, not the record's; three nights of a broken role or a full
+    queue must not dead-letter a day of records nobody sent to a model."""
 
 
 @dataclass(frozen=True)
@@ -533,11 +545,14 @@ class Warehouse:
         return total if limit is None else max(0, min(total, limit))
 
     def _attempts_sql(self, key_sql: str, run_id: str | None) -> tuple[str, tuple[Any, ...]]:
-        """Distinct runs (other than ``run_id``) with an error row for the key: its earlier attempts."""
-        t = self.tables
+        """Distinct runs (other than ``run_id``) with an error row for the key that spent an attempt:
+        its earlier attempts. A row of a job that ended before it reached the record (failed, expired,
+        stopped, partly completed) spent none (:attr:`ErrorRow.spends_attempt`)."""
+        t, ph = self.tables, self._ph
         sql = (
             f"(SELECT COUNT(DISTINCT e.run_id) FROM {t.error_table} e"
-            f" WHERE e.source_key = {key_sql} AND e.prompt_version = {self._ph}"
+            f" WHERE e.source_key = {key_sql} AND e.prompt_version = {ph}"
+            f" AND NOT (e.stage = '{JOB_STAGE}' AND e.code <> '{OUTPUT_MISSING}')"
         )
         params: tuple[Any, ...] = ()
         if run_id is not None:
@@ -1122,7 +1137,8 @@ class Warehouse:
                 )
                 continue
             error: ErrorRow = item  # type: ignore[assignment]
-            dead = bool(error.retryable) and error.attempt >= stamp.max_attempts
+            spent = error.spends_attempt
+            dead = bool(error.retryable) and spent and error.attempt >= stamp.max_attempts
             rows.errors.append(
                 (
                     error.source_key,
@@ -1139,8 +1155,9 @@ class Warehouse:
                 )
             )
             if error.retryable and not dead:
+                tried = error.attempt if spent else error.attempt - 1
                 rows.retries.append(
-                    (error.source_key, prompt_version, "retry", now, error.attempt, run_id, *_UNCLAIMED)
+                    (error.source_key, prompt_version, "retry", now, tried, run_id, *_UNCLAIMED)
                 )
             else:
                 rows.done_keys.append(error.source_key)
