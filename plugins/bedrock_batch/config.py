@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bedrock_batch.errors import ConfigError
+from bedrock_batch.job_tags import MAX_JOB_TAGS, RESERVED_TAG_PREFIX, SUBMIT_TAGS
 
 if TYPE_CHECKING:
     from bedrock_batch.table_names import WarehouseTables
@@ -224,9 +225,21 @@ class JobsConfig(_Strict):
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        # Caught here, not by a submit after a night's input is staged.
+        if len(value) > MAX_JOB_TAGS - SUBMIT_TAGS:
+            raise ValueError(
+                f"{len(value)} tags: Bedrock takes at most {MAX_JOB_TAGS} per job, and the submit task "
+                f"adds {SUBMIT_TAGS} of its own (the DAG run and the prompt version), so at most "
+                f"{MAX_JOB_TAGS - SUBMIT_TAGS}"
+            )
         for key, tag_value in value.items():
             if not TAG_KEY.match(key) or key.startswith("aws:"):
                 raise ValueError(f"tag key {key!r} is not allowed by Bedrock")
+            if key.startswith(RESERVED_TAG_PREFIX):
+                raise ValueError(
+                    f"tag key {key!r}: keys starting {RESERVED_TAG_PREFIX!r} are the submit task's own "
+                    "(they tie a job to its DAG run)"
+                )
             if not is_template(str(tag_value)) and not TAG_VALUE.match(str(tag_value)):
                 raise ValueError(
                     f"tag {key!r}: value {tag_value!r} is not allowed by Bedrock (up to 256 letters, digits, "

@@ -27,6 +27,7 @@ from bedrock_batch.job_status import (
     job_deadline,
     job_progress,
 )
+from bedrock_batch.job_tags import MAX_JOB_TAGS
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -125,8 +126,8 @@ class BedrockBatchHook(AwsBaseHook):
             )
         if timeout_hours is not None and not 24 <= int(timeout_hours) <= 168:
             raise ConfigError(f"timeout_hours must be between 24 and 168, got {timeout_hours!r}")
-        if len(tags) > 200:
-            raise ConfigError(f"tags: at most 200 tags per job, got {len(tags)}")
+        if len(tags) > MAX_JOB_TAGS:
+            raise ConfigError(f"tags: at most {MAX_JOB_TAGS} tags per job, got {len(tags)}")
         s3_input: dict[str, Any] = {"s3Uri": input_s3_uri, "s3InputFormat": "JSONL"}
         s3_output: dict[str, Any] = {"s3Uri": output_s3_uri}
         if bucket_owner:

@@ -15,10 +15,16 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-DAG_ID_TAG = "bedrock-batch:dag-id"
-RUN_ID_TAG = "bedrock-batch:run-id"
-PROMPT_VERSION_TAG = "bedrock-batch:prompt-version"
+RESERVED_TAG_PREFIX = "bedrock-batch:"
+"""Tag keys the submit task writes; a pipeline's own tags may not use them."""
+DAG_ID_TAG = f"{RESERVED_TAG_PREFIX}dag-id"
+RUN_ID_TAG = f"{RESERVED_TAG_PREFIX}run-id"
+PROMPT_VERSION_TAG = f"{RESERVED_TAG_PREFIX}prompt-version"
 """The prompt version the job's records were built with: its output is filed under it."""
+SUBMIT_TAGS = 3
+"""How many tags the submit task adds to a pipeline's own (the DAG, the run, the prompt version)."""
+MAX_JOB_TAGS = 200
+"""Bedrock's limit on the tags of one job (CreateModelInvocationJob ``tags``)."""
 
 MAX_TAG_VALUE = 256
 _PLAIN = re.compile(r"[a-zA-Z0-9._:/=+\-]")

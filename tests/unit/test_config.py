@@ -144,6 +144,31 @@ def test_a_templated_tag_value_is_left_for_run_time(tmp_path):
     assert load_pipeline(path).jobs.tags == {"team": "{{ var.value.team }}"}
 
 
+def test_more_tags_than_a_job_has_room_for_beside_the_submit_tasks_own_fail_at_import(tmp_path):
+    from bedrock_batch.job_tags import MAX_JOB_TAGS, SUBMIT_TAGS
+
+    room = MAX_JOB_TAGS - SUBMIT_TAGS
+    path = write_variant(tmp_path, set_in("jobs.tags", {f"k{i}": "v" for i in range(room)}))
+    assert len(load_pipeline(path).jobs.tags) == room
+    path = write_variant(tmp_path, set_in("jobs.tags", {f"k{i}": "v" for i in range(room + 1)}))
+    with pytest.raises(ConfigError, match=rf"jobs\.tags.*{room + 1} tags.*at most {room}"):
+        load_pipeline(path)
+
+
+def test_the_submit_tasks_own_tags_are_as_many_as_counted_and_reserved():
+    from bedrock_batch.job_tags import RESERVED_TAG_PREFIX, SUBMIT_TAGS, prompt_version_tags, run_tags
+
+    own = {**run_tags(dag_id="summarize_calls", run_id="manual__x"), **prompt_version_tags("v1")}
+    assert len(own) == SUBMIT_TAGS
+    assert all(key.startswith(RESERVED_TAG_PREFIX) for key in own)
+
+
+def test_a_tag_key_the_submit_task_writes_is_refused(tmp_path):
+    path = write_variant(tmp_path, set_in("jobs.tags", {"bedrock-batch:run-id": "mine"}))
+    with pytest.raises(ConfigError, match="submit task's own"):
+        load_pipeline(path)
+
+
 def test_templated_values_are_left_for_run_time(tmp_path):
     path = write_variant(tmp_path, set_in("aws.role_arn", "{{ var.value.some_role }}"))
     assert load_pipeline(path).aws.role_arn == "{{ var.value.some_role }}"
