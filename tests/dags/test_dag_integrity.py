@@ -49,6 +49,15 @@ def test_every_task_retries_at_least_twice(dagbag):
             assert task.retries >= 2, f"{dag_id}.{task.task_id} retries={task.retries}"
 
 
+def test_every_task_backs_off_its_retries_by_a_float_multiplier(dagbag):
+    # Airflow 3.3 reads retry_exponential_backoff as the multiplier: True would mean 1 (no growth).
+    assert dagbag.dags
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            backoff = task.retry_exponential_backoff
+            assert type(backoff) is float and backoff > 1, f"{dag_id}.{task.task_id}: {backoff!r}"
+
+
 def effective_weight(task) -> int:
     """The weight the scheduler gives the task (Airflow's absolute / downstream / upstream rules)."""
     rule = str(task.weight_rule)
