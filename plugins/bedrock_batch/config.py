@@ -266,6 +266,9 @@ class PipelineConfig(_Strict):
     schedule: str = "@daily"
     timezone: str = "UTC"
     start_date: str = "2026-01-01"
+    catchup: bool = False
+    """Whether the scheduler creates the runs of intervals missed while the DAG was paused (or off).
+    Off by default, as in Airflow 3: on, a new DAG also runs every day since ``start_date``."""
     prompt: str
     source: SourceConfig
     model: ModelConfig

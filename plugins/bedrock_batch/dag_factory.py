@@ -151,7 +151,7 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
         schedule=CronDataIntervalTimetable(config.schedule, timezone=config.timezone),
         # Midnight in the pipeline's zone: the first interval of the timetable starts on that day.
         start_date=pendulum.parse(config.start_date, tz=config.timezone),
-        catchup=False,
+        catchup=config.catchup,
         max_active_runs=config.jobs.max_active_runs,
         default_args=default_args,
         tags=["bedrock-batch", *config.tags],

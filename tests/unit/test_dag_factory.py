@@ -61,3 +61,9 @@ def test_the_dag_doc_names_the_config_file_where_the_pipelines_dir_setting_point
     monkeypatch.setattr(dag_factory, "PIPELINES_DIR", tmp_path / "deploy" / "pipelines")
     dag = build_pipeline_dag(load_pipeline(PIPELINES_DIR / "summarize_calls.yaml"))
     assert f"Config: `{tmp_path}/deploy/pipelines/summarize_calls.yaml`" in dag.doc_md
+
+
+def test_catchup_is_off_unless_the_pipeline_turns_it_on():
+    config = load_pipeline(PIPELINES_DIR / "summarize_calls.yaml")
+    assert build_pipeline_dag(config).catchup is False
+    assert build_pipeline_dag(config.model_copy(update={"catchup": True})).catchup is True
