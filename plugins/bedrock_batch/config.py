@@ -278,6 +278,9 @@ class PipelineConfig(_Strict):
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     small_batch: SmallBatchConfig = Field(default_factory=SmallBatchConfig)
     max_attempts: int = Field(default=3, ge=1, le=20)
+    late_rows_check_days: int = Field(default=3, ge=0, le=31)
+    """Days before a scheduled run's window in which its report counts rows no run has read (rows that
+    arrived after their day's run, days with no run); 0 turns the check off."""
     read_chunk_rows: int = Field(default=5000, ge=1, le=1_000_000)
 
     @field_validator("name")

@@ -459,6 +459,13 @@ class OnDemandOperator(_PipelineOperator):
         return on_demand_task_outcome(len(records), result, counts)
 
 
+def _is_scheduled(context: Context) -> bool:
+    """Whether this is a nightly run: a backfill's or a manual run's earlier days may simply not have
+    run yet, so only a scheduled run looks back for rows no run has read."""
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    return str(getattr(run_type, "value", run_type)) == "scheduled"
+
+
 class ReportOperator(_PipelineOperator):
     """Log and return the run summary; fail the run, after accounting, if any job did not succeed.
 
@@ -470,6 +477,39 @@ class ReportOperator(_PipelineOperator):
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
 
+    def _unread_before(self, window_start: str) -> dict[str, Any] | None:
+        """Rows no run has read in the ``late_rows_check_days`` before the window (never before the
+        pipeline's ``start_date``), logged as a warning that says how to summarize them."""
+        from bedrock_batch.prepare import source_spec
+        from bedrock_batch.windows import local_day
+
+        days = self.config.late_rows_check_days
+        if days == 0:
+            return None
+        end = dt.datetime.fromisoformat(window_start)
+        first_day = local_day(dt.date.fromisoformat(self.config.start_date), self.config.timezone)
+        start = max(end - dt.timedelta(days=days), first_day.start)
+        if start >= end:
+            return None
+        try:
+            found = self.warehouse.unread_rows(source_spec(self.config), start=start, end=end)
+        except Exception as error:  # a look-back that cannot run must not fail the night's run
+            log.warning("Could not count the rows no run has read before this run's window: %s", error)
+            return {"error": str(error)[:500]}
+        if found.rows:
+            log.warning(
+                "%d rows of %s (from %s to %s, in the %d days before this run's window) were read by no "
+                "run: they arrived after their day's run read it, or their day had no run. Backfill "
+                "those days with reprocess behavior 'All runs' (completed) to summarize them; only "
+                "rows not yet summarized are submitted.",
+                found.rows,
+                self.config.source.table,
+                found.first,
+                found.last,
+                days,
+            )
+        return {"rows": found.rows, "first": str(found.first or ""), "last": str(found.last or "")}
+
     def execute(self, context: Context) -> dict[str, Any]:
         from bedrock_batch.report import format_summary, load_prices, summarize_run
 
@@ -479,13 +519,15 @@ class ReportOperator(_PipelineOperator):
         outcomes = collected_outcomes(ti, len(plan["jobs"]), states)
         on_demand = on_demand_outcome(ti, states)
         summary = summarize_run(plan=plan, outcomes=outcomes, on_demand=on_demand, prices=load_prices())
-        log.info("Run summary of %s:\n%s", self.pipeline, format_summary(summary))
         small = None if plan.get("dry_run") else plan.get("on_demand")
         on_demand_lost = bool(small) and on_demand is None
         all_loaded = summary["jobs_collected"] >= summary["jobs_planned"] and not on_demand_lost
         if all_loaded and not plan.get("dry_run"):
             # Every job's output is loaded: a later run of these days finds its rows done.
             self.warehouse.release_window(run_id=context["run_id"], prompt_version=plan["prompt_version"])
+        if not plan.get("dry_run") and _is_scheduled(context):
+            summary["unread_before_window"] = self._unread_before(plan["window"]["start"])
+        log.info("Run summary of %s:\n%s", self.pipeline, format_summary(summary))
         failed = {name: status for name, status in summary["job_statuses"].items() if status != "Completed"}
         # Final, as the report runs once every task upstream has finished: a retry reads the same.
         if summary["jobs_collected"] < summary["jobs_planned"]:

@@ -299,6 +299,17 @@ _ENDED_OR_ENDING = TERMINAL_STATUSES | {"Stopping"}
 """The earlier jobs that count as a generation of their planned job."""
 
 
+def source_spec(config: PipelineConfig) -> SourceSpec:
+    """Where the pipeline's source rows are, as the warehouse reads them."""
+    return SourceSpec(
+        table=config.source.table,
+        key_column=config.source.key_column,
+        text_column=config.source.text_column,
+        timestamp_column=config.source.timestamp_column,
+        extra_columns=tuple(config.source.extra_columns),
+    )
+
+
 class RunPreparer:
     """Reads the run's rows once and leaves every one of them accounted for."""
 
@@ -346,13 +357,7 @@ class RunPreparer:
         self.rejections = RejectionSink(
             warehouse if self.writes else None, run_id=run.run_id, prompt_version=self.prompt.version
         )
-        self.source = SourceSpec(
-            table=config.source.table,
-            key_column=config.source.key_column,
-            text_column=config.source.text_column,
-            timestamp_column=config.source.timestamp_column,
-            extra_columns=tuple(config.source.extra_columns),
-        )
+        self.source = source_spec(config)
         self.input_prefix = f"{config.staging.input_prefix}/{config.name}/{run.key}"
         self.output_prefix = f"{config.staging.output_prefix}/{config.name}/{run.key}"
 

@@ -140,6 +140,11 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     ]
     # Billed output the run could not join to a record, and outputs at odds with their manifest: rare,
     # so shown only when they happened.
+    unread = summary.get("unread_before_window") or {}
+    if unread.get("rows"):
+        rows.append(
+            ("read by no run (days before)", f"{unread['rows']} rows, {unread['first']} .. {unread['last']}")
+        )
     if summary.get("on_demand_refused"):
         rows.append(
             (

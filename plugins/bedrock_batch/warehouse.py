@@ -124,6 +124,15 @@ class ErrorRow:
 
 
 @dataclass(frozen=True)
+class UnreadRows:
+    """Source rows no run has read in some span: how many, and the first and last timestamps."""
+
+    rows: int
+    first: Any = None
+    last: Any = None
+
+
+@dataclass(frozen=True)
 class LoadedResults:
     """What a run already loaded for some keys: each key's summary tokens or error flags."""
 
@@ -512,6 +521,34 @@ class Warehouse:
                 if limit is not None and yielded >= limit:
                     rows.close()
                     return
+
+    def unread_rows(self, source: SourceSpec, *, start: datetime, end: datetime) -> UnreadRows:
+        """Rows of ``[start, end)`` no run has read: no summary, error or pending row under any prompt
+        version, and no window claim over their time (a run in flight has them staged).
+
+        These arrived after their day's run read it, or their day had no run (a paused DAG): a
+        nightly run counts them in the days before its own window, so they are not missed silently.
+        Rows with a NULL key (rejected, with no key to record) are left out.
+        """
+        t, ph = self.tables, self._ph
+        key = f"CAST(s.{source.key_column} AS TEXT)"
+        ts = f"s.{source.timestamp_column}"
+        sql = (
+            f"SELECT COUNT(*), MIN({ts}), MAX({ts}) FROM {source.table} s"
+            f" WHERE {ts} >= {ph} AND {ts} < {ph} AND s.{source.key_column} IS NOT NULL"
+            f" AND NOT EXISTS (SELECT 1 FROM {t.output_table} o WHERE o.source_key = {key})"
+            f" AND NOT EXISTS (SELECT 1 FROM {t.error_table} e WHERE e.source_key = {key})"
+            f" AND NOT EXISTS (SELECT 1 FROM {t.pending_table} p WHERE p.source_key = {key})"
+        )
+        if _WINDOW_CLAIMS_VERSION in self.applied_versions():
+            sql += (
+                f" AND NOT EXISTS (SELECT 1 FROM {t.window_claims_table} c"
+                f"  WHERE c.window_start <= {ts} AND c.window_end > {ts})"
+            )
+        with self._read_cursor(server_side=False) as cur:
+            cur.execute(sql, (self._ts(start), self._ts(end)))
+            count, first, last = cur.fetchone()
+        return UnreadRows(int(count or 0), first, last)
 
     def count_source_rows(
         self,
