@@ -26,7 +26,7 @@ from bedrock_batch.results import (
 )
 from bedrock_batch.s3paths import iter_chunks, iter_lines, list_keys, split_s3_uri
 from bedrock_batch.staging import StagedJob, iter_record_map
-from bedrock_batch.warehouse import JOB_STAGE, OUTPUT_MISSING, ErrorRow, SummaryRow, Warehouse
+from bedrock_batch.warehouse import JOB_STAGE, MODEL_STAGE, OUTPUT_MISSING, ErrorRow, SummaryRow, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ bare "too many": a 400 saying "Too many input tokens" would fail again on every 
 RETRYABLE_WORDS = ("timeout", "timed out", "unavailable", "internal", "capacity")
 """Retried only without a 4xx code: a 400 may name an "internal" field of the input."""
 
-MODEL_STAGE = "model"
 OUTPUT_STAGE = "output"
 OUTPUT_UNREADABLE = "output_unreadable"
 
@@ -215,9 +214,9 @@ class JobCollector:
             outcome.input_tokens += input_tokens
             outcome.output_tokens += output_tokens
 
-    def unprocessed(self, *, code: str, message: str, spends_attempt: bool) -> Iterable[ErrorRow]:
+    def unprocessed(self, *, code: str, message: str) -> Iterable[ErrorRow]:
         """Every mapped record the output did not account for: queued for a retry with the reason
-        (``spends_attempt``: whether the retry counts against ``max_attempts``).
+        (which says whether the retry counts against ``max_attempts``: ``warehouse.spends_attempt``).
 
         A record whose only output line was unreadable was processed (and billed): it is recorded as
         an ``output`` error naming the file, line and reason, not retried (a rerun of its day sends
@@ -239,13 +238,7 @@ class JobCollector:
                 continue
             self.outcome.not_processed += 1
             yield ErrorRow(
-                source_key=key,
-                stage=JOB_STAGE,
-                code=code,
-                message=message,
-                retryable=True,
-                attempt=attempt,
-                spends_attempt=spends_attempt,
+                source_key=key, stage=JOB_STAGE, code=code, message=message, retryable=True, attempt=attempt
             )
 
 
@@ -300,18 +293,14 @@ def collect_job(
     )
     reason = str((job_info or {}).get("message") or f"job ended {status}")[:2000]
     code = f"job_{status.lower()}"
-    # A record a failed, expired, stopped or partly completed job never reached was not tried: the
-    # job's fate is the account's or the service's, so the retry spends no attempt.
-    spends_attempt = False
     if status == "Completed":
         # A completed job processed every record: one missing here had an unreadable or no output line.
         code, reason = OUTPUT_MISSING, "the job completed but no readable output line has this record"
-        spends_attempt = True
 
     def errors() -> Iterator[ErrorRow]:
         # Evaluated after the summaries are consumed: by then the collector has seen every line.
         yield from (error for error in collector.errors if error is not None)
-        yield from collector.unprocessed(code=code, message=reason, spends_attempt=spends_attempt)
+        yield from collector.unprocessed(code=code, message=reason)
 
     counts = warehouse.load_job(
         collector.summaries(job_arn) if job_arn else iter(()),

@@ -481,14 +481,15 @@ class ReportOperator(_PipelineOperator):
         """Rows no run has read in the ``late_rows_check_days`` before the window (never before the
         pipeline's ``start_date``), logged as a warning that says how to summarize them."""
         from bedrock_batch.prepare import source_spec
-        from bedrock_batch.windows import local_day
+        from bedrock_batch.windows import days_before
 
         days = self.config.late_rows_check_days
         if days == 0:
             return None
         end = dt.datetime.fromisoformat(window_start)
-        first_day = local_day(dt.date.fromisoformat(self.config.start_date), self.config.timezone)
-        start = max(end - dt.timedelta(days=days), first_day.start)
+        start = days_before(
+            end, days, self.config.timezone, not_before=dt.date.fromisoformat(self.config.start_date)
+        )
         if start >= end:
             return None
         try:

@@ -104,6 +104,34 @@ JOB_STAGE = "batch_job"
 OUTPUT_MISSING = "output_missing"
 """The code of a record a completed job left without an output line (every other job-stage code
 names how the job ended: ``job_failed``, ``job_expired``, ...)."""
+MODEL_STAGE = "model"
+"""The error stage of a record the model answered with an error (a batch output line, an on-demand call)."""
+NOT_REACHED_MODEL_CODES = (
+    "429",
+    "ConnectionError",
+    "ConnectTimeoutError",
+    "EndpointConnectionError",
+    "ProxyConnectionError",
+    "SSLError",
+)
+"""Model-stage codes of a request no model took up: throttled (HTTP 429), or no connection was made
+(botocore's ConnectionError and its subclasses, by name)."""
+
+
+def spends_attempt(stage: str, code: str) -> bool:
+    """
+    Whether an error row counts as one of the record's ``max_attempts`` tries.
+
+    Only a try that reached a model counts: a per-record error, or no output line from a completed
+    job. A record its job never reached (the job failed, expired, was stopped or partly completed),
+    or whose request was throttled to the end or never connected, was not tried; those are the
+    account's, the service's or an operator's doing, and a few nights of a broken role or a full
+    quota must not dead-letter records no model saw. ``Warehouse._attempts_sql`` applies the same
+    rule to the stored rows.
+    """
+    if stage == JOB_STAGE:
+        return code == OUTPUT_MISSING
+    return not (stage == MODEL_STAGE and code in NOT_REACHED_MODEL_CODES)
 
 
 @dataclass(frozen=True)
@@ -116,11 +144,6 @@ class ErrorRow:
     message: str | None
     retryable: bool
     attempt: int
-    spends_attempt: bool = True
-    """False for a record its job never reached (the job failed, expired or was stopped before it):
-    queued for a retry at the same attempt, and never dead-lettered for it. Those are the account's,
-    the service's or an operator's doing, not the record's; three nights of a broken role or a full
-    queue must not dead-letter a day of records nobody sent to a model."""
 
 
 @dataclass(frozen=True)
@@ -528,7 +551,8 @@ class Warehouse:
 
         These arrived after their day's run read it, or their day had no run (a paused DAG): a
         nightly run counts them in the days before its own window, so they are not missed silently.
-        Rows with a NULL key (rejected, with no key to record) are left out.
+        Rows with a NULL key (rejected, with no key to record) are left out; rows under a claim older
+        than the claim TTL (a run given up on) are counted.
         """
         t, ph = self.tables, self._ph
         key = f"CAST(s.{source.key_column} AS TEXT)"
@@ -540,13 +564,16 @@ class Warehouse:
             f" AND NOT EXISTS (SELECT 1 FROM {t.error_table} e WHERE e.source_key = {key})"
             f" AND NOT EXISTS (SELECT 1 FROM {t.pending_table} p WHERE p.source_key = {key})"
         )
+        params: tuple[Any, ...] = (self._ts(start), self._ts(end))
         if _WINDOW_CLAIMS_VERSION in self.applied_versions():
+            # A claim older than the claim TTL is a run given up on, not one in flight.
             sql += (
                 f" AND NOT EXISTS (SELECT 1 FROM {t.window_claims_table} c"
-                f"  WHERE c.window_start <= {ts} AND c.window_end > {ts})"
+                f"  WHERE c.window_start <= {ts} AND c.window_end > {ts} AND c.claimed_at >= {ph})"
             )
+            params += (self._ts(datetime.now(UTC) - self.claim_ttl),)
         with self._read_cursor(server_side=False) as cur:
-            cur.execute(sql, (self._ts(start), self._ts(end)))
+            cur.execute(sql, params)
             count, first, last = cur.fetchone()
         return UnreadRows(int(count or 0), first, last)
 
@@ -582,14 +609,15 @@ class Warehouse:
         return total if limit is None else max(0, min(total, limit))
 
     def _attempts_sql(self, key_sql: str, run_id: str | None) -> tuple[str, tuple[Any, ...]]:
-        """Distinct runs (other than ``run_id``) with an error row for the key that spent an attempt:
-        its earlier attempts. A row of a job that ended before it reached the record (failed, expired,
-        stopped, partly completed) spent none (:attr:`ErrorRow.spends_attempt`)."""
+        """Distinct runs (other than ``run_id``) with an error row for the key that spent an attempt
+        (:func:`spends_attempt`, here in SQL): its earlier attempts."""
         t, ph = self.tables, self._ph
+        not_reached = ", ".join(f"'{code}'" for code in NOT_REACHED_MODEL_CODES)
         sql = (
             f"(SELECT COUNT(DISTINCT e.run_id) FROM {t.error_table} e"
             f" WHERE e.source_key = {key_sql} AND e.prompt_version = {ph}"
             f" AND NOT (e.stage = '{JOB_STAGE}' AND e.code <> '{OUTPUT_MISSING}')"
+            f" AND NOT (e.stage = '{MODEL_STAGE}' AND e.code IN ({not_reached}))"
         )
         params: tuple[Any, ...] = ()
         if run_id is not None:
@@ -1174,7 +1202,7 @@ class Warehouse:
                 )
                 continue
             error: ErrorRow = item  # type: ignore[assignment]
-            spent = error.spends_attempt
+            spent = spends_attempt(error.stage, error.code)
             dead = bool(error.retryable) and spent and error.attempt >= stamp.max_attempts
             rows.errors.append(
                 (

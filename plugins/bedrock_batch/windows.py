@@ -62,6 +62,20 @@ def local_day(day: dt.date, tz_name: str) -> Window:
     return Window(start.astimezone(dt.UTC), end.astimezone(dt.UTC), day.isoformat(), "day")
 
 
+def days_before(moment: dt.datetime, days: int, tz_name: str, *, not_before: dt.date) -> dt.datetime:
+    """
+    ``moment`` ``days`` local days earlier, at the same local time (72 hours or 71 or 73 over a DST
+    change), in UTC; never before that local time on the day ``not_before`` (a pipeline's
+    ``start_date``: its first window starts there, so nothing earlier was ever meant to be read).
+    """
+    tz = _tz(tz_name)
+    local = moment.astimezone(tz)
+    wall = local.replace(tzinfo=None)
+    earlier = (wall - dt.timedelta(days=days)).replace(tzinfo=tz)
+    first = dt.datetime.combine(not_before, wall.time(), tzinfo=tz)
+    return max(earlier, first).astimezone(dt.UTC)
+
+
 def window_for_run(
     *,
     tz_name: str,

@@ -9,7 +9,7 @@ import pytest
 from airflow.sdk.api.datamodels._generated import DagRunType
 
 from bedrock_batch.errors import ConfigError
-from bedrock_batch.windows import local_day, window_for_run
+from bedrock_batch.windows import days_before, local_day, window_for_run
 
 UTC = dt.UTC
 
@@ -115,3 +115,18 @@ def test_a_window_in_a_manual_runs_conf_is_taken():
         tz_name="UTC", window_start="2026-01-01", window_end="2026-01-02", run_type=DagRunType.MANUAL
     )
     assert window.source == "params"
+
+
+def test_days_before_are_local_days_across_a_dst_change():
+    # Europe/Berlin leaves summer time on 2026-10-25: the three local days before the window of
+    # 2026-10-26 (which starts at 23:00 UTC) hold 73 hours.
+    window_start = dt.datetime(2026, 10, 25, 23, 0, tzinfo=dt.UTC)
+    start = days_before(window_start, 3, "Europe/Berlin", not_before=dt.date(2026, 1, 1))
+    assert start == dt.datetime(2026, 10, 22, 22, 0, tzinfo=dt.UTC)  # midnight of 23 October, Berlin
+
+
+def test_days_before_never_reach_before_the_first_window_at_its_local_time():
+    window_start = dt.datetime(2026, 3, 3, 6, 0, tzinfo=dt.UTC)  # a "0 6 * * *" schedule's window
+    assert days_before(window_start, 3, "UTC", not_before=dt.date(2026, 3, 2)) == dt.datetime(
+        2026, 3, 2, 6, 0, tzinfo=dt.UTC
+    )

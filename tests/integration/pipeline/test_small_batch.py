@@ -108,6 +108,28 @@ def test_refused_on_demand_requests_carry_the_records_over_without_spending_an_a
     assert queued == [(key, "carried_over", 0) for key in sorted(keys)]
 
 
+def test_on_demand_requests_throttled_to_the_end_are_retried_without_spending_an_attempt(
+    harness, local_aws_clean, monkeypatch
+):
+    from bedrock_batch import on_demand
+
+    monkeypatch.setattr(on_demand, "BASE_DELAY", 0.001)  # the loop's pauses, not its number of tries
+    harness.configure(small_batch__policy="on_demand", max_attempts=1)
+    keys = harness.add_calls(3)
+    prepared = harness.prepare(QUOTAS)
+    local_aws_clean.admin.set_faults(throttle={"InvokeModel": 1000})  # an on-demand quota too small
+
+    counts = harness.run_on_demand(prepared)
+
+    assert (counts["summarized"], counts["retry"], counts["dead_lettered"]) == (0, 3, 0)
+    assert set(harness.query("SELECT code FROM call_summary_errors")) == {("429",)}
+    assert pending(harness) == dict.fromkeys(keys, "retry")
+    local_aws_clean.admin.reset_faults()
+    later = harness.prepare(QUOTAS, day=DAY + dt.timedelta(days=1))  # max_attempts 1: tried once only
+    assert later.counts["on_demand"] == 3
+    assert harness.run_on_demand(later)["summarized"] == 3
+
+
 def test_a_retry_after_a_failed_load_calls_only_the_records_not_yet_loaded(
     harness, local_aws_clean, monkeypatch
 ):

@@ -8,7 +8,7 @@ import pytest
 
 from bedrock_batch.warehouse import ErrorRow, SummaryRow, Warehouse
 
-from .conftest import MODEL, PROMPT, SOURCE, execute, insert_calls
+from .conftest import MODEL, PROMPT, SOURCE, TABLES, execute, insert_calls
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 NEXT_DAY = DAY + timedelta(days=1)
@@ -58,14 +58,24 @@ def test_rows_of_a_window_a_run_in_flight_holds_are_not_counted(warehouse, wareh
     assert unread(warehouse)[0] == 1
 
 
+def test_rows_under_a_claim_older_than_the_claim_ttl_are_counted(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("a", DAY + timedelta(hours=1), "t")])
+    warehouse.claim_window(run_id="gave-up", prompt_version=PROMPT, start=DAY, end=NEXT_DAY)
+    assert unread(warehouse)[0] == 0
+    stale = datetime.now(UTC) - warehouse.claim_ttl - timedelta(hours=1)
+    execute(
+        warehouse_db, [f"UPDATE {TABLES.window_claims_table} SET claimed_at = '{stale:%Y-%m-%d %H:%M:%S}'"]
+    )
+    assert unread(warehouse)[0] == 1
+
+
 def test_rows_outside_the_span_are_not_counted(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("a", DAY - timedelta(seconds=1), "t"), ("b", NEXT_DAY, "t")])
     assert unread(warehouse) == (0, None, None)
 
 
+@pytest.mark.parametrize("warehouse_db", ["sqlite"], indirect=True)  # the Postgres table refuses a NULL key
 def test_rows_without_a_key_are_not_counted(warehouse, warehouse_db):
-    if warehouse_db.dialect != "sqlite":
-        pytest.skip("the Postgres source table of these specs refuses a NULL key")
     insert_calls(warehouse_db, [(None, DAY + timedelta(hours=1), "t")])
     assert unread(warehouse) == (0, None, None)
 
