@@ -500,7 +500,8 @@ class ReportOperator(_PipelineOperator):
         if found.rows:
             log.warning(
                 "%d rows of %s (from %s to %s, in the %d days before this run's window) were read by no "
-                "run: they arrived after their day's run read it, or their day had no run. Backfill "
+                "run: they arrived after their day's run read it, their day had no run, or a "
+                "record_limit left them. Backfill "
                 "those days with reprocess behavior 'All runs' (completed) to summarize them; only "
                 "rows not yet summarized are submitted.",
                 found.rows,
