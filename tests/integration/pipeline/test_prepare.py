@@ -152,7 +152,7 @@ def test_record_limit_does_not_spend_its_claim_on_a_queued_key_out_of_attempts(h
     for attempt in range(1, harness.config.max_attempts + 1):  # queued again after each try
         harness.warehouse.load_job(
             [],
-            [ErrorRow(queued[0], "model", "429", "throttled", retryable=True, attempt=attempt)],
+            [ErrorRow(queued[0], "model", "500", "internal error", retryable=True, attempt=attempt)],
             run_id=f"try-{attempt}",
             job_arn=f"arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/try-{attempt}",
             prompt_version=version,

@@ -30,8 +30,9 @@ def summary(key: str, text: str = "ok") -> SummaryRow:
     return SummaryRow(key, text, 100, 20, "end_turn")
 
 
-def throttled(key: str, attempt: int) -> ErrorRow:
-    return ErrorRow(key, "model", "429", "throttled", retryable=True, attempt=attempt)
+def model_error(key: str, attempt: int) -> ErrorRow:
+    """A retryable error of a try that reached the model (a 429 would spend no attempt)."""
+    return ErrorRow(key, "model", "500", "internal error", retryable=True, attempt=attempt)
 
 
 def load(wh: Warehouse, results=(), errors=(), *, run_id: str = "run-1", max_attempts: int = 3) -> dict:
@@ -256,7 +257,7 @@ def test_include_summarized_reads_summarized_rows_again(warehouse, warehouse_db)
 def test_count_source_rows_matches_the_rows_read(warehouse, warehouse_db, kwargs):
     insert_calls(warehouse_db, [(f"k{i}", DAY + timedelta(minutes=i), "t") for i in range(4)])
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=3), "t")])
-    load(warehouse, [summary("k0")], [throttled("k1", 1), throttled("old", 1)], run_id="run-1")
+    load(warehouse, [summary("k0")], [model_error("k1", 1), model_error("old", 1)], run_id="run-1")
     warehouse.carry_over(["gone"], run_id="run-1", prompt_version=PROMPT)
     args = {"max_attempts": 3, **kwargs}
 
@@ -294,7 +295,7 @@ def test_integer_keys_are_read_and_matched_as_text(warehouse, warehouse_db):
 
 def test_load_job_twice_gives_the_same_rows(warehouse, warehouse_db):
     results = [summary("a", "first"), summary("b", "second")]
-    errors = [throttled("c", 1), ErrorRow("d", "model", "400", "bad input", retryable=False, attempt=1)]
+    errors = [model_error("c", 1), ErrorRow("d", "model", "400", "bad input", retryable=False, attempt=1)]
 
     first = load(warehouse, results, errors)
     before = without_timestamps(all_rows(warehouse_db))
@@ -308,7 +309,7 @@ def test_load_job_twice_gives_the_same_rows(warehouse, warehouse_db):
 def test_load_job_streams_iterables_larger_than_a_batch(warehouse, warehouse_db, monkeypatch):
     monkeypatch.setattr("bedrock_batch.warehouse._WRITE_BATCH", 100)
     results = (summary(f"k{i:05d}") for i in range(250))
-    errors = (throttled(f"e{i:05d}", 1) for i in range(250))
+    errors = (model_error(f"e{i:05d}", 1) for i in range(250))
 
     counts = load(warehouse, results, errors)
 
@@ -323,7 +324,7 @@ def test_a_failing_load_writes_nothing(warehouse, warehouse_db):
     broken = [summary("a"), SummaryRow(None, "no key", 1, 1, None)]  # type: ignore[arg-type]
 
     with pytest.raises(Exception, match=r"(?i)not.null"):  # each driver has its own IntegrityError
-        load(warehouse, broken, [throttled("b", 1)], run_id="run-2")
+        load(warehouse, broken, [model_error("b", 1)], run_id="run-2")
 
     assert all_rows(warehouse_db) == before
 
@@ -354,7 +355,7 @@ def test_a_later_run_overwrites_the_summary_of_a_key(warehouse, warehouse_db):
 
 def test_retryable_error_queues_the_key_for_the_next_run_with_the_next_attempt(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("a", DAY - timedelta(days=1), "t")])
-    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+    load(warehouse, errors=[model_error("a", 1)], run_id="run-1")
 
     (row,) = read(warehouse, run_id="run-2")
 
@@ -366,7 +367,7 @@ def test_retryable_error_queues_the_key_for_the_next_run_with_the_next_attempt(w
 
 def test_a_rerun_of_the_same_run_sees_the_same_attempt(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("a", DAY, "t")])
-    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+    load(warehouse, errors=[model_error("a", 1)], run_id="run-1")
 
     (row,) = read(warehouse, run_id="run-1")
 
@@ -375,7 +376,7 @@ def test_a_rerun_of_the_same_run_sees_the_same_attempt(warehouse, warehouse_db):
 
 def test_a_summary_takes_the_key_off_the_queue(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("a", DAY, "t")])
-    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+    load(warehouse, errors=[model_error("a", 1)], run_id="run-1")
 
     load(warehouse, [summary("a")], run_id="run-2")
 
@@ -386,7 +387,7 @@ def test_a_summary_takes_the_key_off_the_queue(warehouse, warehouse_db):
 def test_a_load_takes_only_the_keys_it_summarized_off_the_queue(warehouse, warehouse_db):
     warehouse.carry_over(["a", "b", "c"], run_id="run-1", prompt_version=PROMPT)
 
-    load(warehouse, [summary("a")], [throttled("c", 1)], run_id="run-2")
+    load(warehouse, [summary("a")], [model_error("c", 1)], run_id="run-2")
 
     assert query(
         warehouse_db, f"SELECT source_key, reason FROM {TABLES.pending_table} ORDER BY source_key"
@@ -437,10 +438,10 @@ def test_a_summary_leaves_the_keys_queued_under_another_prompt_version(warehouse
 
 def test_a_key_failing_at_max_attempts_is_dead_lettered_and_never_read_again(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("a", DAY, "t")])
-    load(warehouse, errors=[throttled("a", 1)], run_id="run-1", max_attempts=2)
+    load(warehouse, errors=[model_error("a", 1)], run_id="run-1", max_attempts=2)
     (row,) = read(warehouse, run_id="run-2", max_attempts=2)
 
-    counts = load(warehouse, errors=[throttled("a", row["attempt"])], run_id="run-2", max_attempts=2)
+    counts = load(warehouse, errors=[model_error("a", row["attempt"])], run_id="run-2", max_attempts=2)
 
     assert counts["dead_lettered"] == 1
     assert query(
@@ -452,8 +453,8 @@ def test_a_key_failing_at_max_attempts_is_dead_lettered_and_never_read_again(war
 
 def test_keys_tried_max_attempts_times_are_not_read(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("a", DAY, "t")])
-    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
-    load(warehouse, errors=[throttled("a", 2)], run_id="run-2")
+    load(warehouse, errors=[model_error("a", 1)], run_id="run-1")
+    load(warehouse, errors=[model_error("a", 2)], run_id="run-2")
 
     assert read(warehouse, run_id="run-3", max_attempts=2) == []
     assert [row["attempt"] for row in read(warehouse, run_id="run-3", max_attempts=3)] == [3]
@@ -487,7 +488,7 @@ def test_rejections_are_recorded_once_and_taken_off_the_queue(warehouse, warehou
 
 
 def test_carry_over_keeps_an_existing_retry_and_its_attempts(warehouse, warehouse_db):
-    load(warehouse, errors=[throttled("a", 1)], run_id="run-1")
+    load(warehouse, errors=[model_error("a", 1)], run_id="run-1")
 
     warehouse.carry_over(["a", "b"], run_id="run-2", prompt_version=PROMPT)
 
@@ -511,8 +512,8 @@ def test_run_counts_report_the_runs_outcome(warehouse):
         warehouse,
         [summary("a"), summary("b")],
         [
-            throttled("c", 1),
-            throttled("d", 3),
+            model_error("c", 1),
+            model_error("d", 3),
             ErrorRow("e", "model", "400", "bad", retryable=False, attempt=1),
         ],
         run_id="run-1",
@@ -532,8 +533,8 @@ def test_run_counts_report_the_runs_outcome(warehouse):
 
 
 def test_results_of_run_are_the_rows_that_run_loaded_for_the_keys_asked(warehouse):
-    load(warehouse, [summary("a")], [throttled("b", 1), throttled("c", 3)], run_id="run-1")
-    load(warehouse, [summary("elsewhere")], [throttled("d", 1)], run_id="run-2")
+    load(warehouse, [summary("a")], [model_error("b", 1), model_error("c", 3)], run_id="run-1")
+    load(warehouse, [summary("elsewhere")], [model_error("d", 1)], run_id="run-2")
     warehouse.carry_over(["e"], run_id="run-1", prompt_version=PROMPT)
 
     asked = ["a", "b", "c", "d", "e", "unknown"]
@@ -555,7 +556,7 @@ def test_keys_to_call_skip_what_the_run_loaded_and_what_another_run_holds_or_loa
     load(warehouse, [summary("summarized-before")], run_id="run-3")  # e.g. a re-summarize reads it again
     execute(warehouse_db, [f"UPDATE {TABLES.output_table} SET loaded_at = '2020-01-01 00:00:00'"])
     read_at = datetime.now(UTC) - timedelta(seconds=1)
-    load(warehouse, [summary("loaded")], [throttled("failed", 1)], run_id="run-1")  # failed: queued retry
+    load(warehouse, [summary("loaded")], [model_error("failed", 1)], run_id="run-1")  # failed: queued retry
     unreadable = ErrorRow(
         "errored-later", "output", "output_unreadable", "no text", retryable=False, attempt=1
     )
@@ -675,8 +676,8 @@ def test_a_limited_claim_takes_the_first_keys_in_key_order_and_leaves_the_rest_t
 def test_a_limited_claim_skips_the_keys_its_read_would_skip(warehouse, warehouse_db):
     insert_calls(warehouse_db, [(f"k{i}", DAY - timedelta(days=5), "t") for i in range(4)])
     warehouse.carry_over([f"k{i}" for i in range(4)], run_id="run-1", prompt_version=PROMPT)
-    load(warehouse, errors=[throttled("k0", 1)], run_id="run-a")  # k0: queued again, tried once
-    load(warehouse, errors=[throttled("k0", 2)], run_id="run-b")  # k0: tried twice
+    load(warehouse, errors=[model_error("k0", 1)], run_id="run-a")  # k0: queued again, tried once
+    load(warehouse, errors=[model_error("k0", 2)], run_id="run-b")  # k0: tried twice
 
     assert warehouse.claim_pending(run_id="limited", prompt_version=PROMPT, limit=2, max_attempts=2) == 2
 
@@ -702,8 +703,8 @@ def test_a_key_queued_before_max_attempts_was_lowered_is_dead_lettered_naming_bo
     warehouse, warehouse_db
 ):
     insert_calls(warehouse_db, [("k0", DAY - timedelta(days=5), "t"), ("k1", DAY - timedelta(days=5), "t")])
-    load(warehouse, errors=[throttled("k0", 1), throttled("k1", 1)], run_id="run-a")
-    load(warehouse, errors=[throttled("k0", 2)], run_id="run-b")  # k0 tried twice, still queued (max 3)
+    load(warehouse, errors=[model_error("k0", 1), model_error("k1", 1)], run_id="run-a")
+    load(warehouse, errors=[model_error("k0", 2)], run_id="run-b")  # k0 tried twice, still queued (max 3)
 
     assert warehouse.dead_letter_exhausted(run_id="run-c", prompt_version=PROMPT, max_attempts=2) == 1
 
@@ -720,10 +721,10 @@ def test_a_key_queued_before_max_attempts_was_lowered_is_dead_lettered_naming_bo
 def test_a_summarized_key_left_queued_is_not_dead_lettered(warehouse, warehouse_db):
     """A re-summarize must still find it: a dead letter would keep it from every read."""
     insert_calls(warehouse_db, [("k0", DAY - timedelta(days=5), "t")])
-    load(warehouse, errors=[throttled("k0", 1)], run_id="run-a")
-    load(warehouse, errors=[throttled("k0", 2)], run_id="run-b")
+    load(warehouse, errors=[model_error("k0", 1)], run_id="run-a")
+    load(warehouse, errors=[model_error("k0", 2)], run_id="run-b")
     load(warehouse, [summary("k0")], run_id="run-c")  # summarized by a later run
-    load(warehouse, errors=[throttled("k0", 2)], run_id="run-b")  # run-b's collect, cleared: queued again
+    load(warehouse, errors=[model_error("k0", 2)], run_id="run-b")  # run-b's collect, cleared: queued again
 
     assert warehouse.dead_letter_exhausted(run_id="run-d", prompt_version=PROMPT, max_attempts=2) == 0
 
@@ -740,10 +741,10 @@ def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
 
 def test_an_earlier_runs_collect_run_again_leaves_a_later_runs_claim_alone(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
-    load(warehouse, errors=[throttled("old", 1)], run_id="run-1")  # queued for retry by run-1
+    load(warehouse, errors=[model_error("old", 1)], run_id="run-1")  # queued for retry by run-1
     warehouse.claim_pending(run_id="run-2", prompt_version=PROMPT)  # run-2 works on it
 
-    load(warehouse, errors=[throttled("old", 1)], run_id="run-1")  # run-1's collect, cleared
+    load(warehouse, errors=[model_error("old", 1)], run_id="run-1")  # run-1's collect, cleared
 
     assert warehouse.claim_pending(run_id="run-3", prompt_version=PROMPT) == 0
     assert keys(read(warehouse, run_id="run-2", claimed_only=True)) == ["old"]
@@ -754,6 +755,6 @@ def test_queuing_a_key_again_releases_its_claim(warehouse, warehouse_db):
     warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
     warehouse.claim_pending(run_id="run-2", prompt_version=PROMPT)
 
-    load(warehouse, errors=[throttled("old", 1)], run_id="run-2")
+    load(warehouse, errors=[model_error("old", 1)], run_id="run-2")
 
     assert warehouse.claim_pending(run_id="run-3", prompt_version=PROMPT) == 1
