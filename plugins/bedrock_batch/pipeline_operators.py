@@ -462,8 +462,9 @@ class OnDemandOperator(_PipelineOperator):
 def _is_scheduled(context: Context) -> bool:
     """Whether this is a nightly run: a backfill's or a manual run's earlier days may simply not have
     run yet, so only a scheduled run looks back for rows no run has read."""
-    run_type = getattr(context.get("dag_run"), "run_type", None)
-    return str(getattr(run_type, "value", run_type)) == "scheduled"
+    from bedrock_batch.windows import run_type_name
+
+    return run_type_name(getattr(context.get("dag_run"), "run_type", None)) == "scheduled"
 
 
 class ReportOperator(_PipelineOperator):

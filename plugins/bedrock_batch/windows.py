@@ -62,6 +62,12 @@ def local_day(day: dt.date, tz_name: str) -> Window:
     return Window(start.astimezone(dt.UTC), end.astimezone(dt.UTC), day.isoformat(), "day")
 
 
+def run_type_name(run_type: Any) -> str:
+    """A DAG run's type as its plain name (``scheduled``, ``backfill``, ...): the Task SDK gives an
+    enum, tests and older callers a string."""
+    return str(getattr(run_type, "value", run_type))
+
+
 def days_before(moment: dt.datetime, days: int, tz_name: str, *, not_before: dt.date) -> dt.datetime:
     """
     ``moment`` ``days`` local days earlier, at the same local time (72 hours or 71 or 73 over a DST
@@ -92,7 +98,7 @@ def window_for_run(
     same days (and all but the first stop at the window claim), so that is refused.
     """
     if window_start or window_end:
-        if str(getattr(run_type, "value", run_type)) == "backfill":
+        if run_type_name(run_type) == "backfill":
             raise ConfigError(
                 "params window_start and window_end apply to every run of a backfill, so each run would "
                 "summarize the same window: leave them empty, each run then takes its own day"
