@@ -15,7 +15,7 @@ from werkzeug.wrappers import Request, Response
 from local_aws.errors import AwsError
 from local_aws.faults import ServerFaults
 from local_aws.jobs import ACTIVE, STOPPABLE, Job, JobStore, JobWorker
-from local_aws.models import base_model_id, family_name
+from local_aws.models import base_model_id, family_name, is_custom_model
 from local_aws.quotas import Quotas
 from local_aws.settings import ACCOUNT_ID, Settings
 from local_aws.validation import validate
@@ -33,6 +33,11 @@ def iso(ts: float | None) -> str | None:
 def region_of(job: Job) -> str:
     """The region a job was created in (its ARN's)."""
     return job.job_arn.split(":")[3]
+
+
+def _quota_key(model_id: str) -> str:
+    """What a job counts against: a custom model itself, any other model its base foundation model."""
+    return model_id if is_custom_model(model_id) else base_model_id(model_id)
 
 
 def _parse_time(value: str) -> float:
@@ -155,13 +160,16 @@ class ControlPlane:
                 job_faults = self.faults.for_new_job(tags)
             except ValueError as err:
                 raise AwsError("ValidationException", str(err)) from err
-            # The quota is per base model and region ("... using a base model for <model>").
-            model = base_model_id(body["modelId"])
-            active = sum(1 for j in jobs if j.status in ACTIVE and base_model_id(j.model_id) == model)
-            if active >= self.quotas.max_concurrent_jobs:
+            # The quota is per base model and region ("... using a base model for <model>"), and a
+            # smaller one per custom model.
+            model, limit = _quota_key(body["modelId"]), self.quotas.max_concurrent_jobs
+            if is_custom_model(body["modelId"]):
+                limit = self.quotas.max_concurrent_custom_jobs
+            active = sum(1 for j in jobs if j.status in ACTIVE and _quota_key(j.model_id) == model)
+            if active >= limit:
                 raise AwsError(
                     "ServiceQuotaExceededException",
-                    f"You have reached the limit of {self.quotas.max_concurrent_jobs} submitted and "
+                    f"You have reached the limit of {limit} submitted and "
                     f"in-progress batch inference jobs for {model}.",
                 )
             if any(j.job_name == body["jobName"] for j in jobs):

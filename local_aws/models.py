@@ -22,9 +22,17 @@ class ModelInputError(Exception):
 
 
 def base_model_id(model_id: str) -> str:
-    """``us.anthropic.claude-...`` -> ``anthropic.claude-...``; ARNs keep their last path part."""
-    model = model_id.rsplit("/", 1)[-1]
+    """``us.anthropic.claude-...`` -> ``anthropic.claude-...``; ARNs keep their last path part, but for
+    ``custom-model/<base model id>/<id>``, whose base model (the family that answers) is in the middle."""
+    resource = model_id.split(":", 5)[-1] if model_id.startswith("arn:") else model_id
+    kind, _, name = resource.partition("/")
+    model = name.rsplit("/", 1)[0] if kind == "custom-model" and "/" in name else resource.rsplit("/", 1)[-1]
     return _REGION_PREFIX.sub("", model)
+
+
+def is_custom_model(model_id: str) -> bool:
+    """Whether ``model_id`` is a custom model's ARN (``arn:...:custom-model/<base>/<id>``)."""
+    return model_id.startswith("arn:") and model_id.split(":", 5)[-1].startswith("custom-model/")
 
 
 def family_name(model_id: str, invocation_type: str = "InvokeModel") -> str | None:

@@ -27,7 +27,8 @@ MODEL_NAMES: dict[str, str] = {
 
 @dataclass
 class Quotas:
-    """The per-model batch quotas (one set for every model), field names as in bedrock_batch.quotas."""
+    """The per-model batch quotas (one set for every model), field names as in bedrock_batch.quotas,
+    and the smaller limit on jobs per custom model."""
 
     min_records_per_job: int = 100
     max_records_per_file: int = 50_000
@@ -35,6 +36,8 @@ class Quotas:
     max_file_bytes: int = 1 * GB
     max_job_bytes: int = 5 * GB
     max_concurrent_jobs: int = 20
+    max_concurrent_custom_jobs: int = 3
+    """Submitted and in-progress jobs per custom model (BEDROCK_FACTS: 3); not in Service Quotas here."""
 
     def update(self, values: dict[str, Any]) -> None:
         """Set the named fields; an unknown name is a ValueError naming it."""

@@ -16,7 +16,7 @@ from werkzeug.wrappers import Request, Response
 
 from local_aws.errors import AwsError, throttled
 from local_aws.faults import ServerFaults
-from local_aws.models import ModelInputError, family_name, invoke
+from local_aws.models import ModelInputError, family_name, invoke, is_custom_model
 
 
 class Runtime:
@@ -63,6 +63,13 @@ class Runtime:
             raise AwsError(
                 "ValidationException", "Malformed input request: the body is not valid JSON."
             ) from err
+        if is_custom_model(model_id):
+            # As in the service: a custom model runs on demand only through a deployment of it (or
+            # Provisioned Throughput), whose ARN names no base model this stand-in could answer as.
+            raise AwsError(
+                "ValidationException",
+                "On-demand inference is not supported for a custom model; use a custom model deployment.",
+            )
         if operation == "Converse":
             invocation_type = "Converse"
         else:

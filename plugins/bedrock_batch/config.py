@@ -254,6 +254,10 @@ class SmallBatchConfig(_Strict):
     policy: Literal["carry_over", "on_demand", "fail"] = "carry_over"
     max_age_days: int = Field(default=3, ge=0, le=60)
     on_demand_concurrency: int = Field(default=4, ge=1, le=64)
+    on_demand_model_id: str | None = Field(default=None, min_length=1, max_length=2048)
+    """The model on-demand calls go to, when not the batch model: required for a custom model's ARN,
+    which bedrock-runtime does not take (name its custom model deployment's ARN). The requests are
+    built for ``model.id``'s family."""
 
 
 class PipelineConfig(_Strict):
@@ -365,6 +369,37 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
     return config
 
 
+def on_demand_model_id(config: PipelineConfig, model_id: str) -> str:
+    """
+    The model id a run whose batch model is ``model_id`` calls on demand: ``small_batch.on_demand_model_id``,
+    else ``model_id`` itself.
+
+    A custom model's ARN runs in batch but not through bedrock-runtime (on demand it needs a custom
+    model deployment), so without the setting it is a ConfigError, unless ``small_batch.policy`` is
+    ``fail`` (which never calls on demand). Under InvokeModel a setting that names its family must
+    name ``model_id``'s: the records were built for it.
+    """
+    from bedrock_batch.models import family_for, is_custom_model, opaque_model_kind, same_request_body
+
+    chosen = config.small_batch.on_demand_model_id
+    if chosen is None:
+        if is_custom_model(model_id) and config.small_batch.policy != "fail":
+            raise ConfigError(
+                f"model {model_id!r} is a custom model, which bedrock-runtime does not take on demand: set "
+                "small_batch.on_demand_model_id to its custom model deployment's ARN, or small_batch.policy "
+                "to 'fail' (short batches then fail the run instead of going on demand)"
+            )
+        return model_id
+    if config.model.invocation_type == "InvokeModel" and opaque_model_kind(chosen) is None:
+        wanted, family = family_for(chosen), family_for(model_id)
+        if not same_request_body(wanted, family):
+            raise ConfigError(
+                f"{chosen!r} is of model family {wanted.name!r}, not {family.name!r} as {model_id!r}: "
+                "the records are built for that family's InvokeModel request body"
+            )
+    return chosen
+
+
 def _check_model_and_prompt(config: PipelineConfig, path: Path) -> None:
     from bedrock_batch.models import family_for
     from bedrock_batch.prompts import load_prompt
@@ -384,6 +419,10 @@ def _check_model_and_prompt(config: PipelineConfig, path: Path) -> None:
             f"{path}: model.params: max_tokens {family.max_tokens(config.model.params)} leaves no room "
             f"for the prompt in {config.model.id}'s context of {family.context_tokens} tokens"
         )
+    try:
+        on_demand_model_id(config, config.model.id)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: small_batch.on_demand_model_id: {exc}") from None
     if not config.prompt_path.is_file():
         raise ConfigError(f"{path}: prompt: no template file at {config.prompt_path}")
     try:

@@ -583,19 +583,55 @@ _CONVERSE_WITHOUT_SYSTEM: tuple[str, ...] = (
 INVOCATION_TYPES = ("InvokeModel", "Converse")
 
 
+#: ARN resource types whose name does not say which foundation model runs behind it.
+_OPAQUE_RESOURCES: dict[str, str] = {
+    "application-inference-profile": "an application inference profile",
+    "imported-model": "an imported model",
+    "provisioned-model": "a provisioned model",
+    "custom-model-deployment": "a custom model deployment",
+}
+
+
+def _arn_resource(model_id: str) -> tuple[str, str]:
+    """``(resource type, resource name)`` of a Bedrock ARN; model ids hold colons, so split five times."""
+    parts = model_id.split(":", 5)
+    resource = parts[5] if len(parts) == 6 else model_id
+    kind, sep, name = resource.partition("/")
+    return (kind, name) if sep else ("", resource)
+
+
 def base_model_id(model_id: str) -> str:
     """
     The foundation model id inside ``model_id``.
 
-    Strips an ARN down to its resource name and then a cross-region prefix, so
+    Strips an ARN down to the model it names and then a cross-region prefix, so
     ``arn:...:inference-profile/us.anthropic.claude-...`` and ``global.anthropic.claude-...`` both
-    give ``anthropic.claude-...``.
+    give ``anthropic.claude-...``. A custom model's ARN names its base model in the middle
+    (``custom-model/<base model id>/<12-character id>``, CreateModelInvocationJob's pattern), so it
+    gives that base. An :func:`opaque_model_kind` ARN gives its bare id, which names no family.
     """
-    resource = model_id.rsplit("/", 1)[-1] if model_id.startswith("arn:") else model_id
+    resource = model_id
+    if model_id.startswith("arn:"):
+        kind, name = _arn_resource(model_id)
+        base, sep, _ = name.rpartition("/")
+        resource = base if kind == "custom-model" and sep else name.rsplit("/", 1)[-1]
     head, sep, rest = resource.partition(".")
     if sep and head.lower() in REGION_PREFIXES:
         return rest
     return resource
+
+
+def is_custom_model(model_id: str) -> bool:
+    """Whether ``model_id`` is a custom model's ARN (``custom-model/<base model id>/<id>``)."""
+    return model_id.startswith("arn:") and _arn_resource(model_id)[0] == "custom-model"
+
+
+def opaque_model_kind(model_id: str) -> str | None:
+    """What an ARN whose id does not name its foundation model is ("an application inference
+    profile", ...), or ``None`` for every model id that does."""
+    if not model_id.startswith("arn:"):
+        return None
+    return _OPAQUE_RESOURCES.get(_arn_resource(model_id)[0])
 
 
 def family_for(
@@ -626,6 +662,12 @@ def family_for(
             window or (native().context_tokens if native else Converse().context_tokens),
             system_role=not base.startswith(_CONVERSE_WITHOUT_SYSTEM),
         )
+    elif native is None and (opaque := opaque_model_kind(model_id)):
+        raise ConfigError(
+            f"Model {model_id!r} is {opaque}: its id does not say which model runs behind it, so its "
+            "InvokeModel request body cannot be chosen; use invocation_type 'Converse' (one request form "
+            "for every model) and set model.context_tokens to the model's context window"
+        )
     elif native is None:
         raise ConfigError(
             f"Model {model_id!r} belongs to no supported InvokeModel family (Anthropic Claude, Amazon Nova, "
@@ -640,6 +682,12 @@ def family_for(
     return family
 
 
+def same_request_body(one: ModelFamily, other: ModelFamily) -> bool:
+    """Whether two InvokeModel families take the same request body. A later generation's adapter
+    extends its family's (Llama 4's, Llama 3's), so either may be the other's subclass."""
+    return isinstance(one, type(other)) or isinstance(other, type(one))
+
+
 def check_model_override(configured: str, override: str, invocation_type: str = "InvokeModel") -> None:
     """
     Refuse a run's ``model_id`` param whose requests take another form than the configured model's.
@@ -652,8 +700,7 @@ def check_model_override(configured: str, override: str, invocation_type: str = 
     if invocation_type == "Converse":
         return
     family = family_for(configured, invocation_type)
-    # A later generation's adapter extends its family's (Llama 4's, Llama 3's): the same request body.
-    if not (isinstance(wanted, type(family)) or isinstance(family, type(wanted))):
+    if not same_request_body(wanted, family):
         raise ConfigError(
             f"model_id param {override!r} is of model family {wanted.name!r}, not {family.name!r} as the "
             f"configured model {configured!r}: under InvokeModel a run may only switch to a model of the "

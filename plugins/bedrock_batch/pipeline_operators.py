@@ -446,7 +446,8 @@ class OnDemandOperator(_PipelineOperator):
             records,
             runtime=self.aws_client("bedrock-runtime", RUNTIME_CLIENT_CONFIG),
             family=family_for(plan["model_id"], invocation_type),
-            model_id=plan["model_id"],
+            # A plan from before the setting has none: its batch model is the one it calls.
+            model_id=plan.get("on_demand_model_id") or plan["model_id"],
             invocation_type=invocation_type,
             concurrency=self.config.small_batch.on_demand_concurrency,
             run_id=context["run_id"],

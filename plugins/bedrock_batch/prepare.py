@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from bedrock_batch.config import PipelineConfig, check_runtime_values
-from bedrock_batch.errors import EarlierTryError, QuotaError
+from bedrock_batch.config import PipelineConfig, check_runtime_values, on_demand_model_id
+from bedrock_batch.errors import ConfigError, EarlierTryError, QuotaError
 from bedrock_batch.heap import frozen_heap
 from bedrock_batch.job_status import ACTIVE_STATUSES, TERMINAL_STATUSES
 from bedrock_batch.models import check_model_override, family_for, family_of_job
@@ -351,6 +351,10 @@ class RunPreparer:
         # The configured window is the configured model's; a run's model_id param gets its own.
         window = config.model.context_tokens if self.model_id == config.model.id else None
         self.family = family_for(self.model_id, config.model.invocation_type, context_tokens=window)
+        try:
+            self.on_demand_model_id = on_demand_model_id(config, self.model_id)
+        except ConfigError as exc:
+            raise ConfigError(f"model_id param: {exc}") from None
         self.prompt = load_prompt(config.prompt_path)
         self.counts = PrepareCounts()
         self.writes = not settings.dry_run
@@ -579,6 +583,7 @@ class RunPreparer:
             "run_key": self.run.key,
             "window": self.window.to_dict(),
             "model_id": self.model_id,
+            "on_demand_model_id": self.on_demand_model_id,
             # The bodies were built for this API: submit and on demand use it, whatever is deployed later.
             "invocation_type": self.config.model.invocation_type,
             "prompt_version": self.prompt.version,

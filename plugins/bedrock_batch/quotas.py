@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bedrock_batch.errors import ConfigError, QuotaError
+from bedrock_batch.models import base_model_id
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +75,10 @@ Every text model this project targets has the common defaults today; the table k
 mechanism so a documented exception is a one-line change.
 """
 
-_REGION_PREFIXES = ("us.", "eu.", "apac.", "jp.", "au.", "ca.", "us-gov.", "global.")
-
-
-def strip_region_prefix(model_id: str) -> str:
-    """``us.anthropic.claude-...`` -> ``anthropic.claude-...`` (cross-region inference profiles)."""
-    for prefix in _REGION_PREFIXES:
-        if model_id.startswith(prefix):
-            return model_id[len(prefix) :]
-    return model_id
-
 
 def default_quotas(model_id: str) -> BatchQuotas:
     """The documented default quotas of a model: what to assume before asking Service Quotas."""
-    base_id = strip_region_prefix(model_id)
+    base_id = base_model_id(model_id)
     best_prefix, best = "", _DEFAULT
     for prefix, quotas in DEFAULT_QUOTAS:
         if base_id.startswith(prefix) and len(prefix) >= len(best_prefix):
@@ -143,10 +134,11 @@ def model_id_tokens(model_id: str) -> frozenset[str]:
     """Tokens of a model id: "anthropic.claude-3-5-haiku-20241022-v1:0" -> {anthropic, claude, 35, haiku}.
 
     Runs of one- or two-digit parts are version numbers ("3-5" -> "35", as "3.5" in display names);
-    eight-digit dates and the ":0" revision are dropped.
+    eight-digit dates and what follows the first colon (the ":0" revision, a custom model's
+    ":128k" context) are dropped. An ARN counts by the model it names (:func:`base_model_id`): its
+    region, account and resource type would otherwise be tokens too ("3" of ``eu-west-3``).
     """
-    base = strip_region_prefix(model_id).lower()
-    base = re.sub(r":\d+$", "", base)
+    base = base_model_id(model_id).lower().split(":", 1)[0]
     words: list[str] = []
     for word in re.split(r"[.\-_:/]+", base):
         words.extend(_split_word(word))

@@ -228,3 +228,40 @@ def test_every_setting_is_documented_or_shown_in_the_shipped_config():
     assert len(settings) > 40
     undocumented = [dotted for dotted, name in settings if f"`{name}`" not in docs and not in_shipped(dotted)]
     assert undocumented == []
+
+
+CUSTOM_HAIKU = (
+    "arn:aws:bedrock:us-east-1:123456789012:custom-model/"
+    "anthropic.claude-3-5-haiku-20241022-v1:0/a1b2c3d4e5f6"
+)
+DEPLOYMENT = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/a1b2c3d4e5f6"
+
+
+def custom_model(**small_batch):
+    def change(raw):
+        raw["model"]["id"] = CUSTOM_HAIKU
+        raw.setdefault("small_batch", {}).update(small_batch)
+
+    return change
+
+
+@pytest.mark.parametrize("policy", ["carry_over", "on_demand"])
+def test_a_custom_model_that_may_go_on_demand_needs_an_on_demand_model(tmp_path, policy):
+    path = write_variant(tmp_path, custom_model(policy=policy))
+    with pytest.raises(ConfigError, match=r"small_batch\.on_demand_model_id: .*custom model deployment"):
+        load_pipeline(path)
+
+
+def test_a_custom_model_loads_with_a_deployment_to_call_on_demand(tmp_path):
+    config = load_pipeline(write_variant(tmp_path, custom_model(on_demand_model_id=DEPLOYMENT)))
+    assert (config.model.id, config.small_batch.on_demand_model_id) == (CUSTOM_HAIKU, DEPLOYMENT)
+
+
+def test_a_custom_model_loads_when_short_batches_fail_instead(tmp_path):
+    assert load_pipeline(write_variant(tmp_path, custom_model(policy="fail"))).model.id == CUSTOM_HAIKU
+
+
+def test_an_on_demand_model_of_another_family_fails_at_import(tmp_path):
+    path = write_variant(tmp_path, custom_model(on_demand_model_id="amazon.nova-lite-v1:0"))
+    with pytest.raises(ConfigError, match=r"small_batch\.on_demand_model_id: 'amazon\.nova-lite-v1:0' is of"):
+        load_pipeline(path)

@@ -26,6 +26,8 @@ from bedrock_batch.models import (
 )
 
 PARAMS = {"max_tokens": 512, "temperature": 0.2, "top_p": 0.9}
+LLAMA_8B = "meta.llama3-1-8b-instruct-v1:0"
+NOVA_MICRO = "amazon.nova-micro-v1:0"
 
 
 # --- family_for -----------------------------------------------------------------------------------
@@ -52,10 +54,35 @@ PARAMS = {"max_tokens": 512, "temperature": 0.2, "top_p": 0.9}
             "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0",
             AnthropicClaude,
         ),
+        ("arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-lite-v1:0", AmazonNova),
+        (f"arn:aws:bedrock:us-east-1:123456789012:custom-model/{LLAMA_8B}:128k/a1b2c3d4e5f6", MetaLlama),
     ],
 )
 def test_family_for_resolves_by_prefix_after_region_prefix(model_id, family):
     assert type(family_for(model_id)) is family
+
+
+def test_a_custom_model_takes_its_base_models_window_and_output_cap():
+    custom = f"arn:aws:bedrock:us-east-1:123456789012:custom-model/{NOVA_MICRO}:128k/a1b2c3d4e5f6"
+    family, base = family_for(custom), family_for(NOVA_MICRO)
+    assert (family.context_tokens, family.max_output_tokens) == (base.context_tokens, base.max_output_tokens)
+    assert family.context_tokens == 128_000  # Nova Micro's own window, not the Nova family's 300k
+
+
+@pytest.mark.parametrize(
+    ("arn", "kind"),
+    [
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6",
+            "an application",
+        ),
+        ("arn:aws:bedrock:us-east-1:123456789012:imported-model/a1b2c3d4e5f6", "an imported model"),
+    ],
+)
+def test_a_model_arn_that_does_not_name_its_model_points_to_converse(arn, kind):
+    with pytest.raises(ConfigError, match=rf"{kind}.*use invocation_type 'Converse'.*model.context_tokens"):
+        family_for(arn)
+    assert isinstance(family_for(arn, "Converse", context_tokens=64_000), Converse)
 
 
 def test_family_for_unknown_model_is_config_error_naming_the_model():

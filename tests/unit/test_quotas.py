@@ -45,6 +45,11 @@ def test_default_quotas_ignore_the_cross_region_prefix(monkeypatch):
     assert default_quotas("us.amazon.nova-lite-v1:0") == nova
     assert default_quotas("amazon.nova-lite-v1:0") == nova
     assert default_quotas("us.amazon.nova-pro-v1:0") == DOCUMENTED
+    assert default_quotas("ap.amazon.nova-lite-v1:0") == nova
+    assert (
+        default_quotas("arn:aws:bedrock:eu-west-3:123456789012:inference-profile/eu.amazon.nova-lite-v1:0")
+        == nova
+    )
 
 
 def test_with_overrides_replaces_only_the_named_quota():
@@ -84,6 +89,7 @@ QUOTA_DISPLAY_NAMES = [
     "Claude Sonnet 4",
     "Nova Lite V1",
     "Nova Pro V1",
+    "Llama 3.1 8B Instruct",
     "Llama 3.1 70B Instruct",
     "Llama 3.2 1B Instruct",
     "Mistral Small",
@@ -114,6 +120,28 @@ QUOTA_DISPLAY_NAMES = [
     ],
 )
 def test_model_id_matches_its_quota_display_name(model_id, display):
+    assert match_display_name(model_id, QUOTA_DISPLAY_NAMES) == display
+
+
+@pytest.mark.parametrize(
+    ("model_id", "display"),
+    [
+        # eu-west-3's "3" is no version: Claude 3 Haiku's tokens must not match Claude 3.5 Haiku too.
+        (
+            "arn:aws:bedrock:eu-west-3:123456789012:inference-profile/eu.anthropic.claude-3-5-haiku-20241022-v1:0",
+            "Claude 3.5 Haiku",
+        ),
+        (
+            "arn:aws:bedrock:eu-west-3::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+            "Claude 3 Haiku",
+        ),
+        (
+            "arn:aws:bedrock:us-east-1:123456789012:custom-model/meta.llama3-1-8b-instruct-v1:0:128k/a1b2c3d4e5f6",
+            "Llama 3.1 8B Instruct",
+        ),
+    ],
+)
+def test_a_model_arn_matches_the_display_name_of_the_model_it_names(model_id, display):
     assert match_display_name(model_id, QUOTA_DISPLAY_NAMES) == display
 
 

@@ -193,29 +193,51 @@ def test_jobs_over_the_concurrency_quota_are_refused(bedrock, input_uri, local_a
     wait_for(bedrock, stuck)
 
 
-def test_the_concurrency_quota_counts_each_base_model_on_its_own(bedrock, input_uri, local_aws_clean):
-    local_aws_clean.admin.set_quotas(max_concurrent_jobs=1)
-    model = "meta.llama3-1-8b-instruct-v1:0"  # no other spec runs jobs of it
+def _llama_input(local_aws, prefix: str) -> str:
     llama = [
         {"recordId": f"L{i:010d}", "modelInput": {"prompt": "hi", "max_gen_len": 20}} for i in range(100)
     ]
-    llama_input = stage(
-        local_aws_clean.client("s3"), "control-bucket", unique("llama"), {"a.jsonl": jsonl(llama)}
-    )
-    stuck = create_job(
-        bedrock, llama_input, OUTPUT, model_id=model, tags=[{"key": "local-aws:fault", "value": "stick"}]
-    )
-    other_model = "mistral.mistral-7b-instruct-v0:2"  # nor of this one
-    others: list[str] = []
+    return stage(local_aws.client("s3"), "control-bucket", unique(prefix), {"a.jsonl": jsonl(llama)})
+
+
+def _stop_all(bedrock, arns: list[str]) -> None:
+    for arn in arns:
+        bedrock.stop_model_invocation_job(jobIdentifier=arn)
+        wait_for(bedrock, arn)
+
+
+def test_the_concurrency_quota_counts_each_base_model_on_its_own(bedrock, local_aws_clean):
+    local_aws_clean.admin.set_quotas(max_concurrent_jobs=1)
+    model = "meta.llama3-1-8b-instruct-v1:0"  # no other spec runs jobs of it
+    llama_input = _llama_input(local_aws_clean, "llama")
+    jobs = [create_job(bedrock, llama_input, OUTPUT, model_id=model, tags=STICK)]
     try:
         with pytest.raises(bedrock.exceptions.ServiceQuotaExceededException, match=model):
             create_job(bedrock, llama_input, OUTPUT, model_id=f"us.{model}")
-        others.append(create_job(bedrock, llama_input, OUTPUT, model_id=other_model, tags=STICK))
+        jobs.append(
+            create_job(bedrock, llama_input, OUTPUT, model_id="mistral.mistral-7b-instruct-v0:2", tags=STICK)
+        )
     finally:
-        for arn in [stuck, *others]:
-            bedrock.stop_model_invocation_job(jobIdentifier=arn)
-            wait_for(bedrock, arn)
-    assert len(others) == 1
+        _stop_all(bedrock, jobs)
+    assert len(jobs) == 2
+
+
+def test_a_custom_model_counts_against_its_own_smaller_limit(bedrock, local_aws_clean):
+    local_aws_clean.admin.set_quotas(max_concurrent_custom_jobs=1)
+    base = "meta.llama3-1-8b-instruct-v1:0"
+    custom = f"arn:aws:bedrock:us-east-1:123456789012:custom-model/{base}:128k/c1c2c3c4c5c6"
+    llama_input = _llama_input(local_aws_clean, "custom")
+    jobs = [create_job(bedrock, llama_input, OUTPUT, model_id=custom, tags=STICK)]
+    try:
+        with pytest.raises(bedrock.exceptions.ServiceQuotaExceededException, match="limit of 1 "):
+            create_job(bedrock, llama_input, OUTPUT, model_id=custom)
+        # Neither another custom model of the same base nor the base model itself counts it.
+        other_custom = custom.replace("c1c2c3c4c5c6", "d1d2d3d4d5d6")
+        jobs.append(create_job(bedrock, llama_input, OUTPUT, model_id=other_custom, tags=STICK))
+        jobs.append(create_job(bedrock, llama_input, OUTPUT, model_id=base, tags=STICK))
+    finally:
+        _stop_all(bedrock, jobs)
+    assert len(jobs) == 3
 
 
 def test_a_job_is_known_only_in_its_own_region(bedrock, input_uri, local_aws_clean):

@@ -75,6 +75,11 @@ FAMILIES = [
     ("amazon.nova-lite-v1:0", _nova, _nova_text),
     ("eu.amazon.nova-micro-v1:0", _nova, _nova_text),
     ("meta.llama3-1-8b-instruct-v1:0", _llama, _llama_text),
+    (
+        "arn:aws:bedrock:us-east-1:123456789012:custom-model/meta.llama3-1-8b-instruct-v1:0:128k/a1b2c3d4e5f6",
+        _llama,
+        _llama_text,
+    ),
     ("mistral.mistral-large-2402-v1:0", _mistral, _mistral_text),
     ("amazon.titan-text-express-v1", _titan, _titan_text),
 ]

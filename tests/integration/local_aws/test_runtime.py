@@ -47,6 +47,17 @@ def test_an_invalid_body_is_a_validation_error(runtime):
         _invoke(runtime, "anthropic.claude-3-haiku-20240307-v1:0", {"anthropic_version": "x", "messages": []})
 
 
+def test_a_custom_model_is_not_called_on_demand(runtime):
+    custom = (
+        "arn:aws:bedrock:us-east-1:123456789012:custom-model/"
+        "anthropic.claude-3-haiku-20240307-v1:0/a1b2c3d4e5f6"
+    )
+    with pytest.raises(runtime.exceptions.ValidationException, match="custom model deployment"):
+        _invoke(runtime, custom, claude_input(call_text(1)))
+    with pytest.raises(runtime.exceptions.ValidationException, match="custom model deployment"):
+        runtime.converse(modelId=custom, messages=[{"role": "user", "content": [{"text": "hi"}]}])
+
+
 def test_requests_above_the_rate_are_throttled_until_a_second_has_passed(local_aws_clean, runtime):
     local_aws_clean.admin.set_faults(runtime_rps=2)
     body = {"messages": [{"role": "user", "content": [{"text": "a."}]}]}

@@ -20,6 +20,8 @@ SMALL_DAY = dt.date(2026, 12, 5)
 RESUMMARIZED_DAY = dt.date(2026, 12, 9)
 DRY_DAY = dt.date(2026, 12, 13)
 BAD_FORM_DAY = dt.date(2026, 12, 17)
+CUSTOM_MODEL_DAY = dt.date(2026, 12, 21)
+CUSTOM_SMALL_DAY = dt.date(2026, 12, 25)
 DAG_ID = "summarize_calls"
 
 
@@ -153,3 +155,48 @@ def test_a_mistake_in_the_trigger_form_fails_prepare_at_once_naming_the_params(
         "SELECT state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'prepare'",
         (DAG_ID, run_id),
     ) == [("failed", 1)]  # no retry of what a retry cannot mend
+
+
+CUSTOM_HAIKU = (
+    "arn:aws:bedrock:us-east-1:123456789012:custom-model/"
+    "anthropic.claude-3-5-haiku-20241022-v1:0:200k/a1b2c3d4e5f6"
+)
+
+
+def test_a_custom_model_arn_runs_in_batch_as_its_base_models_family(
+    run_pipeline, sqlite_warehouse, local_aws_clean
+):
+    run = run_pipeline(
+        sqlite_warehouse,
+        CUSTOM_MODEL_DAY,
+        seed_count=120,
+        config_changes={"model.id": CUSTOM_HAIKU, "small_batch.policy": "fail"},
+    )
+    assert run.returncode == 0, run.output[-4000:]
+    counts = run.account()
+    assert (counts["source_rows"], counts["unaccounted"], counts["pending"]) == (120, 0, 0)
+    assert counts["summarized"] > 100
+    (job,) = jobs_of(local_aws_clean, CUSTOM_MODEL_DAY)
+    assert job["model_id"] == CUSTOM_HAIKU
+
+
+def test_a_custom_models_small_batch_goes_on_demand_to_the_on_demand_model(
+    run_pipeline, sqlite_warehouse, local_aws_clean
+):
+    # The stand-in refuses the custom model's ARN on demand, as the service does: every summary
+    # comes from the on-demand model.
+    run = run_pipeline(
+        sqlite_warehouse,
+        CUSTOM_SMALL_DAY,
+        seed_count=30,
+        config_changes={
+            "model.id": CUSTOM_HAIKU,
+            "small_batch.policy": "on_demand",
+            "small_batch.on_demand_model_id": "anthropic.claude-3-5-haiku-20241022-v1:0",
+        },
+    )
+    assert run.returncode == 0, run.output[-4000:]
+    counts = run.account()
+    assert (counts["source_rows"], counts["unaccounted"], counts["pending"]) == (30, 0, 0)
+    assert counts["summarized"] > 20
+    assert Counter(local_aws_clean.calls())["bedrock:InvokeModel"] == counts["summarized"]

@@ -183,6 +183,17 @@ def test_a_model_override_of_the_same_family_is_planned_with_it(harness):
     harness.add_calls(5)
     prepared = harness.prepare(tiny_quotas(), model_id="anthropic.claude-3-5-sonnet-20240620-v1:0")
     assert prepared.plan["model_id"] == "anthropic.claude-3-5-sonnet-20240620-v1:0"
+    assert prepared.plan["on_demand_model_id"] == "anthropic.claude-3-5-sonnet-20240620-v1:0"
+
+
+def test_a_model_override_to_a_custom_model_with_no_on_demand_model_fails_prepare_naming_both(harness):
+    harness.add_calls(5)
+    custom = (
+        "arn:aws:bedrock:us-east-1:123456789012:custom-model/"
+        "anthropic.claude-3-5-haiku-20241022-v1:0/a1b2c3d4e5f6"
+    )
+    with pytest.raises(ConfigError, match=r"model_id param: .*custom model.*small_batch\.on_demand_model_id"):
+        harness.prepare(tiny_quotas(), model_id=custom)
 
 
 def test_dry_run_stages_but_writes_nothing_to_the_warehouse_and_plans_no_jobs(harness):
