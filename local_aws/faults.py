@@ -15,8 +15,9 @@ Server faults (POST /_local/faults, JSON, every key optional):
 - ``runtime_rps``: bedrock-runtime requests per second above which it answers ThrottlingException.
 
 Job tags: ``local-aws:fault`` = ``fail`` | ``expire`` | ``stick`` | ``partial=N`` | ``hold=N``,
-``local-aws:record-error-rate`` = ``0.2``, and ``local-aws:stopping-seconds`` = ``5`` (real seconds
-a stopped job stays Stopping, whatever the speed).
+``local-aws:record-error-rate`` = ``0.2``, ``local-aws:record-error-code`` = ``429`` (the errorCode of
+those records: 500 by default; 429 is a record the service throttled, which no model took up), and
+``local-aws:stopping-seconds`` = ``5`` (real seconds a stopped job stays Stopping, whatever the speed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from typing import Any
 OUTCOMES = ("fail", "expire", "stick", "partial", "hold")
 FAULT_TAG = "local-aws:fault"
 RECORD_ERROR_TAG = "local-aws:record-error-rate"
+RECORD_ERROR_CODE_TAG = "local-aws:record-error-code"
+RECORD_ERROR_CODES = (429, 500, 503)
 STOPPING_TAG = "local-aws:stopping-seconds"
 
 
@@ -40,6 +43,7 @@ class JobFaults:
     partial_after: int | None = None
     record_error_rate: float = 0.0
     stopping_seconds: float | None = None
+    record_error_code: int = 500
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +51,7 @@ class JobFaults:
             "partial_after": self.partial_after,
             "record_error_rate": self.record_error_rate,
             "stopping_seconds": self.stopping_seconds,
+            "record_error_code": self.record_error_code,
         }
 
     @classmethod
@@ -166,6 +171,13 @@ class ServerFaults:
                 faults.partial_after = int(arg)
         if RECORD_ERROR_TAG in tags:
             faults.record_error_rate = _check_rate(RECORD_ERROR_TAG, float(tags[RECORD_ERROR_TAG]))
+        if RECORD_ERROR_CODE_TAG in tags:
+            code = tags[RECORD_ERROR_CODE_TAG]
+            if code not in {str(c) for c in RECORD_ERROR_CODES}:
+                raise ValueError(
+                    f"tag {RECORD_ERROR_CODE_TAG}={code!r}: expected one of {RECORD_ERROR_CODES}"
+                )
+            faults.record_error_code = int(code)
         if STOPPING_TAG in tags:
             seconds = float(tags[STOPPING_TAG])
             if not 0 <= seconds <= 3600:

@@ -27,6 +27,12 @@ from local_aws.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_INJECTED_RECORD_ERRORS = {
+    429: "Too many requests, please wait before trying again (injected fault).",
+    503: "The service is unavailable for this record (injected fault).",
+}
+"""The message of an injected record error by code; any other code reads as an internal error."""
+
 ACTIVE = ("Submitted", "Validating", "Scheduled", "InProgress", "Stopping")
 STOPPABLE = ("Submitted", "Validating", "Scheduled", "InProgress")
 
@@ -249,9 +255,11 @@ class JobWorker:
         out: dict[str, Any] = {"recordId": line.record_id, "modelInput": line.model_input}
         if faults.record_error_rate and rng.random() < faults.record_error_rate:
             out["error"] = {
-                "errorCode": 500,
-                "errorMessage": "The model encountered an internal error "
-                "processing this record (injected fault).",
+                "errorCode": faults.record_error_code,
+                "errorMessage": _INJECTED_RECORD_ERRORS.get(
+                    faults.record_error_code,
+                    "The model encountered an internal error processing this record (injected fault).",
+                ),
             }
         else:
             try:

@@ -12,7 +12,6 @@ from airflow.utils.state import TaskInstanceState
 from bedrock_batch.pipeline_operators import (
     COLLECT_TASK,
     ON_DEMAND_TASK,
-    PLAN_KEY,
     PREPARE_TASK,
     ReportOperator,
     collected_outcomes,
@@ -20,35 +19,9 @@ from bedrock_batch.pipeline_operators import (
     plan_of_this_try,
     task_states_this_try,
 )
+from tests.fixtures.task_instance import DAG_ID, OUTCOME, PLAN, RUN_ID, FakeTaskInstance
 
-DAG_ID = "summarize_calls"
-RUN_ID = "backfill__2026-11-20T00:00:00+00:00"
 EARLIER_PLAN = {"jobs": [{"job_name": "summarize-calls-j001"}], "records": 200}
-
-
-class FakeTaskInstance:
-    """Answers ``get_task_states`` and ``xcom_pull`` as the Task SDK does, from states and XComs.
-
-    ``states`` is keyed as Airflow keys them: ``prepare``, and ``batch_job.collect_<map index>``.
-    """
-
-    def __init__(self, states: dict[str, object], xcoms: dict[tuple[str, int | None], object]) -> None:
-        self.states = states
-        self.xcoms = xcoms
-        self.state_calls = 0
-
-    def get_task_states(self, *, dag_id: str, task_ids: list[str], run_ids: list[str]) -> dict:
-        assert (dag_id, run_ids) == (DAG_ID, [RUN_ID])
-        self.state_calls += 1
-        asked = "|".join(re.escape(task_id) for task_id in task_ids)
-        mine = {key: state for key, state in self.states.items() if re.fullmatch(rf"({asked})(_\d+)?", key)}
-        return {RUN_ID: mine} if mine else {}
-
-    def xcom_pull(self, *, task_ids: str, key: str = "return_value", map_indexes=None, default=None):
-        assert key == (PLAN_KEY if task_ids == PREPARE_TASK else "return_value")
-        if map_indexes is None:
-            return self.xcoms.get((task_ids, None), default)
-        return [self.xcoms.get((task_ids, index), default) for index in map_indexes]
 
 
 def prepared(state: object, plan: dict | None = EARLIER_PLAN) -> FakeTaskInstance:
@@ -149,15 +122,6 @@ def test_an_on_demand_outcome_an_earlier_try_left_is_not_read(state):
 
 
 # -- the report task itself ------------------------------------------------------------------------
-
-PLAN = {
-    "pipeline": DAG_ID,
-    "model_id": "anthropic.claude-3-haiku-20240307-v1:0",
-    "prompt_version": "v1",
-    "jobs": [{"job_name": "summarize-calls-j001", "records": 196}],
-    "counts": {"source_rows": 200, "staged": 196},
-}
-OUTCOME = {"job_name": "summarize-calls-j001", "status": "Completed", "summarized": 196}
 
 
 class WarehouseSpy:

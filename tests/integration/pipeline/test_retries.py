@@ -62,6 +62,17 @@ def test_records_of_a_job_that_fails_every_night_are_retried_without_spending_at
     assert outcome.summarized == 6
 
 
+def test_records_a_job_answered_with_429_for_are_retried_without_spending_attempts(harness):
+    harness.configure(max_attempts=2)
+    keys = harness.add_calls(6)
+    runs = failing_runs(harness, 3, tags={**RECORD_ERRORS, "local-aws:record-error-code": "429"})
+    assert [attempts(harness, prepared) for prepared in runs] == [{1}, {1}, {1}]
+    assert harness.query("SELECT COUNT(*) FROM call_summary_errors WHERE dead_lettered = ?", (1,)) == [(0,)]
+    pending = harness.query("SELECT source_key, reason, attempts FROM call_summary_pending")
+    assert sorted(pending) == sorted((key, "retry", 0) for key in keys)
+    assert harness.query("SELECT DISTINCT stage, code FROM call_summary_errors") == [("model", "429")]
+
+
 def test_a_record_a_job_expired_before_reaching_it_keeps_the_attempt_it_had(harness):
     keys = harness.add_calls(6)
     failing_runs(harness, 1)  # a model error: attempt 1 spent

@@ -91,7 +91,7 @@ def nightly_report(warehouse: Warehouse, run_type: str = "scheduled", **config_c
 
     from bedrock_batch.config import PIPELINES_DIR, load_pipeline
     from bedrock_batch.pipeline_operators import COLLECT_TASK, ON_DEMAND_TASK, PREPARE_TASK, ReportOperator
-    from tests.unit.test_report_this_try import DAG_ID, OUTCOME, PLAN, RUN_ID, FakeTaskInstance
+    from tests.fixtures.task_instance import DAG_ID, OUTCOME, PLAN, RUN_ID, FakeTaskInstance
 
     plan = {**PLAN, "window": {"start": DAY.isoformat(), "end": NEXT_DAY.isoformat(), "label": "2026-11-20"}}
     ti = FakeTaskInstance(
