@@ -30,15 +30,43 @@ def base_model_id(model_id: str) -> str:
     return _REGION_PREFIX.sub("", model)
 
 
+def _arn_kind(model_id: str) -> str:
+    return model_id.split(":", 5)[-1].partition("/")[0] if model_id.startswith("arn:") else ""
+
+
 def is_custom_model(model_id: str) -> bool:
     """Whether ``model_id`` is a custom model's ARN (``arn:...:custom-model/<base>/<id>``)."""
-    return model_id.startswith("arn:") and model_id.split(":", 5)[-1].startswith("custom-model/")
+    return _arn_kind(model_id) == "custom-model"
 
 
-def family_name(model_id: str, invocation_type: str = "InvokeModel") -> str | None:
-    """``claude`` | ``nova`` | ``llama`` | ``mistral`` | ``titan`` | ``converse``, or None if unsupported."""
+def is_model_deployment(model_id: str) -> bool:
+    """Whether ``model_id`` is a custom model deployment's ARN: how a custom model runs on demand."""
+    return _arn_kind(model_id) == "custom-model-deployment"
+
+
+def family_of_body(body: Any) -> str | None:
+    """The family whose InvokeModel request ``body`` is. A deployment's ARN names no model, so the
+    stand-in answers a deployment as the family its request is written for."""
+    if not isinstance(body, Mapping):
+        return None
+    if "anthropic_version" in body:
+        return "claude"
+    if "messages" in body:
+        return "nova"
+    if "inputText" in body:
+        return "titan"
+    if "prompt" in body:
+        return "llama" if "max_gen_len" in body else "mistral"
+    return None
+
+
+def family_name(model_id: str, invocation_type: str = "InvokeModel", body: Any = None) -> str | None:
+    """``claude`` | ``nova`` | ``llama`` | ``mistral`` | ``titan`` | ``converse``, or None if unsupported
+    (a custom model deployment's by its request ``body``: batch jobs, which have none here, refuse it)."""
     if invocation_type == "Converse":
         return "converse"
+    if is_model_deployment(model_id):
+        return family_of_body(body)
     model = base_model_id(model_id)
     for prefix, name in (
         ("anthropic.", "claude"),
@@ -242,7 +270,7 @@ _FAMILIES: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
 
 def invoke(model_id: str, invocation_type: str, model_input: Any) -> dict[str, Any]:
     """The model's response body for ``model_input``; ModelInputError when the family rejects it."""
-    family = family_name(model_id, invocation_type)
+    family = family_name(model_id, invocation_type, model_input)
     if family is None:
         raise ModelInputError(f"The model {model_id} is not supported by local_aws.")
     if not isinstance(model_input, dict):

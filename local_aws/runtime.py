@@ -74,7 +74,7 @@ class Runtime:
             invocation_type = "Converse"
         else:
             invocation_type = "InvokeModel"
-            if family_name(model_id) is None:
+            if family_name(model_id, body=body) is None:
                 raise AwsError("ValidationException", "The provided model identifier is invalid.")
         try:
             output = invoke(model_id, invocation_type, body)

@@ -371,37 +371,36 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
 
 def on_demand_model_id(config: PipelineConfig, model_id: str) -> str:
     """
-    The model id a run whose batch model is ``model_id`` calls on demand: ``small_batch.on_demand_model_id``,
-    else ``model_id`` itself.
+    The model id a run whose batch model is ``model_id`` calls on demand: ``small_batch.on_demand_model_id``
+    for the configured model, else ``model_id`` itself (a run's ``model_id`` param calls its own model).
 
     A custom model's ARN runs in batch but not through bedrock-runtime (on demand it needs a custom
-    model deployment), so without the setting it is a ConfigError, unless ``small_batch.policy`` is
-    ``fail`` (which never calls on demand). Under InvokeModel a setting that names its family must
-    name ``model_id``'s: the records were built for it.
+    model deployment), so calling one is a ConfigError, unless ``small_batch.policy`` is ``fail``
+    (which never calls on demand). Under InvokeModel a setting that names its family must name
+    ``model_id``'s: the records were built for it.
     """
     from bedrock_batch.models import family_for, is_custom_model, opaque_model_kind, same_request_body
 
-    chosen = config.small_batch.on_demand_model_id
-    if chosen is None:
-        if is_custom_model(model_id) and config.small_batch.policy != "fail":
-            raise ConfigError(
-                f"model {model_id!r} is a custom model, which bedrock-runtime does not take on demand: set "
-                "small_batch.on_demand_model_id to its custom model deployment's ARN, or small_batch.policy "
-                "to 'fail' (short batches then fail the run instead of going on demand)"
-            )
-        return model_id
-    if config.model.invocation_type == "InvokeModel" and opaque_model_kind(chosen) is None:
+    chosen = config.small_batch.on_demand_model_id if model_id == config.model.id else None
+    called = chosen or model_id
+    if is_custom_model(called) and config.small_batch.policy != "fail":
+        raise ConfigError(
+            f"model {called!r} is a custom model, which bedrock-runtime does not take on demand: set "
+            "small_batch.on_demand_model_id to its custom model deployment's ARN, or small_batch.policy "
+            "to 'fail' (short batches then fail the run instead of going on demand)"
+        )
+    if chosen and config.model.invocation_type == "InvokeModel" and opaque_model_kind(chosen) is None:
         wanted, family = family_for(chosen), family_for(model_id)
         if not same_request_body(wanted, family):
             raise ConfigError(
                 f"{chosen!r} is of model family {wanted.name!r}, not {family.name!r} as {model_id!r}: "
                 "the records are built for that family's InvokeModel request body"
             )
-    return chosen
+    return called
 
 
 def _check_model_and_prompt(config: PipelineConfig, path: Path) -> None:
-    from bedrock_batch.models import family_for
+    from bedrock_batch.models import family_for, opaque_model_kind
     from bedrock_batch.prompts import load_prompt
 
     try:
@@ -410,6 +409,11 @@ def _check_model_and_prompt(config: PipelineConfig, path: Path) -> None:
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: model.id: {exc}") from None
+    if config.model.context_tokens is None and (opaque := opaque_model_kind(config.model.id)):
+        raise ConfigError(
+            f"{path}: model.context_tokens: model.id {config.model.id!r} is {opaque}, whose id does not say "
+            "which model runs behind it: set its context window in tokens"
+        )
     try:
         family.validate_params(config.model.params)
     except ConfigError as exc:

@@ -91,7 +91,7 @@ def _params(config: PipelineConfig) -> dict[str, Any]:
             title="Model override",
             description=(
                 f"Bedrock model id to use instead of {config.model.id} (of the same family under "
-                "InvokeModel; any model under Converse)."
+                "InvokeModel; any model under Converse), in batch and on demand alike."
             ),
         ),
         "record_limit": Param(

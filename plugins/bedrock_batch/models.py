@@ -694,9 +694,15 @@ def check_model_override(configured: str, override: str, invocation_type: str = 
 
     Under InvokeModel each family has its own request body, and the prompt, its parameters and the
     token budget were set for the configured one: another family is a ConfigError naming both. Under
-    Converse every model takes the same request, so any model id Converse takes is allowed.
+    Converse every model takes the same request, so any model id Converse takes is allowed, but for
+    an :func:`opaque_model_kind` ARN: its context window is unknown (the config's is its own model's).
     """
     wanted = family_for(override, invocation_type)  # an unknown model id is a ConfigError already
+    if opaque := opaque_model_kind(override):
+        raise ConfigError(
+            f"model_id param {override!r} is {opaque}, whose id does not say which model runs behind it, "
+            "so its context window is unknown; set it as model.id with model.context_tokens in the config"
+        )
     if invocation_type == "Converse":
         return
     family = family_for(configured, invocation_type)

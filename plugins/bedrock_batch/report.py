@@ -37,8 +37,15 @@ def run_cost(
     outcomes: Iterable[Mapping[str, Any]],
     on_demand: Mapping[str, Any] | None,
     prices: Mapping[str, Any],
+    *,
+    on_demand_model_id: str | None = None,
 ) -> float | None:
-    """Batch jobs' tokens at the batch discount; on-demand tokens at the full (on-demand) price."""
+    """
+    Batch jobs' tokens at the batch discount; on-demand tokens at the full (on-demand) price of
+    ``on_demand_model_id`` where it names a model, else of ``model_id`` (a custom model's deployment
+    names none: it runs the batch model).
+    """
+    from bedrock_batch.models import opaque_model_kind
 
     def tokens(parts: Iterable[Mapping[str, Any]], name: str) -> int:
         return sum(int(part.get(name) or 0) for part in parts)
@@ -48,8 +55,11 @@ def run_cost(
     batch = estimate_cost(model_id, batch_in, batch_out, prices)
     if batch is None or not on_demand:
         return batch
+    called = (
+        on_demand_model_id if on_demand_model_id and not opaque_model_kind(on_demand_model_id) else model_id
+    )
     full = estimate_cost(
-        model_id,
+        called,
         tokens([on_demand], "input_tokens"),
         tokens([on_demand], "output_tokens"),
         {**prices, "batch_discount": 1.0},
@@ -77,6 +87,7 @@ def summarize_run(
         "pipeline": plan.get("pipeline"),
         "window": plan.get("window", {}).get("label"),
         "model_id": plan.get("model_id"),
+        "on_demand_model_id": plan.get("on_demand_model_id") or plan.get("model_id"),
         "prompt_version": plan.get("prompt_version"),
         "dry_run": bool(plan.get("dry_run")),
         "source_rows": int(counts.get("source_rows", 0)),
@@ -104,7 +115,13 @@ def summarize_run(
         "on_demand_refusal": (on_demand or {}).get("refusal"),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
-        "estimated_cost_usd": run_cost(str(plan.get("model_id")), outcomes, on_demand, prices),
+        "estimated_cost_usd": run_cost(
+            str(plan.get("model_id")),
+            outcomes,
+            on_demand,
+            prices,
+            on_demand_model_id=plan.get("on_demand_model_id"),
+        ),
     }
     summary["errored"] = sum(
         summary[name] for name in ("rejected", "model_errors", "not_processed", "output_unreadable")
@@ -140,6 +157,8 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     ]
     # Billed output the run could not join to a record, and outputs at odds with their manifest: rare,
     # so shown only when they happened.
+    if summary.get("on_demand") and summary.get("on_demand_model_id") not in (None, summary.get("model_id")):
+        rows.insert(2, ("on-demand model", summary["on_demand_model_id"]))
     unread = summary.get("unread_before_window") or {}
     if unread.get("rows"):
         rows.append(

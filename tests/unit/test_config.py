@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from bedrock_batch.config import PIPELINES_DIR, check_runtime_values, load_pipeline
+from bedrock_batch.config import PIPELINES_DIR, check_runtime_values, load_pipeline, on_demand_model_id
 from bedrock_batch.errors import ConfigError
 
 SHIPPED = PIPELINES_DIR / "summarize_calls.yaml"
@@ -265,3 +266,36 @@ def test_an_on_demand_model_of_another_family_fails_at_import(tmp_path):
     path = write_variant(tmp_path, custom_model(on_demand_model_id="amazon.nova-lite-v1:0"))
     with pytest.raises(ConfigError, match=r"small_batch\.on_demand_model_id: 'amazon\.nova-lite-v1:0' is of"):
         load_pipeline(path)
+
+
+def test_a_custom_model_named_as_its_own_on_demand_model_fails_at_import(tmp_path):
+    path = write_variant(tmp_path, custom_model(on_demand_model_id=CUSTOM_HAIKU))
+    with pytest.raises(ConfigError, match=r"small_batch\.on_demand_model_id: .*does not take on demand"):
+        load_pipeline(path)
+
+
+def test_a_runs_own_model_is_called_on_demand_not_the_configured_models_on_demand_model(tmp_path):
+    config = load_pipeline(write_variant(tmp_path, custom_model(on_demand_model_id=DEPLOYMENT)))
+    assert on_demand_model_id(config, CUSTOM_HAIKU) == DEPLOYMENT
+    sonnet = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+    assert on_demand_model_id(config, sonnet) == sonnet
+    other_custom = CUSTOM_HAIKU.replace("a1b2c3d4e5f6", "b1b2b3b4b5b6")
+    with pytest.raises(ConfigError, match=re.escape(other_custom)):
+        on_demand_model_id(config, other_custom)
+
+
+APPLICATION_PROFILE = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
+
+
+def test_a_model_arn_that_does_not_name_its_model_needs_its_context_window(tmp_path):
+    def converse(raw):
+        raw["model"].update(id=APPLICATION_PROFILE, invocation_type="Converse")
+
+    with pytest.raises(ConfigError, match=r"model\.context_tokens: .*an application inference profile"):
+        load_pipeline(write_variant(tmp_path, converse))
+
+    def with_window(raw):
+        converse(raw)
+        raw["model"]["context_tokens"] = 64_000
+
+    assert load_pipeline(write_variant(tmp_path, with_window)).model.id == APPLICATION_PROFILE

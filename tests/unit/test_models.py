@@ -69,16 +69,28 @@ def test_a_custom_model_takes_its_base_models_window_and_output_cap():
     assert family.context_tokens == 128_000  # Nova Micro's own window, not the Nova family's 300k
 
 
-@pytest.mark.parametrize(
-    ("arn", "kind"),
-    [
-        (
-            "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6",
-            "an application",
-        ),
-        ("arn:aws:bedrock:us-east-1:123456789012:imported-model/a1b2c3d4e5f6", "an imported model"),
-    ],
-)
+OPAQUE_ARNS = [
+    (
+        "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6",
+        "an application",
+    ),
+    ("arn:aws:bedrock:us-east-1:123456789012:imported-model/a1b2c3d4e5f6", "an imported model"),
+    ("arn:aws:bedrock:us-east-1:123456789012:provisioned-model/a1b2c3d4e5f6", "a provisioned model"),
+    (
+        "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/a1b2c3d4e5f6",
+        "a custom model deployment",
+    ),
+]
+"""Model ARNs that do not name the model behind them, and what the error calls each."""
+
+
+@pytest.mark.parametrize(("arn", "kind"), OPAQUE_ARNS)
+def test_a_model_arn_that_does_not_name_its_model_is_no_run_override_either(arn, kind):
+    with pytest.raises(ConfigError, match=rf"model_id param .*{kind}.*model.context_tokens"):
+        check_model_override("anthropic.claude-3-5-haiku-20241022-v1:0", arn, "Converse")
+
+
+@pytest.mark.parametrize(("arn", "kind"), OPAQUE_ARNS)
 def test_a_model_arn_that_does_not_name_its_model_points_to_converse(arn, kind):
     with pytest.raises(ConfigError, match=rf"{kind}.*use invocation_type 'Converse'.*model.context_tokens"):
         family_for(arn)

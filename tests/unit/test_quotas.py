@@ -45,7 +45,7 @@ def test_default_quotas_ignore_the_cross_region_prefix(monkeypatch):
     assert default_quotas("us.amazon.nova-lite-v1:0") == nova
     assert default_quotas("amazon.nova-lite-v1:0") == nova
     assert default_quotas("us.amazon.nova-pro-v1:0") == DOCUMENTED
-    assert default_quotas("ap.amazon.nova-lite-v1:0") == nova
+    assert default_quotas("apac.amazon.nova-lite-v1:0") == nova
     assert (
         default_quotas("arn:aws:bedrock:eu-west-3:123456789012:inference-profile/eu.amazon.nova-lite-v1:0")
         == nova

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bedrock_batch.report import PRICES_FILE, estimate_cost, format_summary, load_prices, summarize_run
@@ -124,6 +126,33 @@ def test_on_demand_tokens_cost_the_full_price_not_the_batch_one(prices):
     assert as_on_demand["estimated_cost_usd"] == pytest.approx(
         as_batch["estimated_cost_usd"] / prices["batch_discount"]
     )
+
+
+SONNET = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+CUSTOM_HAIKU = f"arn:aws:bedrock:us-east-1:123456789012:custom-model/{HAIKU}/a1b2c3d4e5f6"
+DEPLOYMENT = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/a1b2c3d4e5f6"
+
+
+def test_on_demand_tokens_cost_the_price_of_the_model_they_were_sent_to(prices):
+    tokens = {"input_tokens": 100_000, "output_tokens": 10_000}
+    summary = summarize_run(
+        plan=plan(on_demand_model_id=SONNET), outcomes=[], on_demand={**tokens, "records": 3}, prices=prices
+    )
+    full_price = {**prices, "batch_discount": 1.0}
+    assert summary["estimated_cost_usd"] == pytest.approx(estimate_cost(SONNET, 100_000, 10_000, full_price))
+    assert re.search(rf"on-demand model +{re.escape(SONNET)}\n", format_summary({**summary, "on_demand": 3}))
+
+
+def test_a_custom_models_deployment_costs_its_base_models_price_on_demand(prices):
+    tokens = {"input_tokens": 100_000, "output_tokens": 10_000}
+    summary = summarize_run(
+        plan=plan(model_id=CUSTOM_HAIKU, on_demand_model_id=DEPLOYMENT),
+        outcomes=[],
+        on_demand=tokens,
+        prices=prices,
+    )
+    full_price = {**prices, "batch_discount": 1.0}
+    assert summary["estimated_cost_usd"] == pytest.approx(estimate_cost(HAIKU, 100_000, 10_000, full_price))
 
 
 def test_a_dry_run_summary_submits_nothing(prices):

@@ -58,6 +58,16 @@ def test_a_custom_model_is_not_called_on_demand(runtime):
         runtime.converse(modelId=custom, messages=[{"role": "user", "content": [{"text": "hi"}]}])
 
 
+def test_a_custom_model_deployment_answers_as_the_family_its_request_is_written_for(runtime):
+    deployment = "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/a1b2c3d4e5f6"
+    claude = _invoke(runtime, deployment, claude_input(call_text(4)))
+    assert "invoice number 1004" in claude["content"][0]["text"]
+    llama = _invoke(runtime, deployment, {"prompt": call_text(6), "max_gen_len": 100})
+    assert "invoice number 1006" in llama["generation"]
+    with pytest.raises(runtime.exceptions.ValidationException, match="model identifier is invalid"):
+        _invoke(runtime, deployment, {"question": "no family's body"})
+
+
 def test_requests_above_the_rate_are_throttled_until_a_second_has_passed(local_aws_clean, runtime):
     local_aws_clean.admin.set_faults(runtime_rps=2)
     body = {"messages": [{"role": "user", "content": [{"text": "a."}]}]}

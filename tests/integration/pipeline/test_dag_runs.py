@@ -180,11 +180,11 @@ def test_a_custom_model_arn_runs_in_batch_as_its_base_models_family(
     assert job["model_id"] == CUSTOM_HAIKU
 
 
-def test_a_custom_models_small_batch_goes_on_demand_to_the_on_demand_model(
+def test_a_custom_models_small_batch_goes_on_demand_to_its_deployment(
     run_pipeline, sqlite_warehouse, local_aws_clean
 ):
     # The stand-in refuses the custom model's ARN on demand, as the service does: every summary
-    # comes from the on-demand model.
+    # comes from the deployment.
     run = run_pipeline(
         sqlite_warehouse,
         CUSTOM_SMALL_DAY,
@@ -192,7 +192,9 @@ def test_a_custom_models_small_batch_goes_on_demand_to_the_on_demand_model(
         config_changes={
             "model.id": CUSTOM_HAIKU,
             "small_batch.policy": "on_demand",
-            "small_batch.on_demand_model_id": "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "small_batch.on_demand_model_id": (
+                "arn:aws:bedrock:us-east-1:123456789012:custom-model-deployment/a1b2c3d4e5f6"
+            ),
         },
     )
     assert run.returncode == 0, run.output[-4000:]
