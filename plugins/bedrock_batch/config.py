@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bedrock_batch.alerts import build_notifiers
 from bedrock_batch.errors import ConfigError
 from bedrock_batch.job_tags import MAX_JOB_TAGS, RESERVED_TAG_PREFIX, SUBMIT_TAGS
 
@@ -260,6 +261,19 @@ class SmallBatchConfig(_Strict):
     built for ``model.id``'s family."""
 
 
+class NotifierConfig(_Strict):
+    """One Airflow notifier: its class's dotted path and the keyword arguments it is made with."""
+
+    notifier: str = Field(min_length=3)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertsConfig(_Strict):
+    """Who hears of a failed run: notifiers called when a task fails for good (after its retries)."""
+
+    on_failure: tuple[NotifierConfig, ...] = ()
+
+
 class PipelineConfig(_Strict):
     """One pipeline: source, prompt, model, S3, jobs and the tables it writes."""
 
@@ -281,6 +295,7 @@ class PipelineConfig(_Strict):
     staging: StagingConfig
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     small_batch: SmallBatchConfig = Field(default_factory=SmallBatchConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     max_attempts: int = Field(default=3, ge=1, le=20)
     late_rows_check_days: int = Field(default=3, ge=0, le=31)
     """Days before a scheduled run's window in which its report counts rows no run has read (rows that
@@ -366,6 +381,10 @@ def load_pipeline(path: Path | str) -> PipelineConfig:
     if config.name != path.stem:
         raise ConfigError(f"{path}: name: {config.name!r} must match the file name {path.stem!r}")
     _check_model_and_prompt(config, path)
+    try:
+        build_notifiers(config.alerts.on_failure)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return config
 
 

@@ -124,6 +124,7 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
     import pendulum
     from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task_group
 
+    from bedrock_batch.alerts import build_notifiers
     from bedrock_batch.operators import BedrockBatchSubmitOperator
     from bedrock_batch.pipeline_operators import (
         CollectResultsOperator,
@@ -223,7 +224,14 @@ def build_pipeline_dag(config: PipelineConfig) -> Any:
             expected_bucket_owner=config.staging.expected_bucket_owner,
             **aws,
         )
-        report = ReportOperator(task_id="report", pipeline=config.name, outlets=[output_asset])
+        report = ReportOperator(
+            task_id="report",
+            pipeline=config.name,
+            outlets=[output_asset],
+            # One alert per failed run: the report runs last whatever happened before it, and fails
+            # whenever the run does (alerts.py).
+            on_failure_callback=build_notifiers(config.alerts.on_failure) or None,
+        )
         prepare >> [jobs, on_demand]
         [jobs, on_demand] >> report
     return dag

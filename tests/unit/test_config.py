@@ -299,3 +299,47 @@ def test_a_model_arn_that_does_not_name_its_model_needs_its_context_window(tmp_p
         raw["model"]["context_tokens"] = 64_000
 
     assert load_pipeline(write_variant(tmp_path, with_window)).model.id == APPLICATION_PROFILE
+
+
+def alerts(*entries):
+    def change(raw):
+        raw["alerts"] = {"on_failure": list(entries)}
+
+    return change
+
+
+FILE_NOTIFIER = "tests.fixtures.notifiers.FileNotifier"
+
+
+def test_a_notifier_that_cannot_be_imported_fails_at_import_naming_the_entry(tmp_path):
+    path = write_variant(
+        tmp_path,
+        alerts({"notifier": FILE_NOTIFIER, "kwargs": {"path": "a"}}, {"notifier": "no.such.Notifier"}),
+    )
+    with pytest.raises(
+        ConfigError, match=r"alerts\.on_failure\[1\]\.notifier: cannot import 'no\.such\.Notifier'"
+    ):
+        load_pipeline(path)
+
+
+def test_a_class_that_is_not_a_notifier_fails_at_import(tmp_path):
+    path = write_variant(tmp_path, alerts({"notifier": "collections.OrderedDict"}))
+    with pytest.raises(ConfigError, match=r"alerts\.on_failure\[0\]\.notifier: .*not an Airflow notifier"):
+        load_pipeline(path)
+
+
+def test_arguments_a_notifier_refuses_fail_at_import(tmp_path):
+    path = write_variant(
+        tmp_path, alerts({"notifier": FILE_NOTIFIER, "kwargs": {"to": "oncall@example.com"}})
+    )
+    with pytest.raises(ConfigError, match=r"alerts\.on_failure\[0\]\.kwargs: .*FileNotifier refused them"):
+        load_pipeline(path)
+
+
+def test_the_smtp_providers_notifier_loads_with_jinja_left_for_when_it_fires(tmp_path):
+    smtp = {
+        "notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
+        "kwargs": {"to": "oncall@example.com", "subject": "{{ dag.dag_id }} failed"},
+    }
+    config = load_pipeline(write_variant(tmp_path, alerts(smtp)))
+    assert config.alerts.on_failure[0].kwargs["subject"] == "{{ dag.dag_id }} failed"

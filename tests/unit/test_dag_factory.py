@@ -67,3 +67,19 @@ def test_catchup_is_off_unless_the_pipeline_turns_it_on():
     config = load_pipeline(PIPELINES_DIR / "summarize_calls.yaml")
     assert build_pipeline_dag(config).catchup is False
     assert build_pipeline_dag(config.model_copy(update={"catchup": True})).catchup is True
+
+
+FILE_NOTIFIER = "tests.fixtures.notifiers.FileNotifier"
+
+
+def test_the_report_alone_calls_the_configured_notifiers_when_it_fails_for_good(tmp_path):
+    from bedrock_batch.config import AlertsConfig, NotifierConfig
+    from tests.fixtures.notifiers import FileNotifier
+
+    config = load_pipeline(PIPELINES_DIR / "summarize_calls.yaml")
+    alerts = AlertsConfig(on_failure=(NotifierConfig(notifier=FILE_NOTIFIER, kwargs={"path": "x.jsonl"}),))
+    dag = build_pipeline_dag(config.model_copy(update={"alerts": alerts}))
+    (notifier,) = dag.get_task("report").on_failure_callback
+    assert isinstance(notifier, FileNotifier) and notifier.path == "x.jsonl"
+    assert [task.task_id for task in dag.tasks if task.on_failure_callback] == ["report"]
+    assert all(not task.on_failure_callback for task in build_pipeline_dag(config).tasks)

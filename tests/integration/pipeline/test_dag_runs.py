@@ -22,6 +22,7 @@ DRY_DAY = dt.date(2026, 12, 13)
 BAD_FORM_DAY = dt.date(2026, 12, 17)
 CUSTOM_MODEL_DAY = dt.date(2026, 12, 21)
 CUSTOM_SMALL_DAY = dt.date(2026, 12, 25)
+ALERT_DAY = dt.date(2026, 12, 29)
 DAG_ID = "summarize_calls"
 
 
@@ -155,6 +156,26 @@ def test_a_mistake_in_the_trigger_form_fails_prepare_at_once_naming_the_params(
         "SELECT state, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'prepare'",
         (DAG_ID, run_id),
     ) == [("failed", 1)]  # no retry of what a retry cannot mend
+
+
+def test_a_failed_run_sends_one_alert_through_the_configured_notifiers(
+    run_pipeline, sqlite_warehouse, tmp_path
+):
+    import json
+
+    sent = tmp_path / "alerts.jsonl"
+    notifier = {"notifier": "tests.fixtures.notifiers.FileNotifier", "kwargs": {"path": str(sent)}}
+    run = run_pipeline(
+        sqlite_warehouse,
+        ALERT_DAY,
+        seed_count=0,
+        conf={"window_start": "2026-12-29"},  # prepare fails at once, and for good: a form mistake
+        config_changes={"alerts.on_failure": [notifier]},
+    )
+    assert run.returncode != 0
+    (alert,) = [json.loads(line) for line in sent.read_text().splitlines()]
+    assert (alert["dag_id"], alert["task_id"]) == (DAG_ID, "report")  # one, though prepare failed too
+    assert alert["run_id"].startswith("manual__")
 
 
 CUSTOM_HAIKU = (
