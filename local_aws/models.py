@@ -55,8 +55,10 @@ def family_of_body(body: Any) -> str | None:
         return "nova"
     if "inputText" in body:
         return "titan"
-    if "prompt" in body:
-        return "llama" if "max_gen_len" in body else "mistral"
+    if "prompt" in body:  # Llama's chat template has header tokens, Mistral's [INST]; max_gen_len is Llama's
+        prompt = str(body["prompt"])
+        llama = "<|begin_of_text|>" in prompt or "<|start_header_id|>" in prompt or "max_gen_len" in body
+        return "llama" if llama and "[INST]" not in prompt else "mistral"
     return None
 
 

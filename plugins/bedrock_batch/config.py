@@ -403,10 +403,14 @@ def on_demand_model_id(config: PipelineConfig, model_id: str) -> str:
     chosen = config.small_batch.on_demand_model_id if model_id == config.model.id else None
     called = chosen or model_id
     if is_custom_model(called) and config.small_batch.policy != "fail":
+        fix = (
+            "set small_batch.on_demand_model_id to its custom model deployment's ARN, or "
+            if model_id == config.model.id
+            else "make it model.id in the config with small_batch.on_demand_model_id, or set "
+        )
         raise ConfigError(
-            f"model {called!r} is a custom model, which bedrock-runtime does not take on demand: set "
-            "small_batch.on_demand_model_id to its custom model deployment's ARN, or small_batch.policy "
-            "to 'fail' (short batches then fail the run instead of going on demand)"
+            f"model {called!r} is a custom model, which bedrock-runtime does not take on demand: {fix}"
+            "small_batch.policy to 'fail' (short batches then fail the run instead of going on demand)"
         )
     if chosen and config.model.invocation_type == "InvokeModel" and opaque_model_kind(chosen) is None:
         wanted, family = family_for(chosen), family_for(model_id)

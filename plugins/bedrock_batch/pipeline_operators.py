@@ -550,7 +550,12 @@ class ReportOperator(_PipelineOperator):
                 f"{summary['on_demand_refused']} records were not invoked and are carried over to the next "
                 "run without spending an attempt. Fix the access or the model id; the next run takes them."
             )
-        if any(status in {"Failed", "Stopped", "Expired", "NotSubmitted"} for status in failed.values()):
+        not_completed = {"Failed", "Stopped", "Expired", "NotSubmitted"}
+        if self.config.jobs.fail_on_partial:
+            # The wait task failed on it, but collect and the report run anyway (all_done), and the
+            # run's state is the report's: without this the setting would leave the run green.
+            not_completed.add("PartiallyCompleted")
+        if any(status in not_completed for status in failed.values()):
             # Final: a retry of the report cannot change how the jobs ended.
             raise AirflowFailException(
                 f"Jobs did not complete: {failed}. Their unprocessed records are queued for the next run."

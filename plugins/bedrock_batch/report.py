@@ -64,6 +64,8 @@ def run_cost(
         tokens([on_demand], "output_tokens"),
         {**prices, "batch_discount": 1.0},
     )
+    if full is None and tokens([on_demand], "input_tokens") + tokens([on_demand], "output_tokens"):
+        return None  # an on-demand model with no price: unknown, rather than a cost too low
     return round(batch + (full or 0.0), 6)
 
 

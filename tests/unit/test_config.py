@@ -280,7 +280,7 @@ def test_a_runs_own_model_is_called_on_demand_not_the_configured_models_on_deman
     sonnet = "anthropic.claude-3-5-sonnet-20240620-v1:0"
     assert on_demand_model_id(config, sonnet) == sonnet
     other_custom = CUSTOM_HAIKU.replace("a1b2c3d4e5f6", "b1b2b3b4b5b6")
-    with pytest.raises(ConfigError, match=re.escape(other_custom)):
+    with pytest.raises(ConfigError, match=rf"{re.escape(other_custom)}.*make it model\.id in the config"):
         on_demand_model_id(config, other_custom)
 
 
@@ -336,10 +336,17 @@ def test_arguments_a_notifier_refuses_fail_at_import(tmp_path):
         load_pipeline(path)
 
 
-def test_the_smtp_providers_notifier_loads_with_jinja_left_for_when_it_fires(tmp_path):
-    smtp = {
-        "notifier": "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
-        "kwargs": {"to": "oncall@example.com", "subject": "{{ dag.dag_id }} failed"},
-    }
-    config = load_pipeline(write_variant(tmp_path, alerts(smtp)))
-    assert config.alerts.on_failure[0].kwargs["subject"] == "{{ dag.dag_id }} failed"
+def test_the_shipped_examples_smtp_subject_renders_for_a_run_with_no_logical_date(tmp_path):
+    """The example in summarize_calls.yaml uses only what every run's context has (no ``ds``)."""
+    from airflow.sdk import DAG
+
+    from bedrock_batch.alerts import build_notifiers
+
+    example = re.search(r"# alerts:\n((?:#.*\n)+)", SHIPPED.read_text()).group(0)
+    raw = yaml.safe_load("\n".join(line.removeprefix("#").removeprefix(" ") for line in example.splitlines()))
+    config = load_pipeline(write_variant(tmp_path, alerts(*raw["alerts"]["on_failure"])))
+    (notifier,) = build_notifiers(config.alerts.on_failure)
+    with DAG("summarize_calls", schedule=None, render_template_as_native_obj=True) as dag:
+        pass
+    notifier.render_template_fields({"dag": dag, "run_id": "manual__2026-12-29T00:00:00+00:00"})
+    assert notifier.subject == "summarize_calls failed: run manual__2026-12-29T00:00:00+00:00"

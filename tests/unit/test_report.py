@@ -155,6 +155,15 @@ def test_a_custom_models_deployment_costs_its_base_models_price_on_demand(prices
     assert summary["estimated_cost_usd"] == pytest.approx(estimate_cost(HAIKU, 100_000, 10_000, full_price))
 
 
+def test_on_demand_tokens_of_a_model_with_no_price_make_the_cost_unknown(prices):
+    tokens = {"input_tokens": 100_000, "output_tokens": 10_000}
+    unpriced = "anthropic.claude-opus-4-1-20250805-v1:0"
+    summary = summarize_run(
+        plan=plan(on_demand_model_id=unpriced), outcomes=[], on_demand=tokens, prices=prices
+    )
+    assert summary["estimated_cost_usd"] is None
+
+
 def test_a_dry_run_summary_submits_nothing(prices):
     summary = summarize_run(plan=plan(dry_run=True, jobs=[]), outcomes=[], on_demand=None, prices=prices)
     assert summary["dry_run"] is True

@@ -197,3 +197,25 @@ def test_refused_on_demand_requests_fail_the_report_naming_them_after_freeing_th
     ):
         task.execute({"ti": ti, "run_id": RUN_ID})
     assert warehouse.released == [RUN_ID]  # every record is loaded or queued for the next run
+
+
+@pytest.mark.parametrize("fail_on_partial", [True, False])
+def test_a_partially_completed_job_fails_the_report_only_under_fail_on_partial(fail_on_partial):
+    from bedrock_batch.config import PIPELINES_DIR, load_pipeline
+
+    partial = {**OUTCOME, "status": "PartiallyCompleted", "summarized": 150, "not_processed": 46}
+    ti = FakeTaskInstance(
+        {PREPARE_TASK: "success", f"{COLLECT_TASK}_0": "success", ON_DEMAND_TASK: "skipped"},
+        {(PREPARE_TASK, None): PLAN, (COLLECT_TASK, 0): partial},
+    )
+    task, warehouse = report_task()
+    config = load_pipeline(PIPELINES_DIR / f"{DAG_ID}.yaml")
+    jobs = config.jobs.model_copy(update={"fail_on_partial": fail_on_partial})
+    task.__dict__["config"] = config.model_copy(update={"jobs": jobs})
+
+    if fail_on_partial:
+        with pytest.raises(AirflowFailException, match="PartiallyCompleted"):
+            task.execute({"ti": ti, "run_id": RUN_ID})
+    else:
+        assert task.execute({"ti": ti, "run_id": RUN_ID})["summarized"] == 150
+    assert warehouse.released == [RUN_ID]  # collected either way: its unprocessed records are queued

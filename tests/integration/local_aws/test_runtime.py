@@ -64,6 +64,10 @@ def test_a_custom_model_deployment_answers_as_the_family_its_request_is_written_
     assert "invoice number 1004" in claude["content"][0]["text"]
     llama = _invoke(runtime, deployment, {"prompt": call_text(6), "max_gen_len": 100})
     assert "invoice number 1006" in llama["generation"]
+    templated = f"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{call_text(7)}<|eot_id|>"
+    assert "invoice number 1007" in _invoke(runtime, deployment, {"prompt": templated})["generation"]
+    mistral = _invoke(runtime, deployment, {"prompt": f"<s>[INST] {call_text(8)} [/INST]", "max_tokens": 100})
+    assert "invoice number 1008" in mistral["outputs"][0]["text"]
     with pytest.raises(runtime.exceptions.ValidationException, match="model identifier is invalid"):
         _invoke(runtime, deployment, {"question": "no family's body"})
 
