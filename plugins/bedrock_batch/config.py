@@ -269,7 +269,7 @@ class NotifierConfig(_Strict):
 
 
 class AlertsConfig(_Strict):
-    """Who hears of a failed run: notifiers called when a task fails for good (after its retries)."""
+    """Who hears of a failed run: notifiers it calls once, from its report task (alerts.py says why)."""
 
     on_failure: tuple[NotifierConfig, ...] = ()
 

@@ -58,13 +58,9 @@ def run_cost(
     called = (
         on_demand_model_id if on_demand_model_id and not opaque_model_kind(on_demand_model_id) else model_id
     )
-    full = estimate_cost(
-        called,
-        tokens([on_demand], "input_tokens"),
-        tokens([on_demand], "output_tokens"),
-        {**prices, "batch_discount": 1.0},
-    )
-    if full is None and tokens([on_demand], "input_tokens") + tokens([on_demand], "output_tokens"):
+    on_demand_in, on_demand_out = tokens([on_demand], "input_tokens"), tokens([on_demand], "output_tokens")
+    full = estimate_cost(called, on_demand_in, on_demand_out, {**prices, "batch_discount": 1.0})
+    if full is None and on_demand_in + on_demand_out:
         return None  # an on-demand model with no price: unknown, rather than a cost too low
     return round(batch + (full or 0.0), 6)
 
@@ -157,10 +153,10 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         ),
         ("jobs", f"{summary.get('jobs_collected')}/{summary.get('jobs_planned')} collected"),
     ]
-    # Billed output the run could not join to a record, and outputs at odds with their manifest: rare,
-    # so shown only when they happened.
     if summary.get("on_demand") and summary.get("on_demand_model_id") not in (None, summary.get("model_id")):
         rows.insert(2, ("on-demand model", summary["on_demand_model_id"]))
+    # Billed output the run could not join to a record, and outputs at odds with their manifest: rare,
+    # so shown only when they happened.
     unread = summary.get("unread_before_window") or {}
     if unread.get("rows"):
         rows.append(
