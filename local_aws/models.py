@@ -25,8 +25,8 @@ def base_model_id(model_id: str) -> str:
     """``us.anthropic.claude-...`` -> ``anthropic.claude-...``; ARNs keep their last path part, but for
     ``custom-model/<base model id>/<id>``, whose base model (the family that answers) is in the middle."""
     resource = model_id.split(":", 5)[-1] if model_id.startswith("arn:") else model_id
-    kind, _, name = resource.partition("/")
-    model = name.rsplit("/", 1)[0] if kind == "custom-model" and "/" in name else resource.rsplit("/", 1)[-1]
+    base, sep, _ = resource.partition("/")[2].rpartition("/")
+    model = base if is_custom_model(model_id) and sep else resource.rsplit("/", 1)[-1]
     return _REGION_PREFIX.sub("", model)
 
 

@@ -3,7 +3,8 @@ Failure alerts: the Airflow notifiers a pipeline's config names (``alerts.on_fai
 
 They are the report task's ``on_failure_callback``: the report runs last whatever happened before
 it (``all_done``) and fails whenever the run does (prepare failed, a job was not collected or did
-not complete, an on-demand batch was refused or lost), so a failed run sends one alert, after the
+not complete, or ended PartiallyCompleted under ``jobs.fail_on_partial``, an on-demand batch was
+refused or lost), so a failed run sends one alert, after the
 report's own retries, on the worker that ran it. A callback on every task would send one per failed
 task and retry-exhausted mapped job; the DAG's own callback runs on the DAG processor, and in
 Airflow 3.1 it is reported not to fire under some executors.
@@ -36,9 +37,7 @@ def _notifier_class(path: str, where: str) -> type[BaseNotifier]:
     return found
 
 
-def build_notifiers(
-    specs: Sequence[NotifierConfig], setting: str = "alerts.on_failure"
-) -> list[BaseNotifier]:
+def build_notifiers(specs: Sequence[NotifierConfig]) -> list[BaseNotifier]:
     """The notifiers ``specs`` name, made with their kwargs; a ConfigError names the entry that fails.
 
     Made when the DAG file is parsed (a notifier's constructor only stores its settings; Jinja in
