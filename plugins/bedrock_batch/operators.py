@@ -122,7 +122,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
     :param invocation_type: ``InvokeModel`` or ``Converse``.
     :param vpc_config: ``{"subnetIds": [...], "securityGroupIds": [...]}``.
     :param aws_conn_id: Airflow AWS connection.
-    :param region_name: overrides the connection's region.
+    :param region_name: overrides the connection's region (templated).
     :param client_request_token: idempotency token (templated); derived from the DAG run, the job
         name and the input when None.
 
@@ -135,7 +135,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
     (the ended jobs of its name), hence a new token and name. Or pass a new ``client_request_token``.
     """
 
-    # kms_key_id and bucket_owner may be config templates ({{ var.value... }}): render them too.
+    # kms_key_id, bucket_owner and region_name may be config templates ({{ var.value... }}): render them too.
     template_fields: Sequence[str] = (
         "job",
         "role_arn",
@@ -145,6 +145,7 @@ class BedrockBatchSubmitOperator(ResumableJobMixin, BaseOperator):
         "client_request_token",
         "kms_key_id",
         "bucket_owner",
+        "region_name",
     )
     template_fields_renderers = {"job": "json", "tags": "json"}
     external_id_key = "bedrock_job_arn"
@@ -425,7 +426,7 @@ class BedrockBatchStopJobOperator(BaseOperator):
     Returns ``{"job_arn", "status"}`` with the status after the request.
     """
 
-    template_fields: Sequence[str] = ("job_arn",)
+    template_fields: Sequence[str] = ("job_arn", "region_name")
 
     def __init__(
         self,
@@ -454,7 +455,13 @@ class BedrockBatchListJobsOperator(BaseOperator):
     ``submitted_after`` / ``submitted_before`` take datetimes or ISO 8601 strings (templated).
     """
 
-    template_fields: Sequence[str] = ("status", "name_contains", "submitted_after", "submitted_before")
+    template_fields: Sequence[str] = (
+        "status",
+        "name_contains",
+        "submitted_after",
+        "submitted_before",
+        "region_name",
+    )
 
     def __init__(
         self,

@@ -45,7 +45,7 @@ class BedrockBatchJobSensor(BaseSensorOperator):
 
     :param job_arn: the job to wait for (templated).
     :param aws_conn_id: Airflow AWS connection.
-    :param region_name: overrides the connection's region.
+    :param region_name: overrides the connection's region (templated).
     :param deferrable: wait on the triggerer (default). False falls back to ``reschedule`` mode,
         where each poke makes one GetModelInvocationJob call, the pokes backing off exponentially
         from ``poll_interval`` to ``max_poll_interval``.
@@ -59,7 +59,7 @@ class BedrockBatchJobSensor(BaseSensorOperator):
     :param deadline_margin: time allowed after the job's expiration before giving up.
     """
 
-    template_fields: Sequence[str] = ("job_arn",)
+    template_fields: Sequence[str] = ("job_arn", "region_name")
     ui_color = "#66c3ff"
 
     def __init__(

@@ -23,6 +23,7 @@ BAD_FORM_DAY = dt.date(2026, 12, 17)
 CUSTOM_MODEL_DAY = dt.date(2026, 12, 21)
 CUSTOM_SMALL_DAY = dt.date(2026, 12, 25)
 ALERT_DAY = dt.date(2026, 12, 29)
+TEMPLATED_REGION_DAY = dt.date(2027, 1, 2)
 DAG_ID = "summarize_calls"
 
 
@@ -223,3 +224,18 @@ def test_a_custom_models_small_batch_goes_on_demand_to_its_deployment(
     assert (counts["source_rows"], counts["unaccounted"], counts["pending"]) == (30, 0, 0)
     assert counts["summarized"] > 20
     assert Counter(local_aws_clean.calls())["bedrock:InvokeModel"] == counts["summarized"]
+
+
+def test_a_templated_aws_region_is_rendered_by_every_task(run_pipeline, sqlite_warehouse, local_aws_clean):
+    # botocore refuses a region name with braces in it: a task that does not render the setting fails.
+    run = run_pipeline(
+        sqlite_warehouse,
+        TEMPLATED_REGION_DAY,
+        seed_count=120,
+        config_changes={"aws.region": "{{ var.value.get('calls_region', 'us-east-1') }}"},
+    )
+    assert run.returncode == 0, run.output[-4000:]
+    counts = run.account()
+    assert (counts["source_rows"], counts["unaccounted"], counts["pending"]) == (120, 0, 0)
+    (job,) = jobs_of(local_aws_clean, TEMPLATED_REGION_DAY)
+    assert job["job_arn"].startswith("arn:aws:bedrock:us-east-1:")
