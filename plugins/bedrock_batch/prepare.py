@@ -527,6 +527,10 @@ class RunPreparer:
                 end=self.window.end,
                 run_is_live=self.run_is_live,
             )
+            if self.run_is_live is not None:
+                self.warehouse.judge_claims(
+                    run_id=self.run.run_id, prompt_version=self.prompt.version, run_is_live=self.run_is_live
+                )
             claimed = self.warehouse.claim_pending(
                 run_id=self.run.run_id,
                 prompt_version=self.prompt.version,

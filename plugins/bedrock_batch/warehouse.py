@@ -312,6 +312,10 @@ class Warehouse:
         self.sql_dir = Path(sql_dir) if sql_dir else default_sql_dir()
         self._hook: DbApiHook | None = None
         self._dialect: Dialect | None = None
+        self._live_holders: tuple[str, ...] = ()
+        """Runs whose pending claims hold however old (in flight), from :meth:`claim_pending`."""
+        self._ended_holders: tuple[str, ...] = ()
+        """Runs whose pending claims are free at once (over), from :meth:`claim_pending`."""
 
     # -- connection ---------------------------------------------------------------------------------
 
@@ -696,10 +700,45 @@ class Warehouse:
         return sql, (prompt_version, *attempts_params, prompt_version, self._bool(True), *claim_params)
 
     def _claimable(self, run_id: str, *, column_prefix: str = "") -> tuple[str, tuple[Any, ...]]:
-        """A pending key ``run_id`` may take: nobody holds it, ``run_id`` does, or its claim is stale."""
+        """A pending key ``run_id`` may take: nobody holds it, ``run_id`` does, or its claim is stale.
+
+        A claim is stale when its run is over, or older than ``claim_ttl`` unless its run is in flight
+        (as :meth:`claim_pending` found them; with no such finding, by age alone).
+        """
         c, ph = column_prefix, self._ph
-        sql = f"({c}claimed_by IS NULL OR {c}claimed_by = {ph} OR {c}claimed_at < {ph})"
-        return sql, (run_id, self._ts(datetime.now(UTC) - self.claim_ttl))
+        stale = f"{c}claimed_at < {ph}"
+        params: tuple[Any, ...] = (run_id, self._ts(datetime.now(UTC) - self.claim_ttl))
+        if self._live_holders:
+            stale += f" AND {c}claimed_by NOT IN ({self._params(len(self._live_holders))})"
+            params += self._live_holders
+        if self._ended_holders:
+            stale = f"({stale}) OR {c}claimed_by IN ({self._params(len(self._ended_holders))})"
+            params += self._ended_holders
+        return f"({c}claimed_by IS NULL OR {c}claimed_by = {ph} OR {stale})", params
+
+    def judge_claims(
+        self, *, run_id: str, prompt_version: str, run_is_live: Callable[[str], bool | None]
+    ) -> None:
+        """Ask ``run_is_live`` about every other run holding pending keys, for this warehouse's later
+        claims and reads: a run in flight (``True``) keeps its keys however old its claim (one waiting
+        days for a pool slot or the jobs-in-flight quota, then a day-long job, still sends them); a run
+        that is over (``False``) lets them go at once; of the rest (``None``) the claim's age decides.
+        """
+        ph = self._ph
+        with self._read_cursor(server_side=False) as cur:
+            cur.execute(
+                f"SELECT DISTINCT claimed_by FROM {self.tables.pending_table}"
+                f" WHERE prompt_version = {ph} AND claimed_by IS NOT NULL AND claimed_by <> {ph}",
+                (prompt_version, run_id),
+            )
+            holders = sorted(str(holder) for (holder,) in cur.fetchall())
+        rulings = {holder: run_is_live(holder) for holder in holders}
+        self._live_holders = tuple(holder for holder, live in rulings.items() if live is True)
+        self._ended_holders = tuple(holder for holder, live in rulings.items() if live is False)
+        if self._live_holders:
+            log.info("Queued keys held by runs in flight stay theirs: %s", ", ".join(self._live_holders))
+        if self._ended_holders:
+            log.info("Queued keys held by runs that are over are free: %s", ", ".join(self._ended_holders))
 
     def claim_pending(
         self,

@@ -12,7 +12,7 @@ import datetime as dt
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -192,9 +192,14 @@ class PipelineHarness:
         *,
         run_id: str | None = None,
         day: dt.date = DAY,
+        run_is_live: Callable[[str], bool | None] = lambda other_run_id: False,
         **settings: Any,
     ) -> Prepared:
-        """Prepare a run (a new run id unless given) of ``day``'s window."""
+        """Prepare a run (a new run id unless given) of ``day``'s window.
+
+        ``run_is_live`` answers for other runs as Airflow would; by default every other run is over
+        (the harness runs one run at a time).
+        """
         if run_id is None:
             self.runs += 1
             # Unique per harness: the session's stand-in remembers every job name and request token.
@@ -207,8 +212,7 @@ class PipelineHarness:
             warehouse=self.warehouse,
             s3=self.s3,
             quotas=quotas,
-            # The harness runs one run at a time: any earlier run of the day is over, as Airflow would say.
-            run_is_live=lambda other_run_id: False,
+            run_is_live=run_is_live,
             # As the prepare task asks: the stand-in's jobs named after this run.
             earlier_jobs=lambda: self.hook.jobs_named(run_job_marker(DAG_ID, run_id)),
             job_tags=self.hook.get_job_tags,

@@ -141,6 +141,23 @@ def test_record_limit_claims_only_the_pending_keys_the_run_reads(harness):
     assert {key for key, holder in claims.items() if holder is None} == set(sorted(queued)[5:])
 
 
+def test_queued_keys_a_run_in_flight_claimed_days_ago_stay_its_own(harness):
+    """It may have waited days for a pool slot or the jobs-in-flight quota: its job still sends them."""
+    from bedrock_batch.prompts import load_prompt
+
+    version = load_prompt(harness.config.prompt_path).version
+    queued = harness.add_calls(8, day=DAY - dt.timedelta(days=3), tag="q")
+    harness.warehouse.ensure_schema()
+    harness.warehouse.carry_over(queued, run_id="earlier", prompt_version=version)
+    harness.warehouse.claim_pending(run_id="waiting", prompt_version=version)
+    harness.execute(["UPDATE call_summary_pending SET claimed_at = '2026-01-01 00:00:00'"])  # past the TTL
+
+    prepared = harness.prepare(tiny_quotas(), run_is_live=lambda run_id: run_id == "waiting")
+
+    assert harness.staged_keys(prepared) == []
+    assert set(harness.query("SELECT claimed_by FROM call_summary_pending")) == {("waiting",)}
+
+
 def test_record_limit_does_not_spend_its_claim_on_a_queued_key_out_of_attempts(harness):
     from bedrock_batch.prompts import load_prompt
     from bedrock_batch.warehouse import ErrorRow

@@ -739,6 +739,41 @@ def test_a_stale_claim_is_free_again(warehouse, warehouse_db):
     assert keys(read(wh, run_id="next")) == ["old"]
 
 
+def test_a_stale_claim_of_a_run_still_in_flight_holds(warehouse, warehouse_db):
+    """Its job may have waited days for a pool slot or the quota: taking its keys would send them twice."""
+    wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls", claim_ttl=timedelta(0))
+    insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
+    wh.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
+    wh.claim_pending(run_id="waiting", prompt_version=PROMPT)
+
+    wh.judge_claims(run_id="next", prompt_version=PROMPT, run_is_live=lambda run_id: run_id == "waiting")
+
+    assert wh.claim_pending(run_id="next", prompt_version=PROMPT) == 0
+    assert keys(read(wh, run_id="next")) == []
+    assert wh.dead_letter_exhausted(run_id="next", prompt_version=PROMPT, max_attempts=0) == 0
+
+
+def test_the_claim_of_a_run_that_is_over_is_free_at_once(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
+    warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
+    warehouse.claim_pending(run_id="failed", prompt_version=PROMPT)  # its prepare failed after the claim
+
+    warehouse.judge_claims(run_id="next", prompt_version=PROMPT, run_is_live=lambda run_id: False)
+
+    assert warehouse.claim_pending(run_id="next", prompt_version=PROMPT) == 1
+    assert keys(read(warehouse, run_id="next", claimed_only=True)) == ["old"]
+
+
+def test_a_fresh_claim_of_a_run_nobody_can_vouch_for_holds_until_the_ttl(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
+    warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
+    warehouse.claim_pending(run_id="elsewhere", prompt_version=PROMPT)  # another deployment's run
+
+    warehouse.judge_claims(run_id="next", prompt_version=PROMPT, run_is_live=lambda run_id: None)
+
+    assert warehouse.claim_pending(run_id="next", prompt_version=PROMPT) == 0
+
+
 def test_an_earlier_runs_collect_run_again_leaves_a_later_runs_claim_alone(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
     load(warehouse, errors=[model_error("old", 1)], run_id="run-1")  # queued for retry by run-1
