@@ -531,6 +531,9 @@ class RunPreparer:
                 self.warehouse.judge_claims(
                     run_id=self.run.run_id, prompt_version=self.prompt.version, run_is_live=self.run_is_live
                 )
+            self.warehouse.requeue_other_prompt_versions(
+                run_id=self.run.run_id, prompt_version=self.prompt.version
+            )
             claimed = self.warehouse.claim_pending(
                 run_id=self.run.run_id,
                 prompt_version=self.prompt.version,

@@ -789,6 +789,75 @@ class Warehouse:
             )
             return max(cur.rowcount, 0)
 
+    def requeue_other_prompt_versions(self, *, run_id: str, prompt_version: str) -> int:
+        """Queue under ``prompt_version`` the keys queued under another one; returns how many.
+
+        Every read and claim is of the current prompt version, so a key queued before the prompt
+        changed (carried over, or to retry) would otherwise never be summarized: no later run reads
+        it, and the report's look-back skips a key that has a pending row. Each such key is queued
+        again as carried over (no attempt spent under the new prompt), keeping when it was first
+        queued, unless it already has a summary or a final error under ``prompt_version``; its old
+        row goes. Keys another run holds (as :meth:`judge_claims` found it) stay where they are until
+        that run loads them.
+        """
+        t, ph = self.tables, self._ph
+        claimable, claim_params = self._claimable(run_id)
+        with self._read_cursor(server_side=False) as cur:
+            cur.execute(
+                f"SELECT source_key, prompt_version, first_seen_at FROM {t.pending_table}"
+                f" WHERE prompt_version <> {ph} AND {claimable} ORDER BY source_key",
+                (prompt_version, *claim_params),
+            )
+            queued = [(str(key), str(version), first_seen) for key, version, first_seen in cur.fetchall()]
+        if not queued:
+            return 0
+        first_seen: dict[str, Any] = {}
+        for key, _, seen in queued:
+            if key not in first_seen or (seen is not None and seen < first_seen[key]):
+                first_seen[key] = seen
+        ended = self._ended_under(list(first_seen), prompt_version)
+        rows = [
+            (key, prompt_version, "carried_over", seen, 0, run_id, *_UNCLAIMED)
+            for key, seen in first_seen.items()
+            if key not in ended
+        ]
+        by_version: dict[str, list[str]] = {}
+        for key, version, _ in queued:
+            by_version.setdefault(version, []).append(key)
+        with self._transaction() as conn:
+            for batch in _batches(rows, _WRITE_BATCH):
+                self._upsert_pending(conn, batch, keep_reason=True)
+            for version, keys in by_version.items():
+                self._delete_pending(conn, keys, version)
+        log.warning(
+            "%d keys queued under earlier prompt versions (%s) are queued under %s now%s",
+            len(rows),
+            ", ".join(sorted(by_version)),
+            prompt_version,
+            f"; {len(ended)} already summarized or ended under it left the queue" if ended else "",
+        )
+        return len(rows)
+
+    def _ended_under(self, keys: list[str], prompt_version: str) -> set[str]:
+        """Of ``keys``, those with a summary or a final error row (not to retry, or dead-lettered)
+        under ``prompt_version``."""
+        t, ph = self.tables, self._ph
+        ended: set[str] = set()
+        with self._read_cursor(server_side=False) as cur:
+            for batch in _batches(keys, 500):
+                in_batch = f"prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
+                cur.execute(
+                    f"SELECT source_key FROM {t.output_table} WHERE {in_batch}", (prompt_version, *batch)
+                )
+                ended.update(str(key) for (key,) in cur.fetchall())
+                cur.execute(
+                    f"SELECT source_key FROM {t.error_table} WHERE {in_batch}"
+                    f" AND (retryable = {ph} OR dead_lettered = {ph})",
+                    (prompt_version, *batch, self._bool(False), self._bool(True)),
+                )
+                ended.update(str(key) for (key,) in cur.fetchall())
+        return ended
+
     def dead_letter_exhausted(self, *, run_id: str, prompt_version: str, max_attempts: int) -> int:
         """Dead-letter the queued keys ``run_id`` may take that were already tried ``max_attempts`` times.
 

@@ -158,6 +158,16 @@ def test_queued_keys_a_run_in_flight_claimed_days_ago_stay_its_own(harness):
     assert set(harness.query("SELECT claimed_by FROM call_summary_pending")) == {("waiting",)}
 
 
+def test_keys_queued_before_the_prompt_changed_are_staged_with_the_new_prompt(harness):
+    queued = harness.add_calls(8, day=DAY - dt.timedelta(days=3), tag="q")
+    harness.warehouse.ensure_schema()
+    harness.warehouse.carry_over(queued, run_id="earlier", prompt_version="v0")  # the prompt's last version
+
+    prepared = harness.prepare(tiny_quotas())
+
+    assert sorted(harness.staged_keys(prepared)) == sorted(queued)
+
+
 def test_record_limit_does_not_spend_its_claim_on_a_queued_key_out_of_attempts(harness):
     from bedrock_batch.prompts import load_prompt
     from bedrock_batch.warehouse import ErrorRow

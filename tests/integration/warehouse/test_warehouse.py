@@ -774,6 +774,46 @@ def test_a_fresh_claim_of_a_run_nobody_can_vouch_for_holds_until_the_ttl(warehou
     assert warehouse.claim_pending(run_id="next", prompt_version=PROMPT) == 0
 
 
+def test_keys_queued_under_an_earlier_prompt_version_are_queued_under_the_current_one(
+    warehouse, warehouse_db
+):
+    insert_calls(warehouse_db, [("a", DAY - timedelta(days=5), "t"), ("b", DAY - timedelta(days=4), "t")])
+    warehouse.carry_over(["a"], run_id="run-1", prompt_version="v0")
+    warehouse.carry_over(["b"], run_id="run-1", prompt_version="v0", reason="retry")
+
+    assert warehouse.requeue_other_prompt_versions(run_id="run-2", prompt_version=PROMPT) == 2
+
+    assert warehouse.claim_pending(run_id="run-2", prompt_version=PROMPT) == 2
+    assert keys(read(warehouse, run_id="run-2", claimed_only=True)) == ["a", "b"]
+    assert query(warehouse_db, "SELECT DISTINCT prompt_version, reason FROM call_summary_pending") == [
+        (PROMPT, "carried_over")
+    ]
+
+
+def test_a_key_already_summarized_under_the_current_prompt_version_leaves_the_earlier_queue(
+    warehouse, warehouse_db
+):
+    insert_calls(warehouse_db, [("a", DAY - timedelta(days=5), "t")])
+    warehouse.carry_over(["a"], run_id="run-1", prompt_version="v0")
+    load(warehouse, [summary("a")], run_id="backfill")  # its day was run again under the new prompt
+
+    assert warehouse.requeue_other_prompt_versions(run_id="run-2", prompt_version=PROMPT) == 0
+
+    assert query(warehouse_db, "SELECT COUNT(*) FROM call_summary_pending") == [(0,)]
+
+
+def test_a_key_a_run_in_flight_holds_under_an_earlier_prompt_version_stays_with_it(warehouse, warehouse_db):
+    insert_calls(warehouse_db, [("a", DAY - timedelta(days=5), "t")])
+    warehouse.carry_over(["a"], run_id="run-1", prompt_version="v0")
+    warehouse.claim_pending(run_id="old-prompt-run", prompt_version="v0")
+
+    assert warehouse.requeue_other_prompt_versions(run_id="run-2", prompt_version=PROMPT) == 0
+
+    assert query(warehouse_db, "SELECT prompt_version, claimed_by FROM call_summary_pending") == [
+        ("v0", "old-prompt-run")
+    ]
+
+
 def test_an_earlier_runs_collect_run_again_leaves_a_later_runs_claim_alone(warehouse, warehouse_db):
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
     load(warehouse, errors=[model_error("old", 1)], run_id="run-1")  # queued for retry by run-1
