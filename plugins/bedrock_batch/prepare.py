@@ -528,9 +528,7 @@ class RunPreparer:
                 run_is_live=self.run_is_live,
             )
             if self.run_is_live is not None:
-                self.warehouse.judge_claims(
-                    run_id=self.run.run_id, prompt_version=self.prompt.version, run_is_live=self.run_is_live
-                )
+                self.warehouse.judge_claims(run_id=self.run.run_id, run_is_live=self.run_is_live)
             self.warehouse.requeue_other_prompt_versions(
                 run_id=self.run.run_id, prompt_version=self.prompt.version
             )

@@ -313,9 +313,7 @@ class Warehouse:
         self._hook: DbApiHook | None = None
         self._dialect: Dialect | None = None
         self._live_holders: tuple[str, ...] = ()
-        """Runs whose pending claims hold however old (in flight), from :meth:`claim_pending`."""
-        self._ended_holders: tuple[str, ...] = ()
-        """Runs whose pending claims are free at once (over), from :meth:`claim_pending`."""
+        """Runs whose pending claims hold however old (in flight), from :meth:`judge_claims`."""
 
     # -- connection ---------------------------------------------------------------------------------
 
@@ -702,8 +700,8 @@ class Warehouse:
     def _claimable(self, run_id: str, *, column_prefix: str = "") -> tuple[str, tuple[Any, ...]]:
         """A pending key ``run_id`` may take: nobody holds it, ``run_id`` does, or its claim is stale.
 
-        A claim is stale when its run is over, or older than ``claim_ttl`` unless its run is in flight
-        (as :meth:`claim_pending` found them; with no such finding, by age alone).
+        A claim is stale when it is older than ``claim_ttl``, unless its run is in flight (as
+        :meth:`judge_claims` found it).
         """
         c, ph = column_prefix, self._ph
         stale = f"{c}claimed_at < {ph}"
@@ -711,34 +709,29 @@ class Warehouse:
         if self._live_holders:
             stale += f" AND {c}claimed_by NOT IN ({self._params(len(self._live_holders))})"
             params += self._live_holders
-        if self._ended_holders:
-            stale = f"({stale}) OR {c}claimed_by IN ({self._params(len(self._ended_holders))})"
-            params += self._ended_holders
         return f"({c}claimed_by IS NULL OR {c}claimed_by = {ph} OR {stale})", params
 
-    def judge_claims(
-        self, *, run_id: str, prompt_version: str, run_is_live: Callable[[str], bool | None]
-    ) -> None:
-        """Ask ``run_is_live`` about every other run holding pending keys, for this warehouse's later
-        claims and reads: a run in flight (``True``) keeps its keys however old its claim (one waiting
-        days for a pool slot or the jobs-in-flight quota, then a day-long job, still sends them); a run
-        that is over (``False``) lets them go at once; of the rest (``None``) the claim's age decides.
+    def judge_claims(self, *, run_id: str, run_is_live: Callable[[str], bool | None]) -> None:
+        """Ask ``run_is_live`` about every other run holding pending keys (of any prompt version), for
+        this warehouse's later claims and reads: a run in flight (``True``) keeps its keys however old
+        its claim (one waiting days for a pool slot or the jobs-in-flight quota, then a day-long job,
+        still sends them). Of the others the claim's age decides, as before: a run that is over may
+        still have a completed job whose output an operator is about to load by clearing its collect.
         """
         ph = self._ph
         with self._read_cursor(server_side=False) as cur:
             cur.execute(
                 f"SELECT DISTINCT claimed_by FROM {self.tables.pending_table}"
-                f" WHERE prompt_version = {ph} AND claimed_by IS NOT NULL AND claimed_by <> {ph}",
-                (prompt_version, run_id),
+                f" WHERE claimed_by IS NOT NULL AND claimed_by <> {ph} AND claimed_at < {ph}",
+                (run_id, self._ts(datetime.now(UTC) - self.claim_ttl)),
             )
             holders = sorted(str(holder) for (holder,) in cur.fetchall())
-        rulings = {holder: run_is_live(holder) for holder in holders}
-        self._live_holders = tuple(holder for holder, live in rulings.items() if live is True)
-        self._ended_holders = tuple(holder for holder, live in rulings.items() if live is False)
+        self._live_holders = tuple(holder for holder in holders if run_is_live(holder) is True)
         if self._live_holders:
-            log.info("Queued keys held by runs in flight stay theirs: %s", ", ".join(self._live_holders))
-        if self._ended_holders:
-            log.info("Queued keys held by runs that are over are free: %s", ", ".join(self._ended_holders))
+            log.info(
+                "Queued keys held past the claim TTL by runs in flight stay theirs: %s",
+                ", ".join(self._live_holders),
+            )
 
     def claim_pending(
         self,
@@ -797,34 +790,38 @@ class Warehouse:
         it, and the report's look-back skips a key that has a pending row. Each such key is queued
         again as carried over (no attempt spent under the new prompt), keeping when it was first
         queued, unless it already has a summary or a final error under ``prompt_version``; its old
-        row goes. Keys another run holds (as :meth:`judge_claims` found it) stay where they are until
-        that run loads them.
+        row goes. Keys another run holds (:meth:`_claimable`) stay where they are until that run
+        loads them. One transaction, the rows read locked, so a claim made meanwhile is not deleted.
         """
         t, ph = self.tables, self._ph
         claimable, claim_params = self._claimable(run_id)
-        with self._read_cursor(server_side=False) as cur:
-            cur.execute(
-                f"SELECT source_key, prompt_version, first_seen_at FROM {t.pending_table}"
-                f" WHERE prompt_version <> {ph} AND {claimable} ORDER BY source_key",
-                (prompt_version, *claim_params),
-            )
-            queued = [(str(key), str(version), first_seen) for key, version, first_seen in cur.fetchall()]
-        if not queued:
-            return 0
-        first_seen: dict[str, Any] = {}
-        for key, _, seen in queued:
-            if key not in first_seen or (seen is not None and seen < first_seen[key]):
-                first_seen[key] = seen
-        ended = self._ended_under(list(first_seen), prompt_version)
-        rows = [
-            (key, prompt_version, "carried_over", seen, 0, run_id, *_UNCLAIMED)
-            for key, seen in first_seen.items()
-            if key not in ended
-        ]
-        by_version: dict[str, list[str]] = {}
-        for key, version, _ in queued:
-            by_version.setdefault(version, []).append(key)
+        lock = "" if self.dialect == "sqlite" else " FOR UPDATE"  # SQLite: BEGIN IMMEDIATE locks the file
         with self._transaction() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(
+                    f"SELECT source_key, prompt_version, first_seen_at FROM {t.pending_table}"
+                    f" WHERE prompt_version <> {ph} AND {claimable} ORDER BY source_key{lock}",
+                    (prompt_version, *claim_params),
+                )
+                queued = [(str(key), str(version), seen) for key, version, seen in cur.fetchall()]
+                if not queued:
+                    return 0
+                first_seen: dict[str, Any] = {}
+                for key, _, seen in queued:
+                    if key not in first_seen or seen < first_seen[key]:
+                        first_seen[key] = seen
+                ended = self._ended_under(cur, list(first_seen), prompt_version)
+            finally:
+                cur.close()
+            rows = [
+                (key, prompt_version, "carried_over", seen, 0, run_id, *_UNCLAIMED)
+                for key, seen in first_seen.items()
+                if key not in ended
+            ]
+            by_version: dict[str, list[str]] = {}
+            for key, version, _ in queued:
+                by_version.setdefault(version, []).append(key)
             for batch in _batches(rows, _WRITE_BATCH):
                 self._upsert_pending(conn, batch, keep_reason=True)
             for version, keys in by_version.items():
@@ -838,24 +835,21 @@ class Warehouse:
         )
         return len(rows)
 
-    def _ended_under(self, keys: list[str], prompt_version: str) -> set[str]:
+    def _ended_under(self, cur: Any, keys: list[str], prompt_version: str) -> set[str]:
         """Of ``keys``, those with a summary or a final error row (not to retry, or dead-lettered)
         under ``prompt_version``."""
         t, ph = self.tables, self._ph
         ended: set[str] = set()
-        with self._read_cursor(server_side=False) as cur:
-            for batch in _batches(keys, 500):
-                in_batch = f"prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
-                cur.execute(
-                    f"SELECT source_key FROM {t.output_table} WHERE {in_batch}", (prompt_version, *batch)
-                )
-                ended.update(str(key) for (key,) in cur.fetchall())
-                cur.execute(
-                    f"SELECT source_key FROM {t.error_table} WHERE {in_batch}"
-                    f" AND (retryable = {ph} OR dead_lettered = {ph})",
-                    (prompt_version, *batch, self._bool(False), self._bool(True)),
-                )
-                ended.update(str(key) for (key,) in cur.fetchall())
+        for batch in _batches(keys, 500):
+            in_batch = f"prompt_version = {ph} AND source_key IN ({self._params(len(batch))})"
+            cur.execute(f"SELECT source_key FROM {t.output_table} WHERE {in_batch}", (prompt_version, *batch))
+            ended.update(str(key) for (key,) in cur.fetchall())
+            cur.execute(
+                f"SELECT source_key FROM {t.error_table} WHERE {in_batch}"
+                f" AND (retryable = {ph} OR dead_lettered = {ph})",
+                (prompt_version, *batch, self._bool(False), self._bool(True)),
+            )
+            ended.update(str(key) for (key,) in cur.fetchall())
         return ended
 
     def dead_letter_exhausted(self, *, run_id: str, prompt_version: str, max_attempts: int) -> int:

@@ -746,30 +746,21 @@ def test_a_stale_claim_of_a_run_still_in_flight_holds(warehouse, warehouse_db):
     wh.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
     wh.claim_pending(run_id="waiting", prompt_version=PROMPT)
 
-    wh.judge_claims(run_id="next", prompt_version=PROMPT, run_is_live=lambda run_id: run_id == "waiting")
+    wh.judge_claims(run_id="next", run_is_live=lambda run_id: run_id == "waiting")
 
     assert wh.claim_pending(run_id="next", prompt_version=PROMPT) == 0
     assert keys(read(wh, run_id="next")) == []
     assert wh.dead_letter_exhausted(run_id="next", prompt_version=PROMPT, max_attempts=0) == 0
 
 
-def test_the_claim_of_a_run_that_is_over_is_free_at_once(warehouse, warehouse_db):
+@pytest.mark.parametrize("state", [False, None], ids=["over", "unknown"])
+def test_a_claim_younger_than_the_ttl_holds_whatever_its_runs_state(warehouse, warehouse_db, state):
+    """A run that is over may have a completed job whose output its cleared collect is about to load."""
     insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
     warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
-    warehouse.claim_pending(run_id="failed", prompt_version=PROMPT)  # its prepare failed after the claim
+    warehouse.claim_pending(run_id="failed", prompt_version=PROMPT)
 
-    warehouse.judge_claims(run_id="next", prompt_version=PROMPT, run_is_live=lambda run_id: False)
-
-    assert warehouse.claim_pending(run_id="next", prompt_version=PROMPT) == 1
-    assert keys(read(warehouse, run_id="next", claimed_only=True)) == ["old"]
-
-
-def test_a_fresh_claim_of_a_run_nobody_can_vouch_for_holds_until_the_ttl(warehouse, warehouse_db):
-    insert_calls(warehouse_db, [("old", DAY - timedelta(days=5), "t")])
-    warehouse.carry_over(["old"], run_id="run-1", prompt_version=PROMPT)
-    warehouse.claim_pending(run_id="elsewhere", prompt_version=PROMPT)  # another deployment's run
-
-    warehouse.judge_claims(run_id="next", prompt_version=PROMPT, run_is_live=lambda run_id: None)
+    warehouse.judge_claims(run_id="next", run_is_live=lambda run_id: state)
 
     assert warehouse.claim_pending(run_id="next", prompt_version=PROMPT) == 0
 
@@ -800,6 +791,20 @@ def test_a_key_already_summarized_under_the_current_prompt_version_leaves_the_ea
     assert warehouse.requeue_other_prompt_versions(run_id="run-2", prompt_version=PROMPT) == 0
 
     assert query(warehouse_db, "SELECT COUNT(*) FROM call_summary_pending") == [(0,)]
+
+
+def test_a_stale_claim_of_a_run_in_flight_under_an_earlier_prompt_version_stays_with_it(warehouse_db):
+    wh = Warehouse(warehouse_db.conn_id, TABLES, pipeline="summarize_calls", claim_ttl=timedelta(0))
+    wh.ensure_schema()
+    wh.carry_over(["a"], run_id="run-1", prompt_version="v0")
+    wh.claim_pending(run_id="old-prompt-run", prompt_version="v0")  # still waiting for its job
+
+    wh.judge_claims(run_id="run-2", run_is_live=lambda run_id: run_id == "old-prompt-run")
+
+    assert wh.requeue_other_prompt_versions(run_id="run-2", prompt_version=PROMPT) == 0
+    assert query(warehouse_db, "SELECT prompt_version, claimed_by FROM call_summary_pending") == [
+        ("v0", "old-prompt-run")
+    ]
 
 
 def test_a_key_a_run_in_flight_holds_under_an_earlier_prompt_version_stays_with_it(warehouse, warehouse_db):
