@@ -712,11 +712,12 @@ class Warehouse:
         return f"({c}claimed_by IS NULL OR {c}claimed_by = {ph} OR {stale})", params
 
     def judge_claims(self, *, run_id: str, run_is_live: Callable[[str], bool | None]) -> None:
-        """Ask ``run_is_live`` about every other run holding pending keys (of any prompt version), for
-        this warehouse's later claims and reads: a run in flight (``True``) keeps its keys however old
-        its claim (one waiting days for a pool slot or the jobs-in-flight quota, then a day-long job,
-        still sends them). Of the others the claim's age decides, as before: a run that is over may
-        still have a completed job whose output an operator is about to load by clearing its collect.
+        """Ask ``run_is_live`` about every other run holding a claim older than ``claim_ttl`` (of any
+        prompt version), for this warehouse's later claims and reads: a run in flight (``True``) keeps
+        its keys however old its claim (one waiting days for a pool slot or the jobs-in-flight quota,
+        then a day-long job, still sends them). Of the others the claim's age decides, as before: a
+        run that is over may still have a completed job whose output an operator is about to load by
+        clearing its collect.
         """
         ph = self._ph
         with self._read_cursor(server_side=False) as cur:
@@ -827,7 +828,7 @@ class Warehouse:
             for version, keys in by_version.items():
                 self._delete_pending(conn, keys, version)
         log.warning(
-            "%d keys queued under earlier prompt versions (%s) are queued under %s now%s",
+            "%d keys queued under other prompt versions (%s) are queued under %s now%s",
             len(rows),
             ", ".join(sorted(by_version)),
             prompt_version,
