@@ -12,6 +12,7 @@ under the minimum, its records are carried over to the next run rather than subm
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -334,7 +335,8 @@ class RunPreparer:
         self.warehouse = warehouse
         self.s3 = s3
         self.quotas = quotas
-        self.run_is_live = run_is_live
+        # Asked once per run: a run holding both this window and queued keys is judged the same for both.
+        self.run_is_live = functools.cache(run_is_live) if run_is_live is not None else None
         """Whether another run is still in flight (Airflow's answer); ``None`` when unknown."""
         self.earlier_jobs = earlier_jobs
         """The Bedrock jobs earlier tries of this run submitted (their summaries, any status)."""

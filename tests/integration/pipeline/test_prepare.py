@@ -158,6 +158,30 @@ def test_queued_keys_a_run_in_flight_claimed_days_ago_stay_its_own(harness):
     assert set(harness.query("SELECT claimed_by FROM call_summary_pending")) == {("waiting",)}
 
 
+def test_a_run_holding_the_window_and_queued_keys_is_asked_about_once(harness):
+    from bedrock_batch.prompts import load_prompt
+
+    version = load_prompt(harness.config.prompt_path).version
+    queued = harness.add_calls(8, day=DAY - dt.timedelta(days=3), tag="q")
+    harness.warehouse.ensure_schema()
+    harness.warehouse.carry_over(queued, run_id="earlier", prompt_version=version)
+    harness.warehouse.claim_pending(run_id="failed", prompt_version=version)
+    harness.execute(
+        [
+            "UPDATE call_summary_pending SET claimed_at = '2026-01-01 00:00:00'",  # past the TTL
+            "INSERT INTO call_summary_pending_windows"
+            " (run_id, prompt_version, window_start, window_end, claimed_at)"
+            f" VALUES ('failed', '{version}', '{DAY} 00:00:00', '{DAY + dt.timedelta(days=1)} 00:00:00',"
+            " '2026-01-01 00:00:00')",
+        ]
+    )
+    asked: list[str] = []
+
+    harness.prepare(tiny_quotas(), run_is_live=lambda run_id: asked.append(run_id) or False)
+
+    assert asked == ["failed"]
+
+
 def test_keys_queued_before_the_prompt_changed_are_staged_with_the_new_prompt(harness):
     queued = harness.add_calls(8, day=DAY - dt.timedelta(days=3), tag="q")
     harness.warehouse.ensure_schema()
