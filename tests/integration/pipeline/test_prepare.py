@@ -141,16 +141,22 @@ def test_record_limit_claims_only_the_pending_keys_the_run_reads(harness):
     assert {key for key, holder in claims.items() if holder is None} == set(sorted(queued)[5:])
 
 
-def test_queued_keys_a_run_in_flight_claimed_days_ago_stay_its_own(harness):
-    """It may have waited days for a pool slot or the jobs-in-flight quota: its job still sends them."""
+def queue_claimed_long_ago(harness, holder: str) -> str:
+    """Queue 8 keys that run ``holder`` claimed past the claim TTL; return the prompt version."""
     from bedrock_batch.prompts import load_prompt
 
     version = load_prompt(harness.config.prompt_path).version
     queued = harness.add_calls(8, day=DAY - dt.timedelta(days=3), tag="q")
     harness.warehouse.ensure_schema()
     harness.warehouse.carry_over(queued, run_id="earlier", prompt_version=version)
-    harness.warehouse.claim_pending(run_id="waiting", prompt_version=version)
-    harness.execute(["UPDATE call_summary_pending SET claimed_at = '2026-01-01 00:00:00'"])  # past the TTL
+    harness.warehouse.claim_pending(run_id=holder, prompt_version=version)
+    harness.execute(["UPDATE call_summary_pending SET claimed_at = '2026-01-01 00:00:00'"])
+    return version
+
+
+def test_queued_keys_a_run_in_flight_claimed_days_ago_stay_its_own(harness):
+    """It may have waited days for a pool slot or the jobs-in-flight quota: its job still sends them."""
+    queue_claimed_long_ago(harness, "waiting")
 
     prepared = harness.prepare(tiny_quotas(), run_is_live=lambda run_id: run_id == "waiting")
 
@@ -159,16 +165,9 @@ def test_queued_keys_a_run_in_flight_claimed_days_ago_stay_its_own(harness):
 
 
 def test_a_run_holding_the_window_and_queued_keys_is_asked_about_once(harness):
-    from bedrock_batch.prompts import load_prompt
-
-    version = load_prompt(harness.config.prompt_path).version
-    queued = harness.add_calls(8, day=DAY - dt.timedelta(days=3), tag="q")
-    harness.warehouse.ensure_schema()
-    harness.warehouse.carry_over(queued, run_id="earlier", prompt_version=version)
-    harness.warehouse.claim_pending(run_id="failed", prompt_version=version)
+    version = queue_claimed_long_ago(harness, "failed")
     harness.execute(
         [
-            "UPDATE call_summary_pending SET claimed_at = '2026-01-01 00:00:00'",  # past the TTL
             "INSERT INTO call_summary_pending_windows"
             " (run_id, prompt_version, window_start, window_end, claimed_at)"
             f" VALUES ('failed', '{version}', '{DAY} 00:00:00', '{DAY + dt.timedelta(days=1)} 00:00:00',"
